@@ -1,0 +1,230 @@
+"""Content digests: models as tensors, saved models as files (formats v1).
+
+A model digest is the identity of weights whatever container they came in (torch
+state_dict, numpy arrays, raw bytes per tensor; Flower's ArrayRecord goes through
+`RawTensor`), so Flower, MLflow and Lightning entries about the same weights agree.
+Tensor memory is hashed in place; chunks are hashed on a thread pool because hashlib
+releases the GIL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import merkle
+from .canonical import canonical_json
+
+CHUNK_SIZE = 1 << 20
+PREFIX = "sha256:"
+_HEX = frozenset("0123456789abcdef")
+
+
+class DigestError(ValueError):
+    """A digest string, tensor or path cannot be digested; the message says which."""
+
+
+def parse_digest(text: str) -> bytes:
+    """The 32 hash bytes of a digest string `sha256:<64 lowercase hex>`."""
+    if (
+        not isinstance(text, str)
+        or not text.startswith(PREFIX)
+        or len(text) != len(PREFIX) + 64
+        or not _HEX.issuperset(text[len(PREFIX) :])
+    ):
+        raise DigestError(f"{text!r} is not a digest: want 'sha256:' + 64 lowercase hex")
+    return bytes.fromhex(text[len(PREFIX) :])
+
+
+def format_digest(raw: bytes) -> str:
+    """`sha256:<hex>` for 32 hash bytes."""
+    if len(raw) != 32:
+        raise DigestError(f"hash has {len(raw)} bytes, want 32")
+    return PREFIX + raw.hex()
+
+
+@dataclass(frozen=True)
+class RawTensor:
+    """A tensor given as raw bytes: C order, little endian, `dtype` as numpy's `dtype.str`
+    (`<f4`, `|u1`) or torch's name for dtypes numpy lacks (`torch.bfloat16`)."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: Any  # bytes-like: bytes, memoryview, buffer
+
+    def nbytes(self) -> int:
+        return memoryview(self.data).nbytes
+
+
+def _le_dtype_str(dtype: np.dtype) -> str:
+    if dtype.hasobject:
+        raise DigestError(f"dtype {dtype} holds Python objects; only numeric tensors digest")
+    if dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big"):
+        dtype = dtype.newbyteorder("<")
+    return dtype.str
+
+
+def _from_numpy(name: str, arr: np.ndarray) -> RawTensor:
+    dt = arr.dtype
+    if dt.byteorder == ">" or (dt.byteorder == "=" and sys.byteorder == "big"):
+        arr = arr.astype(dt.newbyteorder("<"))  # a copy is unavoidable here
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    data = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else b""
+    return RawTensor(_le_dtype_str(arr.dtype), tuple(int(s) for s in arr.shape), data)
+
+
+def _from_torch(name: str, t: Any) -> RawTensor:
+    import torch  # only reached when given a torch tensor, so torch is already imported
+
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    shape = tuple(int(s) for s in t.shape)
+    if t.numel() == 0:
+        data: Any = b""
+    else:
+        data = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+    try:
+        np_dtype = torch.empty((), dtype=t.dtype).numpy().dtype
+        dtype = _le_dtype_str(np_dtype)
+    except TypeError:  # bfloat16 and other dtypes numpy lacks
+        dtype = str(t.dtype)
+    return RawTensor(dtype, shape, data)
+
+
+def as_raw_tensor(name: str, value: Any) -> RawTensor:
+    """A view of one tensor's bytes in the digest's layout, copying only when it must
+    (non-contiguous or big-endian input)."""
+    if isinstance(value, RawTensor):
+        return value
+    if isinstance(value, np.ndarray) or np.isscalar(value):
+        return _from_numpy(name, np.asarray(value))
+    mod = type(value).__module__
+    if mod.startswith("torch"):
+        return _from_torch(name, value)
+    raise DigestError(f"tensor {name!r}: cannot digest a {type(value).__name__}")
+
+
+def named_tensors(model: Any) -> list[tuple[str, RawTensor]]:
+    """(name, RawTensor) sorted by UTF-8 name. A sequence is named "0", "1", ... as Flower
+    names the arrays of an ArrayRecord built from a list."""
+    if isinstance(model, Mapping):
+        items = [(str(k), v) for k, v in model.items()]
+        for k, _ in items:
+            if not isinstance(k, str):
+                raise DigestError(f"tensor name {k!r} is not a string")
+    elif isinstance(model, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(model)]
+    else:
+        raise DigestError(
+            f"cannot digest a {type(model).__name__}: give a state_dict, a dict or list of "
+            "numpy arrays, or a dict of RawTensor"
+        )
+    items.sort(key=lambda kv: kv[0].encode("utf-8"))
+    return [(k, as_raw_tensor(k, v)) for k, v in items]
+
+
+def _chunks(tensors: Sequence[tuple[str, RawTensor]]) -> Iterator[tuple[bytes, Any]]:
+    """(header, chunk view) per leaf, in digest order."""
+    for name, t in tensors:
+        view = memoryview(t.data).cast("B") if memoryview(t.data).nbytes else memoryview(b"")
+        n = max(1, -(-view.nbytes // CHUNK_SIZE))
+        shape = list(t.shape)
+        for i in range(n):
+            header = canonical_json(
+                {"chunk": i, "chunks": n, "dtype": t.dtype, "name": name, "shape": shape}
+            )
+            yield b"\x00" + header + b"\n", view[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
+
+
+def _leaf(item: tuple[bytes, Any]) -> bytes:
+    h = hashlib.sha256(item[0])
+    h.update(item[1])
+    return h.digest()
+
+
+def model_digest(model: Any, threads: int | None = None) -> str:
+    """The model digest of a state_dict, a dict/list of numpy arrays or of RawTensor.
+
+    `threads`: chunk hashing threads (default: CPU count, at most 8; 1 hashes inline).
+    """
+    tensors = named_tensors(model)
+    items = list(_chunks(tensors))
+    if threads is None:
+        threads = min(8, os.cpu_count() or 1)
+    if threads <= 1 or len(items) < 2:
+        leaves = [_leaf(it) for it in items]
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            leaves = list(pool.map(_leaf, items, chunksize=max(1, len(items) // (threads * 4))))
+    return format_digest(merkle.root(leaves))
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """Plain SHA-256 of a file's bytes, streamed."""
+    with open(path, "rb") as f:
+        return PREFIX + hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """One file of a directory digest: its `/`-separated relative path, size, digest."""
+
+    path: str
+    size: int
+    digest: str
+
+    def leaf_data(self) -> bytes:
+        return canonical_json({"digest": self.digest, "path": self.path, "size": self.size})
+
+
+def directory_files(
+    root: str | os.PathLike[str], exclude: Iterable[str] = ()
+) -> list[FileDigest]:
+    """Every regular file under `root`, hashed, sorted by UTF-8 path.
+
+    Symlinks are refused, not followed. `exclude` lists relative paths to leave out
+    (e.g. files a framework writes at load time).
+    """
+    base = Path(root)
+    if base.is_symlink() or not base.is_dir():
+        raise DigestError(f"{root}: not a directory (symlinks are refused)")
+    skip = set(exclude)
+    out: list[FileDigest] = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in list(dirnames) + filenames:
+            full = Path(dirpath, name)
+            st = os.lstat(full)
+            rel = full.relative_to(base).as_posix()
+            if stat.S_ISLNK(st.st_mode):
+                raise DigestError(f"{rel}: is a symlink; directory digests refuse links")
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise DigestError(f"{rel}: not a regular file")
+            if rel in skip:
+                continue
+            out.append(FileDigest(rel, st.st_size, file_digest(full)))
+    out.sort(key=lambda f: f.path.encode("utf-8"))
+    return out
+
+
+def files_root(files: Sequence[FileDigest]) -> str:
+    """The directory digest over already hashed files (sorted by path)."""
+    return format_digest(merkle.root([merkle.leaf_hash(f.leaf_data()) for f in files]))
+
+
+def directory_digest(root: str | os.PathLike[str], exclude: Iterable[str] = ()) -> str:
+    """RFC 9162 tree hash over the directory's files, so one file's inclusion is provable."""
+    return files_root(directory_files(root, exclude))

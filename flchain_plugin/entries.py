@@ -1,0 +1,461 @@
+"""Typed ledger entries and their strict canonical encoding (formats v1).
+
+Every entry is a frozen dataclass; its JSON form is `{"v": 1, "type": ..., <fields>}`
+encoded per RFC 8785. Decoding is strict so that what the log holds is exactly what
+this module can produce: unknown types, missing or extra fields, wrong types,
+non-finite numbers and oversized entries are refused with the field named.
+Entries carry digests and metadata only, never data or weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, NewType, Union
+
+from .canonical import CanonicalError, canonical_json
+
+FORMAT_VERSION = 1
+MAX_ENTRY_BYTES = 64 * 1024
+
+Digest = NewType("Digest", str)
+"""`sha256:` + 64 lowercase hex."""
+
+JsonObject = dict[str, Any]
+"""A JSON object (e.g. metrics); numbers must be finite."""
+
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
+
+REJECT_REASONS = frozenset(
+    {
+        "client_error",
+        "unsigned",
+        "bad_signature",
+        "unknown_client",
+        "wrong_run",
+        "wrong_round",
+        "stale_parent",
+        "digest_mismatch",
+        "replay",
+        "malformed",
+        "non_finite",
+        "out_of_bounds",
+    }
+)
+
+
+class EntryError(ValueError):
+    """An entry is malformed; the message names the field and what was expected."""
+
+
+def check_digest(value: object, name: str = "digest") -> str:
+    """Return `value` if it is a digest string, else raise EntryError naming `name`."""
+    if not isinstance(value, str) or not _DIGEST_RE.match(value):
+        raise EntryError(f"{name}: {value!r} is not a digest ('sha256:' + 64 lowercase hex)")
+    return value
+
+
+def _check_json(value: object, path: str) -> None:
+    if value is None or isinstance(value, (str, bool)):
+        return
+    if isinstance(value, int):
+        if abs(value) > 2**53 - 1:
+            raise EntryError(f"{path}: integer {value} beyond 2^53, use a string")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise EntryError(f"{path}: non-finite number {value!r}")
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json(v, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise EntryError(f"{path}: key {k!r} is not a string")
+            _check_json(v, f"{path}.{k}")
+        return
+    raise EntryError(f"{path}: {type(value).__name__} is not JSON")
+
+
+def _check_type(value: object, tp: Any, path: str) -> None:
+    """Raise EntryError unless `value` matches the annotation `tp`."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                _check_type(value, a, path)
+                return
+            except EntryError as e:
+                errors.append(str(e))
+        raise EntryError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches no type")
+    if tp is Digest:
+        check_digest(value, path)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise EntryError(f"{path}: want a string, got {type(value).__name__}")
+    elif tp is bool:
+        if not isinstance(value, bool):
+            raise EntryError(f"{path}: want a boolean, got {type(value).__name__}")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EntryError(f"{path}: want an integer, got {type(value).__name__}")
+        if abs(value) > 2**53 - 1:
+            raise EntryError(f"{path}: integer {value} beyond 2^53, use a string")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EntryError(f"{path}: want a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise EntryError(f"{path}: non-finite number {value!r}")
+    elif origin is list or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise EntryError(f"{path}: want a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)[:1]
+        for i, v in enumerate(value):
+            _check_type(v, item, f"{path}[{i}]")
+    elif origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise EntryError(f"{path}: want an object, got {type(value).__name__}")
+        _check_json(value, path)
+    else:  # pragma: no cover - a programming error in an entry class
+        raise TypeError(f"unsupported field type {tp!r} at {path}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Base of all entry types. `TYPE` is the JSON `type`; `SUBJECTS` name the digest fields
+    the ledger indexes for lookup by digest."""
+
+    TYPE: ClassVar[str] = ""
+    SUBJECTS: ClassVar[tuple[str, ...]] = ()
+    _HINTS: ClassVar[dict[str, Any]] = {}
+
+    def __post_init__(self) -> None:
+        hints = type(self)._HINTS
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):  # freeze-friendly lists
+                object.__setattr__(self, f.name, list(v))
+                v = list(v)
+            _check_type(v, hints[f.name], f"{self.TYPE}.{f.name}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object, `v` and `type` included."""
+        out: dict[str, Any] = {"v": FORMAT_VERSION, "type": self.TYPE}
+        for f in fields(self):
+            out[f.name] = getattr(self, f.name)
+        return out
+
+    def encode(self) -> bytes:
+        """Canonical bytes (RFC 8785) — what the Merkle leaf hashes."""
+        try:
+            data = canonical_json(self.to_json())
+        except CanonicalError as e:
+            raise EntryError(f"{self.TYPE}: {e}") from e
+        if len(data) > MAX_ENTRY_BYTES:
+            raise EntryError(
+                f"{self.TYPE}: entry is {len(data)} bytes, limit {MAX_ENTRY_BYTES}; "
+                "put large data in the blob store and log its digest"
+            )
+        return data
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """Digests this entry is about (indexed for `Ledger.find`)."""
+        return tuple(v for n in self.SUBJECTS if (v := getattr(self, n)) is not None)
+
+
+ENTRY_TYPES: dict[str, type[Entry]] = {}
+
+
+def entry_type(cls: type[Entry]) -> type[Entry]:
+    """Register an entry class under its TYPE and resolve its field annotations once."""
+    if not cls.TYPE or cls.TYPE in ENTRY_TYPES:
+        raise TypeError(f"entry type {cls.TYPE!r} missing or registered twice")
+    cls._HINTS = typing.get_type_hints(cls)
+    ENTRY_TYPES[cls.TYPE] = cls
+    return cls
+
+
+@entry_type
+@dataclass(frozen=True)
+class Run(Entry):
+    """A training run began: its strategy, configuration and starting model."""
+
+    TYPE: ClassVar[str] = "run"
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("model",)
+    run: str
+    strategy: str
+    config: Digest
+    model: Digest
+    policy: JsonObject = field(default_factory=dict)
+
+
+@entry_type
+@dataclass(frozen=True)
+class Member(Entry):
+    """A client key registered for a run (`via`: "allowlist" or "tofu")."""
+
+    TYPE: ClassVar[str] = "member"
+    run: str
+    node: str
+    key: str
+    via: str = "allowlist"
+
+
+@entry_type
+@dataclass(frozen=True)
+class Update(Entry):
+    """An accepted client update: the signed statement's fields and its signature.
+
+    The statement a client signs is exactly {run, round, node, parent, update,
+    num_examples, metrics, dataset, nonce}, so an auditor can re-check `signature`.
+    """
+
+    TYPE: ClassVar[str] = "update"
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("update",)
+    run: str
+    round: int
+    node: str
+    update: Digest
+    parent: Digest
+    num_examples: int
+    metrics: JsonObject
+    dataset: Digest | None
+    nonce: str
+    key: str | None
+    signature: str | None
+
+
+@entry_type
+@dataclass(frozen=True)
+class Rejected(Entry):
+    """A refused update and why (`reason` is one of REJECT_REASONS)."""
+
+    TYPE: ClassVar[str] = "rejected"
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("update",)
+    run: str
+    round: int
+    node: str
+    reason: str
+    detail: str
+    update: Digest | None = None
+    parent: Digest | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.reason not in REJECT_REASONS:
+            raise EntryError(
+                f"rejected.reason: {self.reason!r} is not one of {sorted(REJECT_REASONS)}"
+            )
+
+
+@entry_type
+@dataclass(frozen=True)
+class Model(Entry):
+    """A model version and what it was made from (`inputs`: leaf indices of updates)."""
+
+    TYPE: ClassVar[str] = "model"
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("model",)
+    run: str
+    round: int
+    model: Digest
+    parent: Digest | None
+    inputs: list[int]
+    aggregator: str
+    metrics: JsonObject = field(default_factory=dict)
+
+
+@entry_type
+@dataclass(frozen=True)
+class Evaluation(Entry):
+    """Evaluation metrics of a model version (federated or centralised)."""
+
+    TYPE: ClassVar[str] = "evaluation"
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("model",)
+    run: str
+    round: int
+    model: Digest
+    metrics: JsonObject
+    source: str = "federated"
+
+
+@entry_type
+@dataclass(frozen=True)
+class Dataset(Entry):
+    """A salted dataset commitment; the salt stays with the data owner."""
+
+    TYPE: ClassVar[str] = "dataset"
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("dataset",)
+    dataset: Digest
+    owner: str
+    scheme: str
+    examples: int | None = None
+    name: str | None = None
+
+
+@entry_type
+@dataclass(frozen=True)
+class Credit(Entry):
+    """A contract rule's award to a contributor, replayable from the log."""
+
+    TYPE: ClassVar[str] = "credit"
+    run: str
+    round: int
+    node: str
+    rule: str
+    amount: float
+    basis: JsonObject = field(default_factory=dict)
+
+
+@entry_type
+@dataclass(frozen=True)
+class Rollback(Entry):
+    """Training restarted from an earlier recorded model version."""
+
+    TYPE: ClassVar[str] = "rollback"
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("model",)
+    model: Digest
+    previous: Digest | None
+    reason: str
+    run: str | None = None
+
+
+@entry_type
+@dataclass(frozen=True)
+class Erasure(Entry):
+    """An off-chain blob was destroyed; the log keeps its digest."""
+
+    TYPE: ClassVar[str] = "erasure"
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("blob",)
+    blob: Digest
+    reason: str
+
+
+@entry_type
+@dataclass(frozen=True)
+class Mlflow(Entry):
+    """An MLflow logged model (`kind` "logged_model") or registered version ("model_version").
+
+    `files` is the directory digest of the model's files; `model` the model digest of its
+    weights where known, which links it to Flower and Lightning entries.
+    """
+
+    TYPE: ClassVar[str] = "mlflow"
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("files", "model")
+    kind: str
+    model_id: str
+    files: Digest
+    model: Digest | None = None
+    run_id: str | None = None
+    name: str | None = None
+    version: str | None = None
+    params: Digest | None = None
+    datasets: list[dict] = field(default_factory=list)
+    parents: list[Digest] = field(default_factory=list)
+    status: str = "ok"
+    detail: JsonObject = field(default_factory=dict)
+
+
+@entry_type
+@dataclass(frozen=True)
+class Checkpoint(Entry):
+    """A Lightning checkpoint: file digest, weights digest, progress and parent."""
+
+    TYPE: ClassVar[str] = "checkpoint"
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("file", "model")
+    file: Digest
+    model: Digest
+    epoch: int
+    step: int
+    name: str
+    parent: Digest | None = None
+    monitor: str | None = None
+    score: float | None = None
+    hparams: Digest | None = None
+    datasets: list[Digest] = field(default_factory=list)
+
+
+@entry_type
+@dataclass(frozen=True)
+class Anchor(Entry):
+    """A signed checkpoint of this log anchored on an external chain."""
+
+    TYPE: ClassVar[str] = "anchor"
+    chain: str
+    tx: str
+    size: int
+    root: str
+
+
+def _reject_constant(name: str) -> Any:
+    raise EntryError(f"non-finite number {name} is not allowed")
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise EntryError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+_loads = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_reject_constant).decode
+
+
+def from_json(obj: object) -> Entry:
+    """Build a typed entry from a parsed JSON object, strictly."""
+    if not isinstance(obj, dict):
+        raise EntryError(f"entry: want a JSON object, got {type(obj).__name__}")
+    if obj.get("v") != FORMAT_VERSION:
+        raise EntryError(f"v: {obj.get('v')!r}, want {FORMAT_VERSION}")
+    name = obj.get("type")
+    cls = ENTRY_TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise EntryError(f"type: unknown entry type {name!r}, want one of {sorted(ENTRY_TYPES)}")
+    names = {f.name for f in fields(cls)}
+    given = set(obj) - {"v", "type"}
+    if extra := sorted(given - names):
+        raise EntryError(f"{name}.{extra[0]}: unknown field")
+    if missing := sorted(n for n in names - given):
+        raise EntryError(f"{name}.{missing[0]}: missing field")
+    return cls(**{k: obj[k] for k in names})
+
+
+def decode(data: bytes) -> Entry:
+    """Parse stored entry bytes; they must be the canonical encoding of a valid entry."""
+    if len(data) > MAX_ENTRY_BYTES:
+        raise EntryError(f"entry is {len(data)} bytes, limit {MAX_ENTRY_BYTES}")
+    try:
+        obj = _loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EntryError(f"entry is not JSON: {e}") from e
+    entry = from_json(obj)
+    if entry.encode() != bytes(data):
+        raise EntryError(f"{entry.TYPE}: bytes are not in canonical form (RFC 8785)")
+    return entry
+
+
+def parse_json(text: str | bytes) -> Entry:
+    """Parse one entry from JSON text in any formatting (e.g. a line of `flchain append`)."""
+    if len(text) > MAX_ENTRY_BYTES:
+        raise EntryError(f"entry is {len(text)} bytes, limit {MAX_ENTRY_BYTES}")
+    try:
+        obj = _loads(text if isinstance(text, str) else text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EntryError(f"entry is not JSON: {e}") from e
+    entry = from_json(obj)
+    entry.encode()  # size and canonical-form checks happen here, before any append
+    return entry
