@@ -1,0 +1,409 @@
+"""The append-only ledger: batches of entries in an RFC 9162 Merkle log.
+
+`append` validates and hashes outside the lock, then in one write transaction reads the
+tree's right edge (O(log n) nodes), stores the entries, every newly completed subtree
+hash and one tree head. Proofs read O(log n) stored nodes; `verify` recomputes all of it
+and names the first stored thing that disagrees.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import merkle
+from .digest import format_digest, parse_digest
+from .entries import Entry, EntryError, decode
+from .store import HeadRow, Store, StoreError, node_key
+
+
+@dataclass(frozen=True)
+class TreeHead:
+    """The tree after a batch: its size and root hash."""
+
+    size: int
+    root: bytes
+    timestamp: float
+
+    @property
+    def root_digest(self) -> str:
+        return format_digest(self.root)
+
+
+@dataclass(frozen=True)
+class LoggedEntry:
+    """An entry as the log holds it: index, canonical bytes, leaf hash, typed value."""
+
+    index: int
+    data: bytes
+    entry: Entry
+
+    @property
+    def leaf_hash(self) -> bytes:
+        return merkle.leaf_hash(self.data)
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    index: int
+    size: int
+    leaf_hash: bytes
+    hashes: tuple[bytes, ...]
+    root: bytes
+
+    def verify(self) -> None:
+        """Raise merkle.ProofError unless the proof holds."""
+        merkle.verify_inclusion(self.index, self.size, self.leaf_hash, self.hashes, self.root)
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    size1: int
+    size2: int
+    hashes: tuple[bytes, ...]
+    root1: bytes
+    root2: bytes
+
+    def verify(self) -> None:
+        merkle.verify_consistency(self.size1, self.size2, self.hashes, self.root1, self.root2)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first stored thing that disagrees with the recomputed log."""
+
+    kind: str  # "entry", "leaf", "node", "head", "missing"
+    index: int  # entry index, node index within its level, or tree size for heads
+    detail: str
+    level: int = 0
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    size: int
+    root: bytes
+    heads: int
+    problem: Problem | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+def _open_store(target: str | os.PathLike[str] | Store, create: bool) -> Store:
+    if not isinstance(target, (str, os.PathLike)):
+        return target
+    text = os.fspath(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        raise StoreError("PostgreSQL ledgers are not available in this version; use a file path")
+    if text.startswith("sqlite:///"):
+        text = text[len("sqlite:///") :]
+    from .store.sqlite import SqliteStore
+
+    return SqliteStore(Path(text), create=create)
+
+
+class Ledger:
+    """An append-only, verifiable log of training events.
+
+    Safe for several threads and processes on one file: appends are serialized by the
+    store's write lock, and the tree state is re-read inside every write transaction.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | Store,
+        *,
+        create: bool = True,
+        origin: str | None = None,
+    ):
+        self.store: Store = _open_store(target, create)
+        stored = self.store.meta("origin")
+        if stored is None:
+            if not create:
+                raise StoreError("ledger has no origin; it was not created by `flchain init`")
+            self.store.set_meta("origin", origin or f"flchain.local/{uuid.uuid4().hex[:16]}")
+            stored = self.store.meta("origin")
+        elif origin is not None and origin != stored:
+            raise StoreError(f"ledger origin is {stored!r}, not {origin!r}")
+        assert stored is not None
+        self.origin: str = stored
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def append(self, entries: Iterable[Entry]) -> TreeHead:
+        """Append one batch atomically and durably; returns the new tree head.
+
+        Every entry is encoded and checked before anything is written: a bad entry raises
+        EntryError and the ledger is unchanged.
+        """
+        items = list(entries)
+        if not items:
+            raise EntryError("empty batch: append at least one entry")
+        encoded: list[tuple[str, bytes]] = []
+        subjects: list[tuple[bytes, ...]] = []
+        for i, e in enumerate(items):
+            if not isinstance(e, Entry):
+                raise EntryError(f"batch[{i}]: {type(e).__name__} is not an Entry")
+            try:
+                encoded.append((e.TYPE, e.encode()))
+            except EntryError as err:
+                raise EntryError(f"batch[{i}]: {err}") from err
+            subjects.append(tuple(parse_digest(s) for s in e.subjects))
+        leaf = merkle.leaf_hash
+        leaves = [leaf(d) for _, d in encoded]
+
+        with self.store.writer() as w:
+            head = w.head()
+            size = head.size if head else 0
+            keys = [node_key(lv, ix) for lv, ix in merkle.Frontier.nodes_for(size)]
+            stored = w.nodes(keys)
+            try:
+                frontier = merkle.Frontier(size, [stored[k] for k in keys])
+            except KeyError as e:
+                raise StoreError(
+                    f"ledger is damaged: node {e} of the tree edge is missing; run `flchain verify`"
+                ) from None
+            nodes: list[tuple[int, bytes]] = []
+            for lh in leaves:
+                for lv, ix, h in frontier.append(lh):
+                    nodes.append(((lv << 40) | ix, h))
+            rows = [(size + i, t, d) for i, (t, d) in enumerate(encoded)]
+            refs = [(s, size + i) for i, subs in enumerate(subjects) for s in subs]
+            new = HeadRow(frontier.size, frontier.root(), time.time())
+            w.put(rows, refs, nodes, new)
+        return TreeHead(new.size, new.root, new.timestamp)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def head(self) -> TreeHead:
+        """The latest tree head (size 0 and the empty root for a new ledger)."""
+        h = self.store.head()
+        if h is None:
+            return TreeHead(0, merkle.SHA256.empty_root(), 0.0)
+        return TreeHead(h.size, h.root, h.timestamp)
+
+    @property
+    def size(self) -> int:
+        return self.head().size
+
+    def heads(self) -> list[TreeHead]:
+        return [TreeHead(h.size, h.root, h.timestamp) for h in self.store.heads()]
+
+    def _logged(self, index: int, data: bytes) -> LoggedEntry:
+        try:
+            return LoggedEntry(index, data, decode(data))
+        except EntryError as e:
+            raise StoreError(f"entry {index} does not decode: {e}; run `flchain verify`") from e
+
+    def get(self, index: int) -> LoggedEntry:
+        """The entry at `index`. Requires 0 <= index < size."""
+        row = self.store.entry(index)
+        if row is None:
+            raise IndexError(f"no entry {index}: the ledger has {self.size} entries")
+        return self._logged(index, row.data)
+
+    def __getitem__(self, index: int) -> LoggedEntry:
+        return self.get(index)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def iter_entries(
+        self, start: int = 0, end: int | None = None, type: str | None = None
+    ) -> Iterator[LoggedEntry]:
+        stop = self.size if end is None else end
+        for row in self.store.entries(start, stop, type):
+            yield self._logged(row.index, row.data)
+
+    def find(self, digest: str, type: str | None = None) -> list[LoggedEntry]:
+        """Entries about `digest` (a model, update, dataset, file...), oldest first."""
+        out = [self.get(i) for i in self.store.find(parse_digest(digest))]
+        return [e for e in out if type is None or e.entry.TYPE == type]
+
+    # -- proofs ------------------------------------------------------------------------
+
+    def _range_hashes(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        plans = [merkle.perfect_subtrees(a, b) for a, b in ranges]
+        keys = [node_key(lv, ix) for plan in plans for lv, ix in plan]
+        got = self.store.nodes(keys)
+        try:
+            return [merkle.fold_range([got[node_key(lv, ix)] for lv, ix in p]) for p in plans]
+        except KeyError as e:
+            raise StoreError(f"ledger is damaged: node {e} is missing; run `flchain verify`") from None
+
+    def _size_and_root(self, size: int | None) -> tuple[int, bytes]:
+        head = self.head()
+        if size is None or size == head.size:
+            return head.size, head.root
+        if not 0 <= size <= head.size:
+            raise ValueError(f"tree size {size} is beyond the ledger's {head.size} entries")
+        if size == 0:
+            return 0, merkle.SHA256.empty_root()
+        return size, self._range_hashes([(0, size)])[0]
+
+    def root_at(self, size: int) -> bytes:
+        """The root hash of the tree's first `size` entries."""
+        return self._size_and_root(size)[1]
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> InclusionProof:
+        """Proof that entry `index` is in the tree of `size` (default: the latest)."""
+        n, root = self._size_and_root(size)
+        if not 0 <= index < n:
+            raise IndexError(f"entry {index} is not in a tree of size {n}")
+        ranges = merkle.inclusion_ranges(index, n)
+        leaf = self.store.nodes([node_key(0, index)])
+        if not leaf:
+            raise StoreError(f"ledger is damaged: leaf {index} is missing; run `flchain verify`")
+        return InclusionProof(index, n, leaf[node_key(0, index)],
+                              tuple(self._range_hashes(ranges)), root)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> ConsistencyProof:
+        """Proof that the tree of `size2` (default: latest) extends the tree of `size1`."""
+        n2, root2 = self._size_and_root(size2)
+        if not 0 <= size1 <= n2:
+            raise ValueError(f"size1 {size1} must be between 0 and {n2}")
+        _, root1 = self._size_and_root(size1)
+        hashes = self._range_hashes(merkle.consistency_ranges(size1, n2))
+        return ConsistencyProof(size1, n2, tuple(hashes), root1, root2)
+
+    # -- verification ------------------------------------------------------------------
+
+    def verify(self, progress: ProgressFn | None = None, decode_entries: bool = True) -> VerifyReport:
+        """Recompute every leaf, node and tree head from the stored entry bytes.
+
+        Returns a report naming the first disagreement: an entry whose bytes do not decode
+        or do not match its leaf hash, a stored node or tree head that differs from the
+        recomputed one, or a missing row. `progress(done, total)` is called as entries pass.
+        """
+        heads = list(self.store.heads())
+        size = heads[-1].size if heads else 0
+        total = size
+        problem = self._verify_levels(size, heads, progress, decode_entries, total)
+        root = heads[-1].root if heads else merkle.SHA256.empty_root()
+        return VerifyReport(size, root, len(heads), problem)
+
+    def _verify_levels(
+        self,
+        size: int,
+        heads: list[HeadRow],
+        progress: ProgressFn | None,
+        decode_entries: bool,
+        total: int,
+    ) -> Problem | None:
+        leaf = merkle.leaf_hash
+        # Level 0: entry bytes -> leaf hashes, compared with the stored leaf row.
+        computed = bytearray()
+        stored_leaves = self.store.level(0)
+        expect = 0
+        suspect: tuple[int, str] | None = None  # stored leaf differs from bytes
+        for row in self.store.entries(0, size):
+            if row.index != expect:
+                return Problem("missing", expect, f"entry {expect}: missing from the store")
+            if decode_entries:
+                try:
+                    decode(row.data)
+                except EntryError as e:
+                    return Problem("entry", expect, f"entry {expect}: stored bytes invalid: {e}")
+            h = leaf(row.data)
+            computed += h
+            idx, sh = next(stored_leaves, (None, b""))
+            if idx != expect:
+                return Problem("missing", expect, f"entry {expect}: leaf hash row missing")
+            if sh != h and suspect is None:
+                suspect = (expect, sh.hex())
+            expect += 1
+            if progress and expect % 4096 == 0:
+                progress(expect, total)
+        if expect != size:
+            return Problem("missing", expect, f"entry {expect}: missing; tree head says {size}")
+        if next(stored_leaves, None) is not None:
+            return Problem("node", size, f"leaf row beyond the tree size {size}", 0)
+        if progress:
+            progress(size, total)
+
+        levels: list[bytes] = [bytes(computed)]
+        if suspect is not None:
+            # Bytes and leaf row disagree. If the parent recomputed from the bytes matches
+            # the stored parent, the leaf row was changed; otherwise the entry bytes were.
+            i = suspect[0]
+            sib = i ^ 1
+            if sib < size:
+                lo, hi = min(i, sib), max(i, sib)
+                parent = merkle.node_hash(levels[0][lo * 32 : lo * 32 + 32],
+                                          levels[0][hi * 32 : hi * 32 + 32])
+                stored = self.store.nodes([node_key(1, i >> 1)]).get(node_key(1, i >> 1))
+                if stored == parent:
+                    return Problem("leaf", i, f"entry {i}: stored leaf hash was changed", 0)
+            return Problem("entry", i, f"entry {i}: stored bytes do not match its leaf hash")
+
+        # Higher levels: pair the level below, compare with stored rows in order.
+        level, width = 0, size
+        while width > 1:
+            below = levels[level]
+            level += 1
+            width //= 2
+            cur = bytearray()
+            node = merkle.node_hash
+            stored = self.store.level(level)
+            for ix in range(width):
+                h = node(below[ix * 64 : ix * 64 + 32], below[ix * 64 + 32 : ix * 64 + 64])
+                cur += h
+                sidx, sh = next(stored, (None, b""))
+                if sidx != ix:
+                    return Problem("missing", ix, f"node level {level} index {ix}: missing", level)
+                if sh != h:
+                    first, last = ix << level, ((ix + 1) << level) - 1
+                    return Problem(
+                        "node", ix,
+                        f"node level {level} index {ix} (entries {first}..{last}): "
+                        f"stored hash differs from recomputed",
+                        level,
+                    )
+            if next(stored, None) is not None:
+                return Problem("node", width, f"node row beyond the tree at level {level}", level)
+            levels.append(bytes(cur))
+
+        def sub(lv: int, ix: int) -> bytes:
+            return levels[lv][ix * 32 : ix * 32 + 32]
+
+        for h in heads:
+            if h.size > size:  # pragma: no cover - heads are read in order
+                break
+            want = (
+                merkle.fold_range([sub(lv, ix) for lv, ix in merkle.perfect_subtrees(0, h.size)])
+                if h.size
+                else merkle.SHA256.empty_root()
+            )
+            if want != h.root:
+                return Problem("head", h.size,
+                               f"tree head at size {h.size}: stored root {h.root.hex()}, "
+                               f"recomputed {want.hex()}")
+        return None
+
+    # -- metadata ----------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        head = self.head()
+        return {"origin": self.origin, "size": head.size, "root": format_digest(head.root),
+                "timestamp": head.timestamp}

@@ -1,0 +1,91 @@
+"""The storage interface the ledger is written against.
+
+A store persists entry bytes, the hash of every completed perfect subtree (level 0 are
+leaf hashes), one tree head per batch, signed checkpoints and a little metadata. It knows
+nothing of Merkle trees: the ledger computes, the store keeps. SQLite is the embedded
+default; PostgreSQL implements the same protocol for shared deployments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+NODE_LEVEL_SHIFT = 40
+"""Node key = level << 40 | index: one integer key per node, 2^40 leaves at most."""
+
+
+def node_key(level: int, index: int) -> int:
+    return (level << NODE_LEVEL_SHIFT) | index
+
+
+@dataclass(frozen=True)
+class HeadRow:
+    """A stored tree head: the tree after one batch."""
+
+    size: int
+    root: bytes
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    index: int
+    type: str
+    data: bytes
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or read; the message says what to do."""
+
+
+class Writer(Protocol):
+    """A write transaction holding the store's single-writer lock."""
+
+    def head(self) -> HeadRow | None: ...
+
+    def nodes(self, keys: Sequence[int]) -> dict[int, bytes]: ...
+
+    def put(
+        self,
+        entries: Sequence[tuple[int, str, bytes]],
+        refs: Sequence[tuple[bytes, int]],
+        nodes: Sequence[tuple[int, bytes]],
+        head: HeadRow,
+    ) -> None: ...
+
+
+class Store(Protocol):
+    """Persistence for a ledger; every method is safe to call from several processes."""
+
+    def writer(self) -> AbstractContextManager[Writer]:
+        """Begin the one write transaction; commit on normal exit, roll back on error."""
+        ...
+
+    def head(self) -> HeadRow | None: ...
+
+    def heads(self, start_size: int = 0) -> Iterator[HeadRow]: ...
+
+    def entry(self, index: int) -> EntryRow | None: ...
+
+    def entries(self, start: int, end: int, type: str | None = None) -> Iterator[EntryRow]: ...
+
+    def find(self, digest: bytes) -> list[int]: ...
+
+    def nodes(self, keys: Sequence[int]) -> dict[int, bytes]: ...
+
+    def level(self, level: int, start: int = 0) -> Iterator[tuple[int, bytes]]:
+        """(index, hash) of stored nodes at one level, in index order."""
+        ...
+
+    def meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def add_checkpoint(self, size: int, note: str) -> None: ...
+
+    def checkpoints(self, size: int | None = None) -> list[tuple[int, str]]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,202 @@
+"""The embedded default store: one SQLite file, WAL, synchronous=FULL.
+
+One writer at a time (BEGIN IMMEDIATE takes SQLite's write lock, so a second process
+waits instead of forking the tree); readers see the last committed batch while a write
+is under way. A crash at any instant leaves the file as of its last committed batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import EntryRow, HeadRow, StoreError, node_key
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, type TEXT NOT NULL,
+                                    data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS refs (digest BLOB NOT NULL, idx INTEGER NOT NULL,
+                                 PRIMARY KEY (digest, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS heads (size INTEGER PRIMARY KEY, root BLOB NOT NULL,
+                                  ts REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY, size INTEGER NOT NULL,
+                                        note TEXT NOT NULL);
+"""
+
+# IN (...) lists longer than this are split; SQLite's default limit is 32766 variables.
+_MAX_VARS = 900
+
+
+class _SqliteWriter:
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    def head(self) -> HeadRow | None:
+        return _head(self._conn)
+
+    def nodes(self, keys: Sequence[int]) -> dict[int, bytes]:
+        return _nodes(self._conn, keys)
+
+    def put(
+        self,
+        entries: Sequence[tuple[int, str, bytes]],
+        refs: Sequence[tuple[bytes, int]],
+        nodes: Sequence[tuple[int, bytes]],
+        head: HeadRow,
+    ) -> None:
+        c = self._conn
+        c.executemany("INSERT INTO entries (idx, type, data) VALUES (?, ?, ?)", entries)
+        if refs:
+            c.executemany("INSERT OR IGNORE INTO refs (digest, idx) VALUES (?, ?)", refs)
+        c.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
+        c.execute(
+            "INSERT INTO heads (size, root, ts) VALUES (?, ?, ?)",
+            (head.size, head.root, head.timestamp),
+        )
+
+
+def _head(conn: sqlite3.Connection) -> HeadRow | None:
+    row = conn.execute("SELECT size, root, ts FROM heads ORDER BY size DESC LIMIT 1").fetchone()
+    return HeadRow(row[0], bytes(row[1]), row[2]) if row else None
+
+
+def _nodes(conn: sqlite3.Connection, keys: Sequence[int]) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    keys = list(dict.fromkeys(keys))
+    for i in range(0, len(keys), _MAX_VARS):
+        part = keys[i : i + _MAX_VARS]
+        marks = ",".join("?" * len(part))
+        for k, h in conn.execute(f"SELECT id, hash FROM nodes WHERE id IN ({marks})", part):
+            out[k] = bytes(h)
+    return out
+
+
+class SqliteStore:
+    """A ledger store in one SQLite file. Thread-safe within a process; safe across
+    processes through SQLite's own locking."""
+
+    def __init__(self, path: str | Path, *, create: bool = True, timeout: float = 120.0):
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        if not create and not self.path.exists():
+            raise StoreError(f"{self.path}: no ledger here; create one with `flchain init`")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(
+                str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            c = self._conn
+            c.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
+            c.execute("PRAGMA synchronous = FULL")
+            if create:  # idempotent, so concurrent creators agree
+                c.executescript(_SCHEMA)
+                c.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                    (SCHEMA_VERSION,),
+                )
+            schema = self.meta("schema")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: not a flchain ledger ({e})") from e
+        if schema != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: ledger schema {schema!r}, want {SCHEMA_VERSION!r}")
+
+    @contextmanager
+    def writer(self) -> Iterator[_SqliteWriter]:
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteWriter(c)
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def head(self) -> HeadRow | None:
+        with self._lock:
+            return _head(self._conn)
+
+    def heads(self, start_size: int = 0) -> Iterator[HeadRow]:
+        rows = self._read("SELECT size, root, ts FROM heads WHERE size >= ? ORDER BY size",
+                          (start_size,))
+        return (HeadRow(s, bytes(r), t) for s, r, t in rows)
+
+    def entry(self, index: int) -> EntryRow | None:
+        rows = self._read("SELECT idx, type, data FROM entries WHERE idx = ?", (index,))
+        return EntryRow(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+
+    def entries(self, start: int, end: int, type: str | None = None) -> Iterator[EntryRow]:
+        """Entries with start <= index < end, read in pages so memory stays flat."""
+        page = 10_000
+        while start < end:
+            stop = min(end, start + page)
+            sql = "SELECT idx, type, data FROM entries WHERE idx >= ? AND idx < ?"
+            args: list[object] = [start, stop]
+            if type is not None:
+                sql += " AND type = ?"
+                args.append(type)
+            for i, t, d in self._read(sql + " ORDER BY idx", args):
+                yield EntryRow(i, t, bytes(d))
+            start = stop
+
+    def find(self, digest: bytes) -> list[int]:
+        return [r[0] for r in self._read("SELECT idx FROM refs WHERE digest = ? ORDER BY idx",
+                                         (digest,))]
+
+    def nodes(self, keys: Sequence[int]) -> dict[int, bytes]:
+        with self._lock:
+            return _nodes(self._conn, keys)
+
+    def level(self, level: int, start: int = 0) -> Iterator[tuple[int, bytes]]:
+        lo = node_key(level, start)
+        hi = node_key(level + 1, 0)
+        page = 50_000
+        mask = (1 << 40) - 1
+        while True:
+            rows = self._read(
+                "SELECT id, hash FROM nodes WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (lo, hi, page),
+            )
+            for k, h in rows:
+                yield k & mask, bytes(h)
+            if len(rows) < page:
+                return
+            lo = rows[-1][0] + 1
+
+    def meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.writer():
+            self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                               (key, value))
+
+    def add_checkpoint(self, size: int, note: str) -> None:
+        with self.writer():
+            self._conn.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (size, note))
+
+    def checkpoints(self, size: int | None = None) -> list[tuple[int, str]]:
+        if size is None:
+            return [(s, n) for s, n in self._read("SELECT size, note FROM checkpoints ORDER BY id")]
+        return [(s, n) for s, n in self._read(
+            "SELECT size, note FROM checkpoints WHERE size = ? ORDER BY id", (size,))]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
