@@ -63,7 +63,13 @@ def _fast(value: Any) -> Any:
                 raise CanonicalError(f"object key {k!r} is not a string")
             if not k.isascii():
                 raise _Slow
-            out[k] = _fast(v)
+            tv = type(v)
+            if tv is str or v is None or tv is bool:
+                out[k] = v
+            elif tv is int and -MAX_SAFE_INT <= v <= MAX_SAFE_INT:
+                out[k] = v
+            else:
+                out[k] = _fast(v)
         return out
     if t is list or t is tuple:
         return [_fast(v) for v in value]

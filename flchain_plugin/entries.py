@@ -140,21 +140,22 @@ class Entry:
     TYPE: ClassVar[str] = ""
     SUBJECTS: ClassVar[tuple[str, ...]] = ()
     _HINTS: ClassVar[dict[str, Any]] = {}
+    _NAMES: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         hints = type(self)._HINTS
-        for f in fields(self):
-            v = getattr(self, f.name)
+        for name in self._NAMES:
+            v = getattr(self, name)
             if isinstance(v, tuple):  # freeze-friendly lists
-                object.__setattr__(self, f.name, list(v))
+                object.__setattr__(self, name, list(v))
                 v = list(v)
-            _check_type(v, hints[f.name], f"{self.TYPE}.{f.name}")
+            _check_type(v, hints[name], f"{self.TYPE}.{name}")
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, `v` and `type` included."""
         out: dict[str, Any] = {"v": FORMAT_VERSION, "type": self.TYPE}
-        for f in fields(self):
-            out[f.name] = getattr(self, f.name)
+        for name in self._NAMES:
+            out[name] = getattr(self, name)
         return out
 
     def encode(self) -> bytes:
@@ -184,6 +185,7 @@ def entry_type(cls: type[Entry]) -> type[Entry]:
     if not cls.TYPE or cls.TYPE in ENTRY_TYPES:
         raise TypeError(f"entry type {cls.TYPE!r} missing or registered twice")
     cls._HINTS = typing.get_type_hints(cls)
+    cls._NAMES = tuple(f.name for f in fields(cls))
     ENTRY_TYPES[cls.TYPE] = cls
     return cls
 
@@ -425,7 +427,7 @@ def from_json(obj: object) -> Entry:
     cls = ENTRY_TYPES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise EntryError(f"type: unknown entry type {name!r}, want one of {sorted(ENTRY_TYPES)}")
-    names = {f.name for f in fields(cls)}
+    names = set(cls._NAMES)
     given = set(obj) - {"v", "type"}
     if extra := sorted(given - names):
         raise EntryError(f"{name}.{extra[0]}: unknown field")

@@ -169,7 +169,7 @@ class Ledger:
                 encoded.append((e.TYPE, e.encode()))
             except EntryError as err:
                 raise EntryError(f"batch[{i}]: {err}") from err
-            subjects.append(tuple(parse_digest(s) for s in e.subjects))
+            subjects.append(tuple(bytes.fromhex(s[7:]) for s in e.subjects))
         leaf = merkle.leaf_hash
         leaves = [leaf(d) for _, d in encoded]
 
@@ -239,7 +239,10 @@ class Ledger:
     def find(self, digest: str, type: str | None = None) -> list[LoggedEntry]:
         """Entries about `digest` (a model, update, dataset, file...), oldest first."""
         out = [self.get(i) for i in self.store.find(parse_digest(digest))]
-        return [e for e in out if type is None or e.entry.TYPE == type]
+        return [
+            e for e in out
+            if digest in e.entry.subjects and (type is None or e.entry.TYPE == type)
+        ]
 
     # -- proofs ------------------------------------------------------------------------
 

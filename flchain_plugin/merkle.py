@@ -242,10 +242,14 @@ def verify_consistency(
 
     Requires 0 <= size1 <= size2 (RFC 9162 §2.1.4.2).
     """
+    if size1 < 0:
+        raise ProofError(f"size1 ({size1}) < 0")
     if size2 < size1:
         raise ProofError(f"size2 ({size2}) < size1 ({size1})")
     _check_hash("root1", root1, hasher)
     _check_hash("root2", root2, hasher)
+    if size1 == 0 and root1 != hasher.empty_root():
+        raise ProofError(f"root1 {root1.hex()} is not the empty tree root for size1 0")
     if size1 == size2:
         if proof:
             raise ProofError(f"wrong proof size {len(proof)}, want 0")
