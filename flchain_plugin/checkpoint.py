@@ -66,7 +66,9 @@ class Checkpoint:
     def body(self) -> str:
         """The note text: origin, size, base64 root hash and extensions, one per line."""
         root = base64.b64encode(self.root_hash).decode("ascii")
-        return "".join(f"{line}\n" for line in (self.origin, str(self.size), root, *self.extensions))
+        return "".join(
+            f"{line}\n" for line in (self.origin, str(self.size), root, *self.extensions)
+        )
 
     @classmethod
     def parse(cls, text: str) -> Checkpoint:

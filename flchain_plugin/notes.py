@@ -498,12 +498,12 @@ def save_private_key(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o600)  # exact mode whatever the umask
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -533,9 +533,7 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
     st = path.stat()
     mode = st.st_mode & 0o777
     if os.name == "posix" and mode & 0o077:
-        raise KeyFileError(
-            f"key file {path} has mode {mode:04o}, want 0600: run chmod 600 {path}"
-        )
+        raise KeyFileError(f"key file {path} has mode {mode:04o}, want 0600: run chmod 600 {path}")
     data = path.read_bytes()
     headers: dict[str, str] = {}
     lines = data.split(b"\n")
