@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import merkle
+from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from .notes import Signer, Verifier
 from .digest import format_digest, parse_digest
 from .entries import Entry, EntryError, decode
 from .store import HeadRow, Store, StoreError, node_key
@@ -403,6 +405,41 @@ class Ledger:
                                f"tree head at size {h.size}: stored root {h.root.hex()}, "
                                f"recomputed {want.hex()}")
         return None
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def checkpoint(self, size: int | None = None) -> Checkpoint:
+        """The unsigned C2SP checkpoint of the tree at `size` (default: latest)."""
+        n, root = self._size_and_root(size)
+        return Checkpoint(self.origin, n, root)
+
+    def sign_checkpoint(self, signer: Signer) -> str:
+        """Sign the latest tree head as a C2SP checkpoint, store the note, and return it.
+
+        The key's name must be the log's origin, as C2SP verifiers expect.
+        """
+        if signer.name != self.origin:
+            raise ValueError(
+                f"signer name {signer.name!r} is not the ledger origin {self.origin!r}: "
+                f"make the key with `flchain keygen {self.origin}`"
+            )
+        cp = self.checkpoint()
+        note = sign_checkpoint(cp, signer)
+        self.store.add_checkpoint(cp.size, note)
+        return note
+
+    def add_checkpoint_note(self, note: str, verifier: Verifier) -> Checkpoint:
+        """Store a note (e.g. cosigned by witnesses) after checking it against this log."""
+        cp, _ = open_checkpoint(note, verifier, origin=self.origin)
+        if cp.size > self.size or self.root_at(cp.size) != cp.root_hash:
+            raise ValueError(f"checkpoint at size {cp.size} does not match this ledger's tree")
+        self.store.add_checkpoint(cp.size, note)
+        return cp
+
+    def latest_checkpoint(self) -> str | None:
+        """The most recently stored signed checkpoint note, if any."""
+        notes = self.store.checkpoints()
+        return notes[-1][1] if notes else None
 
     # -- metadata ----------------------------------------------------------------------
 
