@@ -89,3 +89,16 @@ def canonical_json(value: Any) -> bytes:
         if isinstance(e, CanonicalError):
             raise
         raise CanonicalError(str(e)) from e
+
+
+def canonical_object(obj: dict[str, Any], plain: frozenset[str]) -> bytes:
+    """`canonical_json(obj)` for an object with ASCII keys whose values under the keys in
+    `plain` are already known to be strings, safe integers, booleans or null (validated
+    entry fields): only the other values are walked."""
+    try:
+        prepared = {k: (v if k in plain or v is None else _fast(v)) for k, v in obj.items()}
+        return _dumps(prepared).encode()
+    except _Slow:
+        return rfc8785.dumps(obj)
+    except UnicodeEncodeError as e:
+        raise CanonicalError(f"string is not valid Unicode (lone surrogate?): {e}") from e

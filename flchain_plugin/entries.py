@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, NewType, Union
 
-from .canonical import CanonicalError, canonical_json
+from .canonical import CanonicalError, canonical_json, canonical_object
 
 FORMAT_VERSION = 1
 MAX_ENTRY_BYTES = 64 * 1024
@@ -59,77 +59,83 @@ def check_digest(value: object, name: str = "digest") -> str:
     return value
 
 
-def _check_json(value: object, path: str) -> None:
-    if value is None or isinstance(value, (str, bool)):
-        return
-    if isinstance(value, int):
-        if abs(value) > 2**53 - 1:
-            raise EntryError(f"{path}: integer {value} beyond 2^53, use a string")
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise EntryError(f"{path}: non-finite number {value!r}")
-        return
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_json(v, f"{path}[{i}]")
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise EntryError(f"{path}: key {k!r} is not a string")
-            _check_json(v, f"{path}.{k}")
-        return
-    raise EntryError(f"{path}: {type(value).__name__} is not JSON")
+Checker = typing.Callable[[object, str], None]
 
 
-def _check_type(value: object, tp: Any, path: str) -> None:
-    """Raise EntryError unless `value` matches the annotation `tp`."""
+def _fail(path: str, want: str, value: object) -> typing.NoReturn:
+    raise EntryError(f"{path}: want {want}, got {type(value).__name__}")
+
+
+def _check_str(value: object, path: str) -> None:
+    if type(value) is not str:
+        _fail(path, "a string", value)
+
+
+def _check_int(value: object, path: str) -> None:
+    if type(value) is not int:
+        _fail(path, "an integer", value)
+    if not -(2**53) < value < 2**53:  # type: ignore[operator]
+        raise EntryError(f"{path}: integer {value} beyond 2^53, use a string")
+
+
+def _check_bool(value: object, path: str) -> None:
+    if type(value) is not bool:
+        _fail(path, "a boolean", value)
+
+
+def _check_number(value: object, path: str) -> None:
+    if type(value) is int:
+        _check_int(value, path)
+    elif type(value) is not float:
+        _fail(path, "a number", value)
+    elif not math.isfinite(value):  # type: ignore[arg-type]
+        raise EntryError(f"{path}: non-finite number {value!r}")
+
+
+def _check_object(value: object, path: str) -> None:
+    # Contents (finite numbers, safe integers, string keys) are checked by the canonical
+    # encoder, which walks the value anyway when the entry is encoded at construction.
+    if type(value) is not dict:
+        _fail(path, "an object", value)
+
+
+def _checker(tp: Any) -> Checker:
+    """A validator for one field annotation, built once per entry class."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                _check_type(value, a, path)
-                return
-            except EntryError as e:
-                errors.append(str(e))
-        raise EntryError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches no type")
-    if tp is Digest:
-        check_digest(value, path)
-    elif tp is str:
-        if not isinstance(value, str):
-            raise EntryError(f"{path}: want a string, got {type(value).__name__}")
-    elif tp is bool:
-        if not isinstance(value, bool):
-            raise EntryError(f"{path}: want a boolean, got {type(value).__name__}")
-    elif tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise EntryError(f"{path}: want an integer, got {type(value).__name__}")
-        if abs(value) > 2**53 - 1:
-            raise EntryError(f"{path}: integer {value} beyond 2^53, use a string")
-    elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise EntryError(f"{path}: want a number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise EntryError(f"{path}: non-finite number {value!r}")
-    elif origin is list or origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise EntryError(f"{path}: want a list, got {type(value).__name__}")
-        (item,) = typing.get_args(tp)[:1]
-        for i, v in enumerate(value):
-            _check_type(v, item, f"{path}[{i}]")
-    elif origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise EntryError(f"{path}: want an object, got {type(value).__name__}")
-        _check_json(value, path)
-    else:  # pragma: no cover - a programming error in an entry class
-        raise TypeError(f"unsupported field type {tp!r} at {path}")
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) != 1:  # pragma: no cover - a programming error in an entry class
+            raise TypeError(f"unsupported union {tp!r}")
+        check = _checker(inner[0])
+
+        def optional(value: object, path: str) -> None:
+            if value is not None:
+                check(value, path)
+
+        return optional
+    if origin is list or origin is tuple:
+        item = _checker(typing.get_args(tp)[0])
+
+        def each(value: object, path: str) -> None:
+            if type(value) is not list:
+                _fail(path, "a list", value)
+            for i, v in enumerate(value):  # type: ignore[arg-type]
+                item(v, f"{path}[{i}]")
+
+        return each
+    simple: dict[Any, Checker] = {
+        Digest: check_digest,
+        str: _check_str,
+        int: _check_int,
+        bool: _check_bool,
+        float: _check_number,
+        dict: _check_object,
+    }
+    if origin is dict:
+        return _check_object
+    if tp in simple:
+        return simple[tp]
+    raise TypeError(f"unsupported field type {tp!r}")  # pragma: no cover
 
 
 @dataclass(frozen=True)
@@ -139,17 +145,24 @@ class Entry:
 
     TYPE: ClassVar[str] = ""
     SUBJECTS: ClassVar[tuple[str, ...]] = ()
-    _HINTS: ClassVar[dict[str, Any]] = {}
     _NAMES: ClassVar[tuple[str, ...]] = ()
+    _CHECKS: ClassVar[tuple[tuple[str, str, Checker], ...]] = ()
+    _PLAIN: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
-        hints = type(self)._HINTS
-        for name in self._NAMES:
+        for name, path, check in self._CHECKS:
             v = getattr(self, name)
-            if isinstance(v, tuple):  # freeze-friendly lists
-                object.__setattr__(self, name, list(v))
+            if type(v) is tuple:  # accept tuples where lists are meant
                 v = list(v)
-            _check_type(v, hints[name], f"{self.TYPE}.{name}")
+                object.__setattr__(self, name, v)
+            check(v, path)
+        self._check()
+        # Encode once, at construction: an entry that exists can be logged, and appending
+        # (hot path, under the write lock's shadow) reuses these bytes.
+        object.__setattr__(self, "_bytes", self._encode())
+
+    def _check(self) -> None:
+        """Cross-field rules of a type; runs before encoding."""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, `v` and `type` included."""
@@ -159,10 +172,18 @@ class Entry:
         return out
 
     def encode(self) -> bytes:
-        """Canonical bytes (RFC 8785) — what the Merkle leaf hashes."""
+        """Canonical bytes (RFC 8785): what the Merkle leaf hashes."""
+        return self._bytes  # type: ignore[attr-defined,no-any-return]
+
+    def _encode(self) -> bytes:
         try:
-            data = canonical_json(self.to_json())
+            data = canonical_object(self.to_json(), self._PLAIN)
         except CanonicalError as e:
+            for name in self._NAMES:  # name the field (error path only)
+                try:
+                    canonical_json(getattr(self, name))
+                except CanonicalError as fe:
+                    raise EntryError(f"{self.TYPE}.{name}: {fe}") from e
             raise EntryError(f"{self.TYPE}: {e}") from e
         if len(data) > MAX_ENTRY_BYTES:
             raise EntryError(
@@ -184,8 +205,11 @@ def entry_type(cls: type[Entry]) -> type[Entry]:
     """Register an entry class under its TYPE and resolve its field annotations once."""
     if not cls.TYPE or cls.TYPE in ENTRY_TYPES:
         raise TypeError(f"entry type {cls.TYPE!r} missing or registered twice")
-    cls._HINTS = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls)
     cls._NAMES = tuple(f.name for f in fields(cls))
+    cls._CHECKS = tuple((n, f"{cls.TYPE}.{n}", _checker(hints[n])) for n in cls._NAMES)
+    scalar = {str, Digest, int, bool, str | None, Digest | None, int | None, bool | None}
+    cls._PLAIN = frozenset(["v", "type", *(n for n in cls._NAMES if hints[n] in scalar)])
     ENTRY_TYPES[cls.TYPE] = cls
     return cls
 
@@ -255,8 +279,7 @@ class Rejected(Entry):
     update: Digest | None = None
     parent: Digest | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _check(self) -> None:
         if self.reason not in REJECT_REASONS:
             raise EntryError(
                 f"rejected.reason: {self.reason!r} is not one of {sorted(REJECT_REASONS)}"
@@ -415,6 +438,9 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _loads = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_reject_constant).decode
+# Stored bytes must re-encode to themselves, which already refuses duplicate keys (the
+# re-encoding drops one), so `decode` skips the Python-level pairs hook: 5x faster.
+_loads_stored = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 def from_json(obj: object) -> Entry:
@@ -441,7 +467,7 @@ def decode(data: bytes) -> Entry:
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryError(f"entry is {len(data)} bytes, limit {MAX_ENTRY_BYTES}")
     try:
-        obj = _loads(data.decode("utf-8"))
+        obj = _loads_stored(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise EntryError(f"entry is not JSON: {e}") from e
     entry = from_json(obj)

@@ -186,11 +186,8 @@ class Ledger:
                 raise StoreError(
                     f"ledger is damaged: node {e} of the tree edge is missing; run `flchain verify`"
                 ) from None
-            nodes: list[tuple[int, bytes]] = []
-            for lh in leaves:
-                for lv, ix, h in frontier.append(lh):
-                    nodes.append(((lv << 40) | ix, h))
-            rows = [(size + i, t, d) for i, (t, d) in enumerate(encoded)]
+            nodes = [((lv << 40) | ix, h) for lv, ix, h in frontier.extend(leaves)]
+            rows = [(size + i, t, leaves[i], d) for i, (t, d) in enumerate(encoded)]
             refs = [(s, size + i) for i, subs in enumerate(subjects) for s in subs]
             new = HeadRow(frontier.size, frontier.root(), time.time())
             w.put(rows, refs, nodes, new)
@@ -317,11 +314,10 @@ class Ledger:
         total: int,
     ) -> Problem | None:
         leaf = merkle.leaf_hash
-        # Level 0: entry bytes -> leaf hashes, compared with the stored leaf row.
+        # Level 0: entry bytes -> leaf hashes, compared with the leaf stored beside them.
         computed = bytearray()
-        stored_leaves = self.store.level(0)
         expect = 0
-        suspect: tuple[int, str] | None = None  # stored leaf differs from bytes
+        suspect: int | None = None  # first entry whose bytes and stored leaf disagree
         for row in self.store.entries(0, size):
             if row.index != expect:
                 return Problem("missing", expect, f"entry {expect}: missing from the store")
@@ -332,26 +328,21 @@ class Ledger:
                     return Problem("entry", expect, f"entry {expect}: stored bytes invalid: {e}")
             h = leaf(row.data)
             computed += h
-            idx, sh = next(stored_leaves, (None, b""))
-            if idx != expect:
-                return Problem("missing", expect, f"entry {expect}: leaf hash row missing")
-            if sh != h and suspect is None:
-                suspect = (expect, sh.hex())
+            if row.leaf != h and suspect is None:
+                suspect = expect
             expect += 1
             if progress and expect % 4096 == 0:
                 progress(expect, total)
         if expect != size:
             return Problem("missing", expect, f"entry {expect}: missing; tree head says {size}")
-        if next(stored_leaves, None) is not None:
-            return Problem("node", size, f"leaf row beyond the tree size {size}", 0)
         if progress:
             progress(size, total)
 
         levels: list[bytes] = [bytes(computed)]
         if suspect is not None:
-            # Bytes and leaf row disagree. If the parent recomputed from the bytes matches
-            # the stored parent, the leaf row was changed; otherwise the entry bytes were.
-            i = suspect[0]
+            # Bytes and leaf disagree. If the parent recomputed from the bytes matches the
+            # stored parent, the stored leaf hash was changed; otherwise the entry bytes were.
+            i = suspect
             sib = i ^ 1
             if sib < size:
                 lo, hi = min(i, sib), max(i, sib)

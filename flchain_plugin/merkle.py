@@ -336,6 +336,23 @@ class Frontier:
         self.size = i + 1
         return out
 
+    def extend(self, leaves: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
+        """Add leaf hashes; return the completed nodes above the leaves (level >= 1)."""
+        out: list[tuple[int, int, bytes]] = []
+        hashes = self.hashes
+        node = self._hasher.node
+        i = self.size
+        for acc in leaves:
+            level = 0
+            while (i >> level) & 1:
+                acc = node(hashes.pop(), acc)
+                level += 1
+                out.append((level, i >> level, acc))
+            hashes.append(acc)
+            i += 1
+        self.size = i
+        return out
+
     def root(self) -> bytes:
         if not self.hashes:
             return self._hasher.empty_root()

@@ -1,7 +1,7 @@
 """The storage interface the ledger is written against.
 
-A store persists entry bytes, the hash of every completed perfect subtree (level 0 are
-leaf hashes), one tree head per batch, signed checkpoints and a little metadata. It knows
+A store persists entry bytes with their leaf hashes, the hash of every completed perfect
+subtree above the leaves (keyed by `node_key`; level-0 keys address leaf hashes), one tree head per batch, signed checkpoints and a little metadata. It knows
 nothing of Merkle trees: the ledger computes, the store keeps. SQLite is the embedded
 default; PostgreSQL implements the same protocol for shared deployments.
 """
@@ -32,9 +32,12 @@ class HeadRow:
 
 @dataclass(frozen=True)
 class EntryRow:
+    """A stored entry: canonical bytes and the leaf hash stored beside them."""
+
     index: int
     type: str
     data: bytes
+    leaf: bytes
 
 
 class StoreError(RuntimeError):
@@ -50,11 +53,14 @@ class Writer(Protocol):
 
     def put(
         self,
-        entries: Sequence[tuple[int, str, bytes]],
+        entries: Sequence[tuple[int, str, bytes, bytes]],
         refs: Sequence[tuple[bytes, int]],
         nodes: Sequence[tuple[int, bytes]],
         head: HeadRow,
-    ) -> None: ...
+    ) -> None:
+        """Store entries (index, type, leaf hash, bytes), digest refs, nodes above level 0
+        and the new tree head, all in this transaction."""
+        ...
 
 
 class Store(Protocol):
@@ -76,7 +82,9 @@ class Store(Protocol):
         """Indices of entries indexed under `digest`; may include rare false positives."""
         ...
 
-    def nodes(self, keys: Sequence[int]) -> dict[int, bytes]: ...
+    def nodes(self, keys: Sequence[int]) -> dict[int, bytes]:
+        """Stored hashes by `node_key`; level 0 returns leaf hashes."""
+        ...
 
     def level(self, level: int, start: int = 0) -> Iterator[tuple[int, bytes]]:
         """(index, hash) of stored nodes at one level, in index order."""

@@ -3,6 +3,12 @@
 One writer at a time (BEGIN IMMEDIATE takes SQLite's write lock, so a second process
 waits instead of forking the tree); readers see the last committed batch while a write
 is under way. A crash at any instant leaves the file as of its last committed batch.
+
+Layout, chosen for append speed (rows per entry are the cost): an entry row carries its
+leaf hash; `nodes` holds the completed subtrees above the leaves; the digest index is a
+small log-structured pair: new keys go to `refs_recent` (few pages dirtied per batch) and
+are merged into `refs` in one sorted pass every REFS_MERGE_ROWS rows, inside the batch's
+own transaction. Random inserts into one large index cost four times the append rate.
 """
 
 from __future__ import annotations
@@ -15,14 +21,18 @@ from pathlib import Path
 
 from . import EntryRow, HeadRow, StoreError, node_key
 
+_LEVEL1 = node_key(1, 0)
+
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, type TEXT NOT NULL,
-                                    data BLOB NOT NULL);
+                                    leaf BLOB NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS refs (digest INTEGER NOT NULL, idx INTEGER NOT NULL,
                                  PRIMARY KEY (digest, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refs_recent (digest INTEGER NOT NULL, idx INTEGER NOT NULL,
+                                        PRIMARY KEY (digest, idx)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS heads (size INTEGER PRIMARY KEY, root BLOB NOT NULL,
                                   ts REAL NOT NULL);
@@ -35,6 +45,8 @@ def ref_key(digest: bytes) -> int:
     twice the append rate of whole digests. Callers filter rare prefix collisions."""
     return int.from_bytes(digest[:8], "big", signed=True)
 
+
+REFS_MERGE_ROWS = 65_536
 
 # IN (...) lists longer than this are split; SQLite's default limit is 32766 variables.
 _MAX_VARS = 900
@@ -52,19 +64,24 @@ class _SqliteWriter:
 
     def put(
         self,
-        entries: Sequence[tuple[int, str, bytes]],
+        entries: Sequence[tuple[int, str, bytes, bytes]],
         refs: Sequence[tuple[bytes, int]],
         nodes: Sequence[tuple[int, bytes]],
         head: HeadRow,
     ) -> None:
         c = self._conn
-        c.executemany("INSERT INTO entries (idx, type, data) VALUES (?, ?, ?)", entries)
+        c.executemany("INSERT INTO entries (idx, type, leaf, data) VALUES (?, ?, ?, ?)", entries)
         if refs:
             c.executemany(
-                "INSERT OR IGNORE INTO refs (digest, idx) VALUES (?, ?)",
+                "INSERT OR IGNORE INTO refs_recent (digest, idx) VALUES (?, ?)",
                 [(ref_key(d), i) for d, i in refs],
             )
-        c.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
+            first = entries[0][0]
+            if first // REFS_MERGE_ROWS != (head.size - 1) // REFS_MERGE_ROWS:
+                c.execute("INSERT OR IGNORE INTO refs SELECT digest, idx FROM refs_recent")
+                c.execute("DELETE FROM refs_recent")
+        if nodes:
+            c.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
         c.execute(
             "INSERT INTO heads (size, root, ts) VALUES (?, ?, ?)",
             (head.size, head.root, head.timestamp),
@@ -77,13 +94,19 @@ def _head(conn: sqlite3.Connection) -> HeadRow | None:
 
 
 def _nodes(conn: sqlite3.Connection, keys: Sequence[int]) -> dict[int, bytes]:
+    """Stored hashes by node key; level-0 keys read the leaf column of `entries`."""
     out: dict[int, bytes] = {}
     keys = list(dict.fromkeys(keys))
-    for i in range(0, len(keys), _MAX_VARS):
-        part = keys[i : i + _MAX_VARS]
-        marks = ",".join("?" * len(part))
-        for k, h in conn.execute(f"SELECT id, hash FROM nodes WHERE id IN ({marks})", part):
-            out[k] = bytes(h)
+    leaves = [k for k in keys if k < _LEVEL1]
+    inner = [k for k in keys if k >= _LEVEL1]
+    for table, col, part_keys in (("entries", "idx, leaf", leaves), ("nodes", "id, hash", inner)):
+        key_col = col.split(",")[0]
+        for i in range(0, len(part_keys), _MAX_VARS):
+            part = part_keys[i : i + _MAX_VARS]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT {col} FROM {table} WHERE {key_col} IN ({marks})"
+            for k, h in conn.execute(sql, part):
+                out[k] = bytes(h)
     return out
 
 
@@ -147,26 +170,30 @@ class SqliteStore:
         return (HeadRow(s, bytes(r), t) for s, r, t in rows)
 
     def entry(self, index: int) -> EntryRow | None:
-        rows = self._read("SELECT idx, type, data FROM entries WHERE idx = ?", (index,))
-        return EntryRow(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+        rows = self._read("SELECT idx, type, data, leaf FROM entries WHERE idx = ?", (index,))
+        return EntryRow(rows[0][0], rows[0][1], bytes(rows[0][2]), bytes(rows[0][3])) if rows else None
 
     def entries(self, start: int, end: int, type: str | None = None) -> Iterator[EntryRow]:
         """Entries with start <= index < end, read in pages so memory stays flat."""
         page = 10_000
         while start < end:
             stop = min(end, start + page)
-            sql = "SELECT idx, type, data FROM entries WHERE idx >= ? AND idx < ?"
+            sql = "SELECT idx, type, data, leaf FROM entries WHERE idx >= ? AND idx < ?"
             args: list[object] = [start, stop]
             if type is not None:
                 sql += " AND type = ?"
                 args.append(type)
-            for i, t, d in self._read(sql + " ORDER BY idx", args):
-                yield EntryRow(i, t, bytes(d))
+            for i, t, d, lf in self._read(sql + " ORDER BY idx", args):
+                yield EntryRow(i, t, bytes(d), bytes(lf))
             start = stop
 
     def find(self, digest: bytes) -> list[int]:
-        rows = self._read("SELECT idx FROM refs WHERE digest = ? ORDER BY idx",
-                          (ref_key(digest),))
+        key = ref_key(digest)
+        rows = self._read(
+            "SELECT idx FROM refs WHERE digest = ? UNION SELECT idx FROM refs_recent "
+            "WHERE digest = ? ORDER BY idx",
+            (key, key),
+        )
         return [r[0] for r in rows]
 
     def nodes(self, keys: Sequence[int]) -> dict[int, bytes]:
@@ -174,15 +201,16 @@ class SqliteStore:
             return _nodes(self._conn, keys)
 
     def level(self, level: int, start: int = 0) -> Iterator[tuple[int, bytes]]:
-        lo = node_key(level, start)
-        hi = node_key(level + 1, 0)
+        if level == 0:
+            sql = "SELECT idx, leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
+            lo, hi = start, _LEVEL1
+        else:
+            sql = "SELECT id, hash FROM nodes WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+            lo, hi = node_key(level, start), node_key(level + 1, 0)
         page = 50_000
         mask = (1 << 40) - 1
         while True:
-            rows = self._read(
-                "SELECT id, hash FROM nodes WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                (lo, hi, page),
-            )
+            rows = self._read(sql, (lo, hi, page))
             for k, h in rows:
                 yield k & mask, bytes(h)
             if len(rows) < page:
