@@ -64,9 +64,12 @@ def _fast(value: Any) -> Any:
             if not k.isascii():
                 raise _Slow
             tv = type(v)
-            if tv is str or v is None or tv is bool:
-                out[k] = v
-            elif tv is int and -MAX_SAFE_INT <= v <= MAX_SAFE_INT:
+            if (
+                tv is str
+                or v is None
+                or tv is bool
+                or (tv is int and -MAX_SAFE_INT <= v <= MAX_SAFE_INT)
+            ):
                 out[k] = v
             else:
                 out[k] = _fast(v)

@@ -189,9 +189,7 @@ class FileDigest:
         return canonical_json({"digest": self.digest, "path": self.path, "size": self.size})
 
 
-def directory_files(
-    root: str | os.PathLike[str], exclude: Iterable[str] = ()
-) -> list[FileDigest]:
+def directory_files(root: str | os.PathLike[str], exclude: Iterable[str] = ()) -> list[FileDigest]:
     """Every regular file under `root`, hashed, sorted by UTF-8 path.
 
     Symlinks are refused, not followed. `exclude` lists relative paths to leave out

@@ -18,9 +18,9 @@ from typing import Any
 
 from . import merkle
 from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
-from .notes import Signer, Verifier
 from .digest import format_digest, parse_digest
 from .entries import Entry, EntryError, decode
+from .notes import Signer, Verifier
 from .store import HeadRow, Store, StoreError, node_key
 
 
@@ -101,6 +101,63 @@ class VerifyReport:
 
 
 ProgressFn = Callable[[int, int], None]
+
+PARALLEL_VERIFY_MIN = 200_000
+"""Below this many entries `verify` hashes in-process; above, entries are decoded and
+hashed by one worker process per core (decoding dominates and holds the GIL)."""
+
+
+@dataclass(frozen=True)
+class _LeafScan:
+    hashes: bytes  # recomputed leaf hashes of the range, 32 bytes each
+    problem: Problem | None
+    suspect: int | None  # first entry whose bytes and stored leaf hash disagree
+
+
+def _scan_leaves(
+    store: Store,
+    start: int,
+    end: int,
+    decode_entries: bool,
+    progress: ProgressFn | None = None,
+    total: int = 0,
+) -> _LeafScan:
+    """Recompute the leaf hashes of entries [start, end) and compare with the stored ones."""
+    leaf = merkle.leaf_hash
+    computed = bytearray()
+    expect = start
+    suspect: int | None = None
+    for row in store.entries(start, end):
+        if row.index != expect:
+            return _LeafScan(b"", Problem("missing", expect, f"entry {expect}: missing"), suspect)
+        if decode_entries:
+            try:
+                decode(row.data)
+            except EntryError as e:
+                msg = f"entry {expect}: stored bytes invalid: {e}"
+                return _LeafScan(b"", Problem("entry", expect, msg), suspect)
+        h = leaf(row.data)
+        computed += h
+        if row.leaf != h and suspect is None:
+            suspect = expect
+        expect += 1
+        if progress and expect % 4096 == 0:
+            progress(expect, total)
+    if expect != end:
+        msg = f"entry {expect}: missing; tree head says {end}"
+        return _LeafScan(b"", Problem("missing", expect, msg), suspect)
+    return _LeafScan(bytes(computed), None, suspect)
+
+
+def _scan_leaves_in_file(path: str, start: int, end: int, decode_entries: bool) -> _LeafScan:
+    """`_scan_leaves` in a worker process, on its own connection to the SQLite file."""
+    from .store.sqlite import SqliteStore
+
+    store = SqliteStore(path, create=False)
+    try:
+        return _scan_leaves(store, start, end, decode_entries)
+    finally:
+        store.close()
 
 
 def _open_store(target: str | os.PathLike[str] | Store, create: bool) -> Store:
@@ -239,8 +296,7 @@ class Ledger:
         """Entries about `digest` (a model, update, dataset, file...), oldest first."""
         out = [self.get(i) for i in self.store.find(parse_digest(digest))]
         return [
-            e for e in out
-            if digest in e.entry.subjects and (type is None or e.entry.TYPE == type)
+            e for e in out if digest in e.entry.subjects and (type is None or type == e.entry.TYPE)
         ]
 
     # -- proofs ------------------------------------------------------------------------
@@ -252,7 +308,9 @@ class Ledger:
         try:
             return [merkle.fold_range([got[node_key(lv, ix)] for lv, ix in p]) for p in plans]
         except KeyError as e:
-            raise StoreError(f"ledger is damaged: node {e} is missing; run `flchain verify`") from None
+            raise StoreError(
+                f"ledger is damaged: node {e} is missing; run `flchain verify`"
+            ) from None
 
     def _size_and_root(self, size: int | None) -> tuple[int, bytes]:
         head = self.head()
@@ -277,8 +335,9 @@ class Ledger:
         leaf = self.store.nodes([node_key(0, index)])
         if not leaf:
             raise StoreError(f"ledger is damaged: leaf {index} is missing; run `flchain verify`")
-        return InclusionProof(index, n, leaf[node_key(0, index)],
-                              tuple(self._range_hashes(ranges)), root)
+        return InclusionProof(
+            index, n, leaf[node_key(0, index)], tuple(self._range_hashes(ranges)), root
+        )
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> ConsistencyProof:
         """Proof that the tree of `size2` (default: latest) extends the tree of `size1`."""
@@ -291,7 +350,9 @@ class Ledger:
 
     # -- verification ------------------------------------------------------------------
 
-    def verify(self, progress: ProgressFn | None = None, decode_entries: bool = True) -> VerifyReport:
+    def verify(
+        self, progress: ProgressFn | None = None, decode_entries: bool = True
+    ) -> VerifyReport:
         """Recompute every leaf, node and tree head from the stored entry bytes.
 
         Returns a report naming the first disagreement: an entry whose bytes do not decode
@@ -305,6 +366,40 @@ class Ledger:
         root = heads[-1].root if heads else merkle.SHA256.empty_root()
         return VerifyReport(size, root, len(heads), problem)
 
+    def _scan_all_leaves(
+        self, size: int, decode_entries: bool, progress: ProgressFn | None, total: int
+    ) -> _LeafScan:
+        from .store.sqlite import SqliteStore
+
+        workers = min(os.cpu_count() or 1, 8)
+        if size < PARALLEL_VERIFY_MIN or workers < 2 or not isinstance(self.store, SqliteStore):
+            return _scan_leaves(self.store, 0, size, decode_entries, progress, total)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        step = 65_536
+        bounds = [(a, min(size, a + step)) for a in range(0, size, step)]
+        path = str(self.store.path)
+        parts: list[bytes] = []
+        suspect: int | None = None
+        ctx = multiprocessing.get_context("spawn")  # no inherited SQLite handles
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = [
+                pool.submit(_scan_leaves_in_file, path, a, b, decode_entries) for a, b in bounds
+            ]
+            for (_, b), fut in zip(bounds, futures, strict=True):
+                part = fut.result()
+                if suspect is None:
+                    suspect = part.suspect
+                if part.problem is not None:
+                    for f in futures:
+                        f.cancel()
+                    return _LeafScan(b"", part.problem, suspect)
+                parts.append(part.hashes)
+                if progress:
+                    progress(b, total)
+        return _LeafScan(b"".join(parts), None, suspect)
+
     def _verify_levels(
         self,
         size: int,
@@ -313,30 +408,16 @@ class Ledger:
         decode_entries: bool,
         total: int,
     ) -> Problem | None:
-        leaf = merkle.leaf_hash
-        # Level 0: entry bytes -> leaf hashes, compared with the leaf stored beside them.
-        computed = bytearray()
-        expect = 0
-        suspect: int | None = None  # first entry whose bytes and stored leaf disagree
-        for row in self.store.entries(0, size):
-            if row.index != expect:
-                return Problem("missing", expect, f"entry {expect}: missing from the store")
-            if decode_entries:
-                try:
-                    decode(row.data)
-                except EntryError as e:
-                    return Problem("entry", expect, f"entry {expect}: stored bytes invalid: {e}")
-            h = leaf(row.data)
-            computed += h
-            if row.leaf != h and suspect is None:
-                suspect = expect
-            expect += 1
-            if progress and expect % 4096 == 0:
-                progress(expect, total)
-        if expect != size:
-            return Problem("missing", expect, f"entry {expect}: missing; tree head says {size}")
+        scan = self._scan_all_leaves(size, decode_entries, progress, total)
+        if scan.problem is not None:
+            if scan.suspect is not None and scan.suspect < scan.problem.index:
+                i = scan.suspect
+                return Problem("entry", i, f"entry {i}: stored bytes do not match its leaf hash")
+            return scan.problem
         if progress:
             progress(size, total)
+        computed = scan.hashes
+        suspect = scan.suspect
 
         levels: list[bytes] = [bytes(computed)]
         if suspect is not None:
@@ -346,8 +427,9 @@ class Ledger:
             sib = i ^ 1
             if sib < size:
                 lo, hi = min(i, sib), max(i, sib)
-                parent = merkle.node_hash(levels[0][lo * 32 : lo * 32 + 32],
-                                          levels[0][hi * 32 : hi * 32 + 32])
+                parent = merkle.node_hash(
+                    levels[0][lo * 32 : lo * 32 + 32], levels[0][hi * 32 : hi * 32 + 32]
+                )
                 stored = self.store.nodes([node_key(1, i >> 1)]).get(node_key(1, i >> 1))
                 if stored == parent:
                     return Problem("leaf", i, f"entry {i}: stored leaf hash was changed", 0)
@@ -371,7 +453,8 @@ class Ledger:
                 if sh != h:
                     first, last = ix << level, ((ix + 1) << level) - 1
                     return Problem(
-                        "node", ix,
+                        "node",
+                        ix,
                         f"node level {level} index {ix} (entries {first}..{last}): "
                         f"stored hash differs from recomputed",
                         level,
@@ -392,9 +475,12 @@ class Ledger:
                 else merkle.SHA256.empty_root()
             )
             if want != h.root:
-                return Problem("head", h.size,
-                               f"tree head at size {h.size}: stored root {h.root.hex()}, "
-                               f"recomputed {want.hex()}")
+                return Problem(
+                    "head",
+                    h.size,
+                    f"tree head at size {h.size}: stored root {h.root.hex()}, "
+                    f"recomputed {want.hex()}",
+                )
         return None
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -436,5 +522,9 @@ class Ledger:
 
     def info(self) -> dict[str, Any]:
         head = self.head()
-        return {"origin": self.origin, "size": head.size, "root": format_digest(head.root),
-                "timestamp": head.timestamp}
+        return {
+            "origin": self.origin,
+            "size": head.size,
+            "root": format_digest(head.root),
+            "timestamp": head.timestamp,
+        }

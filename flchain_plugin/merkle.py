@@ -166,8 +166,7 @@ def inclusion_proof(
 ) -> list[bytes]:
     """In-memory inclusion proof. Requires 0 <= index < len(leaf_hashes)."""
     return [
-        _range_hash(leaf_hashes, a, b, hasher)
-        for a, b in inclusion_ranges(index, len(leaf_hashes))
+        _range_hash(leaf_hashes, a, b, hasher) for a, b in inclusion_ranges(index, len(leaf_hashes))
     ]
 
 
@@ -266,7 +265,7 @@ def verify_consistency(
         _check_hash(f"proof[{i}]", h, hasher)
 
     inner = ((size1 - 1) ^ (size2 - 1)).bit_length()
-    shift = ((size1 & -size1).bit_length() - 1)  # trailing zeros of size1
+    shift = (size1 & -size1).bit_length() - 1  # trailing zeros of size1
     inner -= shift
     # If size1 is a power of two covering a complete left subtree, the seed is root1.
     if size1 == 1 << shift:
@@ -304,7 +303,7 @@ class Frontier:
     (level, index, hash), so a store can persist all nodes proofs will need.
     """
 
-    __slots__ = ("size", "hashes", "_hasher")
+    __slots__ = ("_hasher", "hashes", "size")
 
     def __init__(self, size: int = 0, hashes: Iterable[bytes] = (), hasher: Hasher = SHA256):
         self.size = size
@@ -312,7 +311,8 @@ class Frontier:
         self._hasher = hasher
         if len(self.hashes) != bin(size).count("1"):
             raise ValueError(
-                f"frontier of size {size} needs {bin(size).count('1')} hashes, got {len(self.hashes)}"
+                f"frontier of size {size} needs {bin(size).count('1')} hashes, "
+                f"got {len(self.hashes)}"
             )
 
     @staticmethod

@@ -1,8 +1,9 @@
 """The storage interface the ledger is written against.
 
 A store persists entry bytes with their leaf hashes, the hash of every completed perfect
-subtree above the leaves (keyed by `node_key`; level-0 keys address leaf hashes), one tree head per batch, signed checkpoints and a little metadata. It knows
-nothing of Merkle trees: the ledger computes, the store keeps. SQLite is the embedded
+subtree above the leaves (keyed by `node_key`; level-0 keys address leaf hashes), one
+tree head per batch, signed checkpoints and a little metadata. It knows nothing of
+Merkle trees: the ledger computes, the store keeps. SQLite is the embedded
 default; PostgreSQL implements the same protocol for shared deployments.
 """
 

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY, size INTEGER NOT
                                         note TEXT NOT NULL);
 """
 
+
 def ref_key(digest: bytes) -> int:
     """The digest index keys on a digest's first 8 bytes: a quarter of the index size and
     twice the append rate of whole digests. Callers filter rare prefix collisions."""
@@ -165,13 +166,16 @@ class SqliteStore:
             return _head(self._conn)
 
     def heads(self, start_size: int = 0) -> Iterator[HeadRow]:
-        rows = self._read("SELECT size, root, ts FROM heads WHERE size >= ? ORDER BY size",
-                          (start_size,))
+        rows = self._read(
+            "SELECT size, root, ts FROM heads WHERE size >= ? ORDER BY size", (start_size,)
+        )
         return (HeadRow(s, bytes(r), t) for s, r, t in rows)
 
     def entry(self, index: int) -> EntryRow | None:
         rows = self._read("SELECT idx, type, data, leaf FROM entries WHERE idx = ?", (index,))
-        return EntryRow(rows[0][0], rows[0][1], bytes(rows[0][2]), bytes(rows[0][3])) if rows else None
+        return (
+            EntryRow(rows[0][0], rows[0][1], bytes(rows[0][2]), bytes(rows[0][3])) if rows else None
+        )
 
     def entries(self, start: int, end: int, type: str | None = None) -> Iterator[EntryRow]:
         """Entries with start <= index < end, read in pages so memory stays flat."""
@@ -223,8 +227,9 @@ class SqliteStore:
 
     def set_meta(self, key: str, value: str) -> None:
         with self.writer():
-            self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                               (key, value))
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+            )
 
     def add_checkpoint(self, size: int, note: str) -> None:
         with self.writer():
@@ -233,8 +238,12 @@ class SqliteStore:
     def checkpoints(self, size: int | None = None) -> list[tuple[int, str]]:
         if size is None:
             return [(s, n) for s, n in self._read("SELECT size, note FROM checkpoints ORDER BY id")]
-        return [(s, n) for s, n in self._read(
-            "SELECT size, note FROM checkpoints WHERE size = ? ORDER BY id", (size,))]
+        return [
+            (s, n)
+            for s, n in self._read(
+                "SELECT size, note FROM checkpoints WHERE size = ? ORDER BY id", (size,)
+            )
+        ]
 
     def close(self) -> None:
         with self._lock:
