@@ -1,0 +1,460 @@
+"""The `flchain` command: create, append to, inspect, prove, sign and verify a ledger.
+
+Every command prints a readable rich view, or with `--json` one JSON document on stdout
+for scripts. Errors are one line on stderr that says what to do; the exit status is 2 for
+bad usage or input and 1 when something fails to verify. Long listings stream, so no
+command holds the whole ledger in memory.
+
+This module holds the root group, what every command shares, and the whole-ledger
+commands (init, verify, head, info). Entry and proof commands live in `cli_log`, key and
+checkpoint commands in `cli_checkpoint`; they and the integration commands (`lineage`,
+`rollback`, `mlflow`) are imported only when called, so a missing framework never breaks
+the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich import box
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from . import checkpoint as tlog
+from . import merkle, notes
+from .digest import DigestError
+from .entries import EntryError
+from .ledger import Ledger, VerifyReport
+from .store import StoreError
+
+DEFAULT_LEDGER = "flchain.db"
+LEDGER_ENV = "FLCHAIN_LEDGER"
+
+
+# -- settings, errors, output ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the root options chose; integration commands find it with ctx.find_object."""
+
+    ledger: Path
+    json: bool
+
+
+class InputError(click.ClickException):
+    """Bad usage or input (exit 2): a one-line message saying what to do."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, doc: dict[str, Any] | None = None):
+        super().__init__(" ".join(message.split("\n")))
+        self.doc = doc
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"flchain: error: {self.message}", err=True)
+
+
+class VerificationFailed(InputError):
+    """Something does not verify (exit 1); `doc` is printed on stdout in --json mode."""
+
+    exit_code = 1
+
+
+class Output:
+    """Human (rich) or machine (one JSON document) output for one command."""
+
+    def __init__(self, as_json: bool):
+        self.json = as_json
+        self.console = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    def emit(self, doc: dict[str, Any], human: Callable[[], None]) -> None:
+        if self.json:
+            click.echo(json.dumps(doc, ensure_ascii=False))
+        else:
+            human()
+
+
+@contextlib.contextmanager
+def _errors(out: Output) -> Iterator[None]:
+    """Turn the library's errors into one-line CLI errors with the right exit status."""
+    try:
+        yield
+    except VerificationFailed as e:
+        if out.json and e.doc is not None:
+            click.echo(json.dumps(e.doc, ensure_ascii=False))
+        raise
+    except (EntryError, DigestError, notes.KeyFileError, notes.NoteError) as e:
+        raise InputError(str(e)) from e
+    except StoreError as e:  # opening errors are raised as InputError by open_ledger
+        raise VerificationFailed(f"{e}") from e
+    except merkle.ProofError as e:
+        raise VerificationFailed(f"proof does not verify: {e}") from e
+
+
+def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command `--ledger` and `--json` (also accepted before the command name)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, ledger_path: Path | None, as_json: bool, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        root = ctx.find_object(Settings) or Settings(Path(DEFAULT_LEDGER), False)
+        settings = Settings(ledger_path or root.ledger, as_json or root.json)
+        out = Output(settings.json)
+        with _errors(out):
+            return f(settings, out, *args, **kwargs)
+
+    wrapper = click.option("--json", "as_json", is_flag=True,
+                           help="Print one JSON document on stdout.")(wrapper)
+    ledger_help = f"Ledger file (default: ${LEDGER_ENV} or ./{DEFAULT_LEDGER})."
+    return click.option("--ledger", "ledger_path", default=None, help=ledger_help,
+                        type=click.Path(dir_okay=False, path_type=Path))(wrapper)
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    path = settings.ledger
+    if not path.exists():
+        raise InputError(
+            f"no ledger at {path}: create one with `flchain init`, or point --ledger "
+            f"or ${LEDGER_ENV} at an existing ledger"
+        )
+    try:
+        return Ledger(path, create=False)
+    except StoreError as e:
+        raise InputError(str(e)) from e
+
+
+def short_digest(digest: str) -> str:
+    return digest[:19] + "…" if digest.startswith("sha256:") else digest
+
+
+def kv_table(rows: list[tuple[str, Any]], title: str | None = None) -> Table:
+    t = Table(box=box.SIMPLE, show_header=False, title=title, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    for k, v in rows:
+        t.add_row(k, v if isinstance(v, Text) else Text(str(v)))
+    return t
+
+
+def hashes_text(hashes: tuple[bytes, ...] | list[bytes]) -> Text:
+    return Text("\n".join(h.hex() for h in hashes) or "(none)")
+
+
+def write_atomic(path: Path, data: str) -> None:
+    """Replace `path` whole: a reader sees the old file or the new one, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {what} {path}: {e}") from None
+
+
+# -- commands imported on demand ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LazyCommand:
+    """A command defined elsewhere as `module:attr`.
+
+    For integration commands, `extra` names the pip extra that provides the framework and
+    `help` is shown in `flchain --help` without importing the framework.
+    """
+
+    module: str
+    attr: str
+    extra: str | None = None
+    help: str | None = None
+
+
+LAZY_COMMANDS: dict[str, LazyCommand] = {
+    "append": LazyCommand("flchain_plugin.cli_log", "append"),
+    "log": LazyCommand("flchain_plugin.cli_log", "log_"),
+    "show": LazyCommand("flchain_plugin.cli_log", "show"),
+    "prove": LazyCommand("flchain_plugin.cli_log", "prove"),
+    "consistency": LazyCommand("flchain_plugin.cli_log", "consistency"),
+    "keygen": LazyCommand("flchain_plugin.cli_checkpoint", "keygen"),
+    "checkpoint": LazyCommand("flchain_plugin.cli_checkpoint", "checkpoint"),
+    "lineage": LazyCommand("flchain_plugin.flower.cli", "lineage", "flower",
+                           "Trace a model version back through rounds and updates (Flower)."),
+    "rollback": LazyCommand("flchain_plugin.flower.cli", "rollback", "flower",
+                            "Restart training from an earlier recorded model (Flower)."),
+    "mlflow": LazyCommand("flchain_plugin.mlflow.cli", "mlflow", "mlflow",
+                          "Check MLflow models and versions against the ledger."),
+}
+
+
+def _unavailable(name: str, message: str) -> click.Command:
+    def fail() -> NoReturn:
+        raise InputError(message)
+
+    return click.Command(
+        name, callback=fail, help=message, add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+
+def _share_root_options(cmd: click.Command, ctx: click.Context) -> dict[str, Any]:
+    """default_map for `cmd` so its own --ledger/--json follow the root options."""
+    out: dict[str, Any] = {}
+    for p in cmd.params:
+        if "--ledger" in getattr(p, "opts", ()) and "ledger" in ctx.params:
+            if ctx.params["ledger"] is not None:
+                out[p.name or "ledger"] = str(ctx.params["ledger"])
+        elif "--json" in getattr(p, "opts", ()) and ctx.params.get("as_json"):
+            out[p.name or "json"] = True
+    if isinstance(cmd, click.Group):
+        for sub_name, sub in cmd.commands.items():
+            if sub_map := _share_root_options(sub, ctx):
+                out[sub_name] = sub_map
+    return out
+
+
+class LazyGroup(click.Group):
+    """A group that imports integration commands only when they are called."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = LAZY_COMMANDS.get(cmd_name)
+        if spec is None:
+            return super().get_command(ctx, cmd_name)
+        if spec.extra is None:  # part of this package: an import error is a bug, show it
+            cmd = getattr(importlib.import_module(spec.module), spec.attr)
+            assert isinstance(cmd, click.Command)
+            return cmd
+        try:
+            module = importlib.import_module(spec.module)
+        except ModuleNotFoundError as e:
+            if e.name and (spec.module == e.name or spec.module.startswith(e.name + ".")):
+                return _unavailable(cmd_name, f"`flchain {cmd_name}` is not in this version "
+                                              f"of flchain-plugin ({spec.module} is missing)")
+            return _unavailable(cmd_name, f"`flchain {cmd_name}` needs the {spec.extra} "
+                                          f"integration: pip install 'flchain-plugin[{spec.extra}]'"
+                                          f" (missing module {e.name})")
+        except Exception as e:  # a broken framework install must not break the CLI
+            return _unavailable(cmd_name, f"`flchain {cmd_name}` failed to load {spec.module}: "
+                                          f"{type(e).__name__}: {e}; reinstall with "
+                                          f"pip install 'flchain-plugin[{spec.extra}]'")
+        cmd = getattr(module, spec.attr, None)
+        if not isinstance(cmd, click.Command):
+            return _unavailable(cmd_name, f"`flchain {cmd_name}`: {spec.module} defines no click "
+                                          f"command {spec.attr!r}; upgrade flchain-plugin")
+        shared = _share_root_options(cmd, ctx)
+        if shared:
+            ctx.default_map = {**(ctx.default_map or {}), cmd_name: shared}
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if (spec := LAZY_COMMANDS.get(name)) is not None and spec.help is not None:
+                rows.append((name, spec.help))
+            elif (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), envvar=LEDGER_ENV,
+              default=DEFAULT_LEDGER, show_default=True, show_envvar=True,
+              help="The ledger file.")
+@click.option("--json", "as_json", is_flag=True, help="Machine output: one JSON document.")
+@click.version_option(package_name="flchain-plugin", prog_name="flchain")
+@click.pass_context
+def cli(ctx: click.Context, ledger: Path, as_json: bool) -> None:
+    """A verifiable, append-only ledger of training events (RFC 9162 Merkle log)."""
+    ctx.obj = Settings(ledger, as_json)
+
+
+# -- init ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--origin", help="The log's origin line (default: flchain.local/<random>); "
+                               "name signing keys after it.")
+@common_options
+def init(settings: Settings, out: Output, origin: str | None) -> None:
+    """Create a new ledger and print its origin."""
+    path = settings.ledger
+    if path.exists():
+        raise InputError(f"{path} already exists: choose another --ledger path, "
+                         f"or use the ledger that is there")
+    if origin is not None and not notes.valid_name(origin):
+        raise InputError(f"--origin {origin!r} is invalid: want non-empty, no spaces, no '+' "
+                         "(it is also the signing key's name), e.g. example.com/my-run")
+    with Ledger(path, create=True, origin=origin) as led:
+        head = led.head()
+        doc = {"ledger": str(path), "origin": led.origin, "size": head.size,
+               "root": head.root.hex()}
+    out.emit(doc, lambda: out.console.print(
+        Panel(kv_table([("ledger", path), ("origin", doc["origin"]), ("size", 0)]),
+              title="ledger created", expand=False),
+        Text(f"next: flchain keygen {doc['origin']} --out log.pem", style="dim")))
+
+
+# -- verify, head, info ----------------------------------------------------------------------
+
+
+def _stored_entry_text(led: Ledger, index: int) -> str | None:
+    row = led.store.entry(index)
+    if row is None:
+        return None
+    text = row.data.decode("utf-8", "replace")
+    return text if len(text) <= 2000 else text[:2000] + "…"
+
+
+def note_checkpoint(note: str) -> tlog.Checkpoint:
+    """The checkpoint in a note, whoever signed it (syntax checked, signatures not)."""
+    try:
+        notes.open_note(note, [])
+    except notes.UnverifiedNoteError as e:
+        return tlog.Checkpoint.parse(e.note.text)
+    raise AssertionError("a note opened with no keys is never verified")  # pragma: no cover
+
+
+def _checkpoint_problem(led: Ledger, verifier: notes.Verifier | None) -> dict[str, Any] | None:
+    """The first stored checkpoint whose root (or signature) disagrees with the log."""
+    for size, note in led.store.checkpoints():
+        try:
+            if verifier is not None:
+                cp, _ = tlog.open_checkpoint(note, verifier, origin=led.origin)
+            else:
+                cp = note_checkpoint(note)
+        except (tlog.CheckpointError, notes.NoteError) as e:
+            return {"kind": "checkpoint", "index": size, "level": 0,
+                    "detail": f"stored checkpoint at size {size}: {e}"}
+        if cp.size != size or cp.size > led.size or led.root_at(cp.size) != cp.root_hash:
+            return {"kind": "checkpoint", "index": size, "level": 0,
+                    "detail": f"stored checkpoint at size {size}: its root does not match "
+                              "the tree of that size"}
+    return None
+
+
+@cli.command()
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: on a terminal for large ledgers).")
+@click.option("--key-verifier", metavar="VKEY",
+              help="Also check every stored checkpoint's signature with this log key.")
+@common_options
+def verify(settings: Settings, out: Output, progress: bool | None,
+           key_verifier: str | None) -> None:
+    """Recompute and check the whole ledger.
+
+    Every leaf, node, tree head and stored checkpoint; exits 1 naming the first fault.
+    """
+    verifier = notes.Verifier.parse(key_verifier) if key_verifier else None
+    with open_ledger(settings) as led:
+        size = led.size
+        show_bar = progress if progress is not None else (out.err.is_terminal and size >= 50_000)
+        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=out.err, transient=True,
+                      disable=not show_bar) as bar:
+            task = bar.add_task("verify", total=size)
+            report: VerifyReport = led.verify(
+                progress=lambda done, total: bar.update(task, completed=done, total=total))
+        problem: dict[str, Any] | None = None
+        stored: str | None = None
+        if report.problem is not None:
+            p = report.problem
+            problem = {"kind": p.kind, "index": p.index, "level": p.level, "detail": p.detail}
+            if p.kind in ("entry", "leaf"):
+                stored = _stored_entry_text(led, p.index)
+                problem["stored"] = stored
+        else:
+            problem = _checkpoint_problem(led, verifier)
+        n_checkpoints = len(led.store.checkpoints())
+    doc = {"ok": problem is None, "size": report.size, "root": report.root.hex(),
+           "heads": report.heads, "checkpoints": n_checkpoints, "problem": problem}
+    if problem is not None:
+        if not out.json:
+            rows = [("problem", problem["detail"])]
+            if stored is not None:
+                rows.append(("stored entry", stored))
+            out.console.print(Panel(kv_table(rows), title="verification FAILED",
+                                    border_style="red", expand=False))
+        raise VerificationFailed(f"ledger does not verify: {problem['detail']}", doc)
+    out.emit(doc, lambda: out.console.print(Panel(kv_table([
+        ("entries", report.size), ("tree heads", report.heads),
+        ("checkpoints", n_checkpoints), ("root", doc["root"])]),
+        title="ledger verified", border_style="green", expand=False)))
+
+
+@cli.command()
+@common_options
+def head(settings: Settings, out: Output) -> None:
+    """Print the latest tree head (size, root, time)."""
+    with open_ledger(settings) as led:
+        h = led.head()
+        origin = led.origin
+    doc = {"origin": origin, "size": h.size, "root": h.root.hex(), "timestamp": h.timestamp}
+    out.emit(doc, lambda: out.console.print(kv_table([
+        ("origin", origin), ("size", h.size), ("root", doc["root"]),
+        ("time", format_time(h.timestamp))], title="tree head")))
+
+
+def format_time(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts)) if ts else "-"
+
+
+@cli.command()
+@common_options
+def info(settings: Settings, out: Output) -> None:
+    """Describe the ledger and its latest checkpoint."""
+    with open_ledger(settings) as led:
+        h = led.head()
+        cps = led.store.checkpoints()
+        origin = led.origin
+    latest = cps[-1][0] if cps else None
+    doc = {"ledger": str(settings.ledger), "origin": origin, "size": h.size,
+           "root": h.root.hex(), "timestamp": h.timestamp,
+           "file_bytes": settings.ledger.stat().st_size, "checkpoints": len(cps),
+           "latest_checkpoint_size": latest}
+    out.emit(doc, lambda: out.console.print(kv_table([
+        ("ledger", settings.ledger), ("origin", origin), ("size", h.size),
+        ("root", doc["root"]), ("updated", format_time(h.timestamp)),
+        ("file size", f"{doc['file_bytes']:,} bytes"), ("checkpoints", len(cps)),
+        ("latest checkpoint", "-" if latest is None else f"size {latest}")],
+        title="ledger")))
+
+
+def main() -> None:
+    """Console script entry point."""
+    cli(prog_name="flchain")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
