@@ -1,0 +1,162 @@
+"""`mlflow server --app-name flchain`: MLflow's server plus read-only ledger routes.
+
+Routes under `/flchain/v1`: `root`, `checkpoint`, `entry/<i>`, `proof/<i>?size=`,
+`consistency?first=&second=`, `verify`, `find/<digest>?type=`, and `mlflow?kind=&model_id=
+&name=&version=` (indices of MLflow entries). Clients never trust these answers on their
+own: they check every entry they use with an inclusion proof (see `view.HttpView`).
+Each worker opens the ledger file once and keeps no tree state, so several uvicorn workers
+serve one consistent log.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+from flask import Blueprint, Flask, jsonify, request
+
+from flchain_plugin.digest import DigestError, format_digest, parse_digest
+from flchain_plugin.ledger import Ledger
+
+from .config import LEDGER_ENV, PREFIX, ConfigError, parse_store_uri
+from .view import API_PREFIX, MlflowQuery, select_mlflow
+
+_BACKEND_ENV = "_MLFLOW_SERVER_FILE_STORE"  # set by `mlflow server --backend-store-uri`
+
+
+def server_ledger_path() -> str:
+    """The ledger of this server: `FLCHAIN_LEDGER`, else the one its flchain+ backend implies."""
+    if os.environ.get(LEDGER_ENV):
+        return os.environ[LEDGER_ENV]
+    backend = os.environ.get(_BACKEND_ENV, "")
+    if backend.startswith(PREFIX):
+        return parse_store_uri(backend).ledger
+    raise ConfigError(
+        f"--app-name flchain needs a ledger: start the server with --backend-store-uri "
+        f"{PREFIX}<db> or set {LEDGER_ENV} (backend is {backend or 'unset'!r})"
+    )
+
+
+class _Bad(ValueError):
+    status = 400
+
+
+class _Missing(LookupError):
+    status = 404
+
+
+def _int_arg(name: str, default: int | None = None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise _Bad(f"{name}={raw!r} is not an integer") from None
+
+
+def ledger_blueprint(path: str) -> Blueprint:
+    """The read-only routes over the ledger at `path` (opened on first use)."""
+    bp = Blueprint("flchain", __name__, url_prefix=API_PREFIX)
+    opened: list[Ledger] = []
+
+    def ledger() -> Ledger:
+        if not opened:
+            opened.append(Ledger(path))
+        return opened[0]
+
+    @bp.errorhandler(_Bad)
+    @bp.errorhandler(_Missing)
+    def _error(e: Any) -> Any:
+        return jsonify({"error": str(e)}), e.status
+
+    @bp.get("/root")
+    def root() -> Any:
+        return jsonify(ledger().info())
+
+    @bp.get("/checkpoint")
+    def checkpoint() -> Any:
+        led = ledger()
+        note = led.latest_checkpoint()
+        if note is not None:
+            return jsonify({"signed": True, "note": note})
+        return jsonify({"signed": False, "note": led.checkpoint().body()})
+
+    @bp.get("/entry/<int:index>")
+    def entry(index: int) -> Any:
+        led = ledger()
+        try:
+            got = led.get(index)
+        except IndexError as e:
+            raise _Missing(str(e)) from None
+        return jsonify({"index": index, "data": base64.b64encode(got.data).decode("ascii"),
+                        "entry": got.entry.to_json()})
+
+    @bp.get("/proof/<int:index>")
+    def proof(index: int) -> Any:
+        led = ledger()
+        try:
+            p = led.inclusion_proof(index, _int_arg("size"))
+        except (IndexError, ValueError) as e:
+            raise _Missing(str(e)) from None
+        return jsonify({"index": p.index, "size": p.size, "leaf_hash": p.leaf_hash.hex(),
+                        "hashes": [h.hex() for h in p.hashes], "root": format_digest(p.root)})
+
+    @bp.get("/consistency")
+    def consistency() -> Any:
+        first = _int_arg("first")
+        if first is None:
+            raise _Bad("first= is required")
+        try:
+            p = ledger().consistency_proof(first, _int_arg("second"))
+        except ValueError as e:
+            raise _Missing(str(e)) from None
+        return jsonify({"first": p.size1, "second": p.size2, "hashes": [h.hex() for h in p.hashes],
+                        "root1": format_digest(p.root1), "root2": format_digest(p.root2)})
+
+    @bp.get("/verify")
+    def verify() -> Any:
+        report = ledger().verify()
+        return jsonify({"ok": report.ok, "size": report.size, "root": format_digest(report.root),
+                        "problem": str(report.problem) if report.problem else None})
+
+    @bp.get("/find/<digest>")
+    def find(digest: str) -> Any:
+        try:
+            parse_digest(digest)
+        except DigestError as e:
+            raise _Bad(str(e)) from None
+        found = ledger().find(digest, type=request.args.get("type") or None)
+        return jsonify({"indices": [e.index for e in found]})
+
+    @bp.get("/mlflow")
+    def mlflow_entries() -> Any:
+        led = ledger()
+        size = _int_arg("size", led.size)
+        a = request.args
+        query = MlflowQuery(kind=a.get("kind"), model_id=a.get("model_id"),
+                            name=a.get("name"), version=a.get("version"))
+        return jsonify({"indices": select_mlflow(led.iter_entries(0, size, type="mlflow"),
+                                                 query)})
+
+    return bp
+
+
+def add_routes(app: Flask, path: str | None = None) -> Flask:
+    app.register_blueprint(ledger_blueprint(path or server_ledger_path()))
+    return app
+
+
+def create_app() -> Any:
+    """The `mlflow.app` factory: MLflow's Flask app with the ledger routes, wrapped in
+    MLflow's FastAPI app when served by uvicorn (the 3.x default)."""
+    from mlflow.environment_variables import _MLFLOW_SGI_NAME
+    from mlflow.server import app
+
+    add_routes(app)
+    if _MLFLOW_SGI_NAME.get() == "uvicorn":
+        from mlflow.server.fastapi_app import create_fastapi_app
+
+        return create_fastapi_app(app)
+    return app

@@ -1,0 +1,147 @@
+"""`flchain mlflow ...`: check MLflow models against the ledger from the command line.
+
+`flchain mlflow verify models:/name/3` downloads the model, verifies the copy exactly as
+`load_model` does (nothing is deserialized) and prints the lineage: the version, its
+logged model, the run's params digest and datasets, parent models, and the Flower or
+Lightning entries of the same weights down to the client updates. Exit status 1 when the
+model does not verify, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import click
+from click.core import ParameterSource
+from rich import box
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from flchain_plugin.cli import (
+    InputError,
+    Output,
+    Settings,
+    VerificationFailed,
+    kv_table,
+    short_digest,
+)
+
+from .commitment import TamperedModelError, UnknownModelError
+from .config import LEDGER_ENV, ConfigError
+from .verify import Verification
+from .view import LedgerUnavailableError
+
+
+def _ledger_choice(ctx: click.Context, value: str | None) -> str | None:
+    """--ledger only when the user chose one (here or on `flchain`); otherwise the ledger
+    follows from the tracking URI, as for `load_model`."""
+    src = ctx.get_parameter_source("ledger")
+    if src in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        return value
+    if src == ParameterSource.DEFAULT_MAP:
+        root = ctx.find_root()
+        if root.get_parameter_source("ledger") not in (None, ParameterSource.DEFAULT):
+            return value
+    return None
+
+
+@click.group("mlflow")
+def mlflow() -> None:
+    """Check MLflow models and versions against the ledger."""
+
+
+def _lineage_table(v: Verification) -> Table:
+    t = Table(box=box.SIMPLE_HEAD, title="lineage", title_justify="left")
+    for col in ("relation", "entry", "what", "digests"):
+        t.add_column(col, overflow="fold")
+    for s in v.lineage:
+        e = s.entry
+        what = " ".join(f"{k}={e[k]}" for k in ("kind", "name", "version", "model_id", "run",
+                                                 "run_id", "round", "node", "epoch", "step",
+                                                 "status") if k in e)
+        digests = "\n".join(f"{k} {short_digest(e[k])}" for k in
+                            ("files", "model", "file", "update", "parent", "params") if k in e)
+        t.add_row(s.relation, f"#{s.index} {e.get('type', '')}", what, digests)
+    return t
+
+
+def _datasets_table(v: Verification) -> Table | None:
+    logged = next((s for s in v.lineage if s.entry.get("kind") == "logged_model"), None)
+    datasets = (logged.entry.get("datasets") or []) if logged else []
+    if not datasets:
+        return None
+    t = Table(box=box.SIMPLE_HEAD, title="datasets of the run", title_justify="left")
+    for col in ("name", "context", "mlflow digest", "sha256"):
+        t.add_column(col, overflow="fold")
+    for d in datasets:
+        sha = d.get("sha256")
+        t.add_row(d.get("name", ""), d.get("context") or "", d.get("mlflow_digest", ""),
+                  short_digest(sha) if sha else
+                  Text(d.get("unhashed", "not hashed"), style="yellow"))
+    return t
+
+
+@mlflow.command("verify")
+@click.argument("model_uri")
+@click.option("--ledger", default=None, envvar=LEDGER_ENV,
+              help="Ledger file or server URL (default: from the tracking URI).")
+@click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI",
+              help="MLflow tracking URI (flchain+<db> or http(s)://).")
+@click.option("--permissive", is_flag=True,
+              help="Accept a version recorded as a mismatch (warn instead of fail).")
+@click.option("--keep", "dst_path", default=None, type=click.Path(file_okay=False),
+              help="Download into this empty directory and keep the verified copy.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.pass_context
+def verify(ctx: click.Context, model_uri: str, ledger: str | None, tracking_uri: str | None,
+           permissive: bool, dst_path: str | None, as_json: bool) -> None:
+    """Download MODEL_URI, verify the copy against the ledger and print its lineage."""
+    import mlflow as _mlflow
+
+    from .load import verify_model
+
+    root = ctx.find_object(Settings)
+    out = Output(as_json or bool(root and root.json))
+    if tracking_uri:
+        _mlflow.set_tracking_uri(tracking_uri)
+    chosen = _ledger_choice(ctx, ledger)
+    try:
+        if out.json:
+            v = verify_model(model_uri, ledger=chosen, dst_path=dst_path,
+                             mode="permissive" if permissive else None)
+        else:
+            with out.err.status(f"downloading and hashing {model_uri} …"):
+                v = verify_model(model_uri, ledger=chosen, dst_path=dst_path,
+                                 mode="permissive" if permissive else None)
+    except TamperedModelError as e:
+        doc = {"ok": False, "uri": model_uri, "error": str(e),
+               "changes": [c.__dict__ for c in e.changes]}
+        raise VerificationFailed(str(e), doc) from e
+    except UnknownModelError as e:
+        raise VerificationFailed(str(e), {"ok": False, "uri": model_uri, "error": str(e),
+                                          "changes": []}) from e
+    except LedgerUnavailableError as e:
+        raise VerificationFailed(str(e), {"ok": False, "uri": model_uri, "error": str(e),
+                                          "changes": []}) from e
+    except (ConfigError, ValueError) as e:
+        raise InputError(str(e)) from e
+    except _mlflow.exceptions.MlflowException as e:
+        raise InputError(f"{model_uri}: {e.message}") from e
+
+    def human() -> None:
+        style = "green" if v.status == "ok" else "yellow"
+        rows = [
+            ("model", str(v.target)),
+            ("verdict", Text(f"verified ({v.status})", style=style)),
+            ("files", v.files),
+            ("entry", f"#{v.entry.index}"),
+            ("ledger", v.ledger),
+            ("tree", f"size {v.size}, root {v.root}"),
+            ("copy", v.path),
+        ]
+        out.console.print(Panel(kv_table(rows), title="flchain mlflow verify", expand=False))
+        out.console.print(_lineage_table(v))
+        if (t := _datasets_table(v)) is not None:
+            out.console.print(t)
+
+    doc = v.to_json()
+    out.emit(doc, human)

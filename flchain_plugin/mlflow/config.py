@@ -1,0 +1,96 @@
+"""How the MLflow plugin finds its ledger and mode from the backend-store URI.
+
+The plugin flag is the URI prefix: `flchain+sqlite:///mlflow.db` is MLflow's own
+`sqlite:///mlflow.db` with every logged model and model version committed to a ledger.
+The ledger defaults to a file beside the SQLite database (`mlflow.db.flchain.db`); other
+databases name it with `FLCHAIN_LEDGER` or `?flchain_ledger=`. The URI's query wins over
+the environment so one process can hold stores in different modes. Stdlib only: the entry
+points import this before MLflow has finished registering its stores.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+PREFIX = "flchain+"
+LEDGER_ENV = "FLCHAIN_LEDGER"
+MODE_ENV = "FLCHAIN_MLFLOW_MODE"
+MODES = ("strict", "permissive")
+_QUERY_LEDGER = "flchain_ledger"
+_QUERY_MODE = "flchain_mode"
+
+
+class ConfigError(ValueError):
+    """The flchain store URI or its settings are unusable; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    """A parsed `flchain+<db>` URI: the database MLflow uses, the ledger, the mode."""
+
+    uri: str
+    inner_uri: str
+    ledger: str
+    mode: str = "strict"
+
+    @property
+    def strict(self) -> bool:
+        return self.mode == "strict"
+
+
+def _mode(value: str, source: str) -> str:
+    mode = value.strip().lower()
+    if mode not in MODES:
+        raise ConfigError(f"{source}={value!r}: want one of {', '.join(MODES)}")
+    return mode
+
+
+def _sqlite_path(inner: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for in-memory databases)."""
+    rest = inner.split("?", 1)[0]
+    path = rest[len("sqlite://") :] if rest.startswith("sqlite://") else ""
+    if not path.startswith("/") or path in ("/", "/:memory:"):
+        return None  # sqlite://host/... or in-memory: no file to sit beside
+    return Path(unquote(path[1:]))
+
+
+def parse_store_uri(uri: str, env: dict[str, str] | None = None) -> PluginConfig:
+    """Split `flchain+<db-uri>[?flchain_ledger=...&flchain_mode=...]` into its settings."""
+    environ = os.environ if env is None else env
+    if not uri.startswith(PREFIX):
+        raise ConfigError(f"{uri!r} is not a flchain store URI: want '{PREFIX}<database URI>'")
+    rest = uri[len(PREFIX) :]
+    parts = urlsplit(rest)
+    if not parts.scheme:
+        raise ConfigError(f"{uri!r}: no database after '{PREFIX}', e.g. {PREFIX}sqlite:///mlflow.db")
+    if parts.scheme.startswith("flchain"):
+        raise ConfigError(f"{uri!r}: '{PREFIX}' given twice")
+    base, _, qs = rest.partition("?")
+    query = parse_qsl(qs, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in (_QUERY_LEDGER, _QUERY_MODE)}
+    kept = urlencode([(k, v) for k, v in query if k not in ours])
+    inner = base + ("?" + kept if kept else "")  # urlunsplit would eat sqlite:////abs's slash
+
+    if _QUERY_MODE in ours:
+        mode = _mode(ours[_QUERY_MODE], _QUERY_MODE)
+    elif environ.get(MODE_ENV):
+        mode = _mode(environ[MODE_ENV], MODE_ENV)
+    else:
+        mode = "strict"
+
+    ledger = ours.get(_QUERY_LEDGER) or environ.get(LEDGER_ENV) or ""
+    if not ledger:
+        db = _sqlite_path(inner) if parts.scheme.split("+")[0] == "sqlite" else None
+        if db is None:
+            raise ConfigError(
+                f"{uri!r}: cannot place the ledger beside this database; set {LEDGER_ENV}="
+                f"/path/to/ledger.db or add ?{_QUERY_LEDGER}=/path/to/ledger.db"
+            )
+        ledger = str(db.with_name(db.name + ".flchain.db"))
+    if "://" in ledger:
+        raise ConfigError(f"ledger {ledger!r}: a store writes to a local ledger file, give a path")
+    ledger = str(Path(ledger).expanduser().absolute())
+    return PluginConfig(uri=uri, inner_uri=inner, ledger=ledger, mode=mode)

@@ -1,0 +1,160 @@
+"""Verify before load: download a model, check the copy against the ledger, then deserialize.
+
+MLflow models are pickles more often than not, and unpickling runs code, so the check must
+come first and must look at the bytes that will be loaded: the model is downloaded to a
+fresh directory, that copy is hashed and matched to the ledger, and only that verified
+directory is handed to the flavor's loader. A tampered or unknown model raises before any
+pickle is opened.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flchain_plugin.ledger import Ledger
+
+from .commitment import TamperedModelError
+from .config import LEDGER_ENV, MODE_ENV, MODES, PREFIX, ConfigError, parse_store_uri
+from .verify import Target, Verification, verify_directory
+from .view import HttpView, LedgerView, LocalView
+from .weights import MODEL_DIGEST_TAG
+
+T = TypeVar("T")
+LedgerArg = str | os.PathLike[str] | Ledger | LedgerView | None
+
+
+def open_view(ledger: LedgerArg = None, tracking_uri: str | None = None) -> LedgerView:
+    """The ledger to verify against: given, else `FLCHAIN_LEDGER`, else the one the
+    tracking URI implies (`flchain+<db>` → its ledger file; `http(s)://` → the server's)."""
+    if isinstance(ledger, LedgerView):
+        return ledger
+    if isinstance(ledger, Ledger):
+        return LocalView(ledger)
+    where = os.fspath(ledger) if ledger is not None else os.environ.get(LEDGER_ENV)
+    if not where:
+        import mlflow
+
+        uri = tracking_uri or mlflow.get_tracking_uri()
+        if uri.startswith(PREFIX):
+            where = parse_store_uri(uri).ledger
+        elif uri.startswith(("http://", "https://")):
+            where = uri
+        else:
+            raise ConfigError(
+                f"no ledger to verify against for tracking URI {uri!r}: use a "
+                f"{PREFIX}<db> tracking URI, set {LEDGER_ENV}, or pass ledger="
+            )
+    if where.startswith(("http://", "https://")):
+        return HttpView(where)
+    return LocalView(Ledger(where, create=False))
+
+
+def _mode(mode: str | None, tracking_uri: str | None) -> bool:
+    """True for strict. Explicit argument, then the tracking URI's query, then the env."""
+    if mode is None:
+        import mlflow
+
+        uri = tracking_uri or mlflow.get_tracking_uri()
+        if uri.startswith(PREFIX):
+            return parse_store_uri(uri).strict
+        mode = os.environ.get(MODE_ENV, "strict")
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r}: want one of {', '.join(MODES)}")
+    return mode == "strict"
+
+
+def resolve(model_uri: str) -> Target:
+    """Pin what `model_uri` names; aliases and `latest` are resolved to a version once."""
+    if not model_uri.startswith("models:"):
+        return Target(uri=model_uri)
+    import mlflow
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    got = get_model_name_and_version(mlflow.MlflowClient(), model_uri)
+    if len(got) == 1:
+        return Target(uri=model_uri, model_id=got[0])
+    return Target(uri=model_uri, name=got[0], version=str(got[1]))
+
+
+def verify_model(
+    model_uri: str,
+    *,
+    ledger: LedgerArg = None,
+    dst_path: str | os.PathLike[str] | None = None,
+    mode: str | None = None,
+    tracking_uri: str | None = None,
+) -> Verification:
+    """Download `model_uri` into a fresh directory and verify that copy; nothing is
+    deserialized. Raises TamperedModelError (naming files) or UnknownModelError."""
+    import mlflow
+
+    strict = _mode(mode, tracking_uri)
+    view = open_view(ledger, tracking_uri)
+    target = resolve(model_uri)
+    dest = Path(dst_path) if dst_path is not None else Path(tempfile.mkdtemp(prefix="flchain-"))
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.iterdir()):
+        raise ValueError(f"dst_path {dest} is not empty; verify into an empty directory")
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=target.download_uri, dst_path=str(dest), tracking_uri=tracking_uri
+    )
+    result = verify_directory(local, target, view, strict=strict)
+    if result.status != "ok":
+        warnings.warn(f"flchain: loading {target} recorded as {result.status!r} "
+                      "(permissive mode)", stacklevel=2)
+    return result
+
+
+def _check_weights(model: Any, result: Verification, strict: bool) -> None:
+    """A tag-claimed weights digest is checked once the verified model is in memory."""
+    entry: Any = result.entry.entry
+    claimed = entry.model
+    if not claimed or entry.detail.get("model_from") != "tag" or not hasattr(model, "state_dict"):
+        return
+    from flchain_plugin.digest import model_digest
+
+    actual = model_digest(model.state_dict())
+    if actual != claimed:
+        msg = (f"{result.target}: its weights digest {actual} differs from the {claimed} "
+               f"the ledger links it to (set by the {MODEL_DIGEST_TAG} tag at log time)")
+        if strict:
+            raise TamperedModelError(msg)
+        warnings.warn(f"flchain: {msg}", stacklevel=3)
+
+
+def verified(load_fn: Callable[..., T], *, ledger: LedgerArg = None,
+             mode: str | None = None) -> Callable[..., T]:
+    """Wrap a flavor's `load_model(model_uri, ...)` so it loads only a verified copy:
+    `verified(mlflow.pyfunc.load_model)("models:/name/3")`."""
+
+    @functools.wraps(load_fn)
+    def load(model_uri: str, *args: Any, dst_path: str | None = None, **kwargs: Any) -> T:
+        result = verify_model(model_uri, ledger=ledger, dst_path=dst_path, mode=mode)
+        model = load_fn(result.path, *args, **kwargs)
+        _check_weights(model, result, _mode(mode, None))
+        return model
+
+    return load
+
+
+def load_model(
+    model_uri: str,
+    *,
+    flavor: str = "pyfunc",
+    ledger: LedgerArg = None,
+    dst_path: str | None = None,
+    mode: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """`mlflow.<flavor>.load_model` of a copy verified against the ledger first."""
+    module = importlib.import_module(f"mlflow.{flavor}")
+    return verified(module.load_model, ledger=ledger, mode=mode)(
+        model_uri, dst_path=dst_path, **kwargs
+    )

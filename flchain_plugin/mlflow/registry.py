@@ -1,0 +1,228 @@
+"""The model registry store behind `flchain+<db>`: a version is created only after its
+files, re-hashed from storage, match what the ledger committed for its logged model.
+
+Strict (default): a changed, added or removed file, or a model the ledger never saw,
+refuses the version and the error names the files. Permissive: the version is created,
+recorded as a mismatch, and a warning names the files. The `flchain.*` tags are passed
+inside the `create_model_version` call, so they cost no extra writes. If the ledger
+append fails after the version was created, the version is deleted again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from mlflow.entities.model_registry import ModelVersionTag
+from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_STATE
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
+
+from flchain_plugin import entries as E
+from flchain_plugin.digest import DigestError, FileDigest, files_root
+from flchain_plugin.ledger import Ledger, LoggedEntry
+
+from .artifacts import local_directory
+from .commitment import (
+    FileChange,
+    describe,
+    file_changes,
+    files_detail,
+    manifest_files,
+    model_files,
+)
+from .config import PluginConfig, parse_store_uri
+from .store import FILES_TAG, STATUS_TAG
+from .view import LocalView, MlflowQuery
+
+_log = logging.getLogger(__name__)
+
+
+def model_id_from_source(source: str) -> str | None:
+    """`m-...` from a `models:/m-...` source (MLflow's logged-model URI)."""
+    parts = urlsplit(source)
+    if parts.scheme != "models":
+        return None
+    head = (parts.netloc or parts.path.lstrip("/")).split("/")[0]
+    return head if head.startswith("m-") else None
+
+
+def committed_logged_model(
+    view: LocalView, model_id: str | None, files: str, hint: str | None = None
+) -> tuple[LoggedEntry | None, LoggedEntry | None]:
+    """(the commitment these files match, the latest commitment of `model_id`).
+
+    Looks the files digest up by index first; the `flchain.files` tag of the logged model
+    (`hint`) is only a pointer and is checked against the model id before it is used.
+    """
+    query = MlflowQuery(kind="logged_model", model_id=model_id)
+    match = [e for e in view.find(files, type="mlflow") if query.matches(e.entry)]
+    if match:
+        return match[-1], match[-1]
+    if model_id is None:
+        return None, None
+    latest = None
+    if hint:
+        pointed = [e for e in view.find(hint, type="mlflow") if query.matches(e.entry)]
+        latest = pointed[-1] if pointed else None
+    if latest is None:
+        latest = view.latest_mlflow(kind="logged_model", model_id=model_id)
+    return None, latest
+
+
+class LedgerRegistryMixin:
+    """Adds the ledger check and record to a SqlAlchemy registry store (mixed in first)."""
+
+    flchain: PluginConfig
+    ledger: Ledger
+    _tracking_uri: str | None
+
+    def _open_ledger(self, config: PluginConfig, tracking_uri: str | None) -> None:
+        self.flchain = config
+        self.ledger = Ledger(config.ledger)
+        self._tracking_uri = tracking_uri
+
+    def _logged_model(self, model_id: str) -> Any:
+        from mlflow.tracking._tracking_service.utils import _get_store
+
+        return _get_store(self._tracking_uri).get_logged_model(model_id)
+
+    def create_model_version(
+        self,
+        name: str,
+        source: str,
+        run_id: str | None = None,
+        tags: list[ModelVersionTag] | None = None,
+        run_link: str | None = None,
+        description: str | None = None,
+        local_model_path: str | None = None,
+        model_id: str | None = None,
+    ) -> Any:
+        store: Any = self
+        mid = model_id or model_id_from_source(source)
+        hint = None
+        if mid is not None:
+            lm = self._logged_model(mid)
+            location = lm.artifact_location
+            hint = (lm.tags or {}).get(FILES_TAG)
+            run_id = run_id or lm.source_run_id
+        elif urlsplit(source).scheme == "models":
+            location = store.get_model_version_download_uri(*_name_version(source))
+        else:
+            location = source
+        try:
+            with local_directory(location) as root:
+                files = model_files(root)
+        except (OSError, DigestError, ValueError) as e:
+            raise MlflowException(
+                f"flchain refused version of {name!r}: cannot hash the model files at "
+                f"{location}: {e}", INVALID_STATE
+            ) from e
+        digest = files_root(files)
+        view = LocalView(self.ledger)
+        match, latest = committed_logged_model(view, mid, digest, hint)
+
+        status, detail = "ok", {"source": source, "storage_location": location}
+        changes: list[FileChange] = []
+        if match is not None:
+            detail["logged_model_entry"] = match.index
+            model_from = match.entry.detail.get("model_from")  # type: ignore[attr-defined]
+            if model_from:
+                detail["model_from"] = model_from
+        else:
+            status = "mismatch"
+            what = f"logged model {mid}" if mid else f"source {source}"
+            if latest is None:
+                detail["reason"] = "not_committed"
+                msg = (f"the ledger has no commitment for {what}; log it through a "
+                       "flchain+<db> tracking store (or the server running one)")
+            else:
+                expected: list[FileDigest] | None = manifest_files(latest.entry)  # type: ignore[arg-type]
+                changes = file_changes(expected, files) if expected is not None else []
+                detail["reason"] = "files_changed"
+                detail["logged_model_entry"] = latest.index
+                detail["changes"] = [c.__dict__ for c in changes[:50]]
+                named = describe(changes) if changes else f"files digest {digest}"
+                msg = (f"files of {what} changed since ledger entry {latest.index} committed "
+                       f"them at finalize: {named}")
+            if self.flchain.strict:
+                raise MlflowException(
+                    f"flchain refused version of {name!r}: {msg}. Nothing was registered. "
+                    "Re-log the model, or use flchain_mode=permissive to record the mismatch.",
+                    INVALID_STATE,
+                )
+            _log.warning("flchain: registering %r despite a mismatch: %s", name, msg)
+
+        extra = [ModelVersionTag(FILES_TAG, digest), ModelVersionTag(STATUS_TAG, status)]
+        mine = {t.key for t in extra}
+        all_tags = [t for t in (tags or []) if t.key not in mine] + extra
+        mv = super().create_model_version(  # type: ignore[misc]
+            name, source, run_id=run_id, tags=all_tags, run_link=run_link,
+            description=description, local_model_path=local_model_path, model_id=model_id,
+        )
+        committed: Any = match.entry if match is not None else None
+        entry = E.Mlflow(
+            kind="model_version",
+            model_id=mid or "",
+            files=E.Digest(digest),
+            model=committed.model if committed else None,
+            run_id=run_id,
+            name=name,
+            version=str(mv.version),
+            params=committed.params if committed else None,
+            parents=[committed.files] if committed else [],
+            status=status,
+            detail=files_detail(detail, files),
+        )
+        try:
+            self.ledger.append([entry])
+        except Exception as e:
+            try:
+                store.delete_model_version(name, mv.version)
+            finally:
+                raise MlflowException(
+                    f"flchain: version {mv.version} of {name!r} could not be recorded in the "
+                    f"ledger ({e}); it was removed again. Fix the ledger at "
+                    f"{self.flchain.ledger} and register again.", INVALID_STATE
+                ) from e
+        return mv
+
+
+def _name_version(source: str) -> tuple[str, str]:
+    from mlflow.store.artifact.utils.models import _parse_model_uri
+
+    parsed = _parse_model_uri(source)
+    if parsed.name is None or parsed.version is None:
+        raise MlflowException(
+            f"flchain: cannot resolve {source!r}; register from models:/<name>/<version> or "
+            "from a logged model (models:/m-...)", INVALID_STATE
+        )
+    return parsed.name, str(parsed.version)
+
+
+class FlchainRegistryStore(LedgerRegistryMixin, SqlAlchemyStore):
+    """`flchain+<db>` model registry store: MLflow's SqlAlchemyStore plus the ledger."""
+
+    def __init__(self, store_uri: str, tracking_uri: str | None = None):
+        config = parse_store_uri(store_uri)
+        super().__init__(config.inner_uri)
+        self._open_ledger(config, tracking_uri)
+
+
+class FlchainWorkspaceRegistryStore(LedgerRegistryMixin, WorkspaceAwareSqlAlchemyStore):
+    """The same over MLflow's workspace-aware registry store."""
+
+    def __init__(self, store_uri: str, tracking_uri: str | None = None):
+        config = parse_store_uri(store_uri)
+        super().__init__(config.inner_uri)
+        self._open_ledger(config, tracking_uri)
+
+
+def build_registry_store(store_uri: str, tracking_uri: str | None = None) -> SqlAlchemyStore:
+    """The `mlflow.model_registry_store` builder."""
+    if MLFLOW_ENABLE_WORKSPACES.get():
+        return FlchainWorkspaceRegistryStore(store_uri, tracking_uri)
+    return FlchainRegistryStore(store_uri, tracking_uri)

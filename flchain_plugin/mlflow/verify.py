@@ -1,0 +1,202 @@
+"""Checking a local copy of an MLflow model against the ledger, and its lineage.
+
+A registered version must match the latest ledger entry for that name and version (names
+are reused when a registered model is deleted and made again, so older entries do not
+count); a logged model must match the latest commitment of its id; any other URI must
+match some committed model. Deserializing is the caller's business and comes after.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from flchain_plugin import entries as E
+from flchain_plugin.digest import FileDigest, files_root
+from flchain_plugin.ledger import LoggedEntry
+
+from .commitment import (
+    FileChange,
+    TamperedModelError,
+    UnknownModelError,
+    describe,
+    file_changes,
+    manifest_files,
+    model_files,
+)
+from .view import LedgerView, MlflowQuery
+
+MAX_LINEAGE_UPDATES = 50
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a model URI names: a registered version, a logged model, or just files."""
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    model_id: str | None = None
+
+    @property
+    def download_uri(self) -> str:
+        """A URI that cannot move while we download (an alias or `latest` can)."""
+        if self.name is not None and self.version is not None:
+            return f"models:/{self.name}/{self.version}"
+        if self.model_id is not None:
+            return f"models:/{self.model_id}"
+        return self.uri
+
+    def query(self) -> MlflowQuery | None:
+        if self.version is not None:
+            return MlflowQuery(kind="model_version", name=self.name, version=self.version)
+        if self.model_id is not None:
+            return MlflowQuery(kind="logged_model", model_id=self.model_id)
+        return None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"version {self.version} of {self.name!r}"
+        if self.model_id is not None:
+            return f"logged model {self.model_id}"
+        return self.uri
+
+
+@dataclass(frozen=True)
+class LineageStep:
+    """One ledger entry on the way from a model back to what it was made from."""
+
+    relation: str
+    index: int
+    entry: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A local copy that matched the ledger: where it is and which entry vouches for it."""
+
+    target: Target
+    path: str
+    files: str
+    entry: LoggedEntry
+    ledger: str
+    size: int
+    root: str
+    lineage: tuple[LineageStep, ...] = field(default=())
+
+    @property
+    def status(self) -> str:
+        return getattr(self.entry.entry, "status", "ok")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "uri": self.target.uri,
+            "target": str(self.target),
+            "path": self.path,
+            "files": self.files,
+            "status": self.status,
+            "entry": {"index": self.entry.index, **self.entry.entry.to_json()},
+            "ledger": {"location": self.ledger, "size": self.size, "root": self.root},
+            "lineage": [{"relation": s.relation, "index": s.index, **s.entry}
+                        for s in self.lineage],
+        }
+
+
+def verify_directory(
+    path: str | os.PathLike[str], target: Target, view: LedgerView, *, strict: bool = True
+) -> Verification:
+    """Hash the copy at `path` and find the ledger entry it must match; raise
+    TamperedModelError (naming the files) or UnknownModelError otherwise."""
+    files = model_files(path)
+    digest = files_root(files)
+    query = target.query()
+    if query is None:
+        found = [e for e in view.find(digest, type="mlflow") if e.entry.status == "ok"]  # type: ignore[attr-defined]
+        if not found:
+            raise UnknownModelError(
+                f"{target.uri}: no model with files digest {digest} is in the ledger at "
+                f"{view.location}; it was not logged through the flchain plugin, or was changed"
+            )
+        entry = found[-1]
+    else:
+        candidates = view.mlflow(query)
+        if not candidates:
+            raise UnknownModelError(
+                f"{target}: the ledger at {view.location} has no commitment for it; it was "
+                "not logged or registered through a flchain+<db> store"
+            )
+        entry = candidates[-1]
+        committed: Any = entry.entry
+        if committed.files != digest:
+            expected = manifest_files(committed) or _logged_manifest(view, committed)
+            changes: list[FileChange] = file_changes(expected, files) if expected else []
+            named = describe(changes) if changes else f"files digest {digest}"
+            raise TamperedModelError(
+                f"{target}: the downloaded files differ from ledger entry {entry.index} "
+                f"({committed.files}): {named}. Refusing to load it.",
+                changes,
+            )
+        if committed.status != "ok":
+            msg = (f"{target} was registered although its files differed from its logged "
+                   f"model (ledger entry {entry.index}, status {committed.status!r})")
+            if strict:
+                raise TamperedModelError(msg + "; refusing to load it in strict mode.")
+    return Verification(
+        target=target, path=os.fspath(path), files=digest, entry=entry,
+        ledger=view.location, size=view.size, root=view.root_digest,
+        lineage=tuple(lineage(view, entry)),
+    )
+
+
+def _logged_manifest(view: LedgerView, version: Any) -> list[FileDigest] | None:
+    """A version entry without a manifest: its logged model's, when the roots agree."""
+    ref = version.detail.get("logged_model_entry")
+    if not isinstance(ref, int) or not 0 <= ref < view.size:
+        return None
+    logged: Any = view.get(ref).entry
+    return manifest_files(logged) if logged.files == version.files else None
+
+
+def _summary(entry: E.Entry) -> dict[str, Any]:
+    keep = ("type", "kind", "model_id", "name", "version", "run", "run_id", "round", "node",
+            "model", "files", "file", "parent", "update", "params", "datasets", "parents",
+            "status", "epoch", "step")
+    doc = entry.to_json()
+    return {k: doc[k] for k in keep if k in doc and doc[k] is not None}
+
+
+def lineage(view: LedgerView, start: LoggedEntry) -> list[LineageStep]:
+    """From a version or logged model back through its logged model, parent models, and
+    the Flower/Lightning entries of the same weights down to the client updates."""
+    steps = [LineageStep("self", start.index, _summary(start.entry))]
+    seen = {start.index}
+
+    def add(relation: str, e: LoggedEntry) -> None:
+        if e.index not in seen:
+            seen.add(e.index)
+            steps.append(LineageStep(relation, e.index, _summary(e.entry)))
+
+    entry: Any = start.entry
+    logged = None
+    ref = entry.detail.get("logged_model_entry") if isinstance(entry, E.Mlflow) else None
+    if isinstance(ref, int) and 0 <= ref < view.size:
+        logged = view.get(ref)
+        add("logged model", logged)
+    sources = [start] + ([logged] if logged else [])
+    for src in sources:
+        for parent in getattr(src.entry, "parents", []):
+            for e in view.find(parent, type="mlflow"):
+                if e.entry.kind == "logged_model":  # type: ignore[attr-defined]
+                    add("parent model", e)
+    weights = entry.model or (logged.entry.model if logged else None)  # type: ignore[union-attr]
+    if weights:
+        for e in view.find(weights):
+            if e.entry.TYPE in ("model", "checkpoint", "run", "rollback", "evaluation"):
+                add(f"same weights ({e.entry.TYPE})", e)
+                inputs = getattr(e.entry, "inputs", [])
+                for i in inputs[:MAX_LINEAGE_UPDATES]:
+                    if 0 <= i < view.size:
+                        add("aggregated update", view.get(i))
+    return steps

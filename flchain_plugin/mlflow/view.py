@@ -1,0 +1,189 @@
+"""A read-only view of the ledger, on this machine or behind an MLflow server.
+
+A view pins one tree head when it is opened and hands out only entries whose inclusion
+in that tree it has checked (RFC 9162 inclusion proof against the pinned root), so a
+client reading over HTTP verifies what the server says instead of trusting it, and a
+local reader notices an entry edited in place. Nothing is cached between views: the
+ledger may be written by several processes at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from flchain_plugin import merkle
+from flchain_plugin.digest import format_digest, parse_digest
+from flchain_plugin.entries import Mlflow, decode
+from flchain_plugin.ledger import Ledger, LoggedEntry
+
+API_PREFIX = "/flchain/v1"
+
+
+class LedgerUnavailableError(RuntimeError):
+    """The ledger cannot be reached or answered something that does not verify."""
+
+
+@dataclass(frozen=True)
+class MlflowQuery:
+    """Which `mlflow` entries to select; unset fields match anything."""
+
+    kind: str | None = None
+    model_id: str | None = None
+    name: str | None = None
+    version: str | None = None
+
+    def matches(self, entry: object) -> bool:
+        return (
+            isinstance(entry, Mlflow)
+            and (self.kind is None or entry.kind == self.kind)
+            and (self.model_id is None or entry.model_id == self.model_id)
+            and (self.name is None or entry.name == self.name)
+            and (self.version is None or entry.version == self.version)
+        )
+
+    def params(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def select_mlflow(entries: Iterable[LoggedEntry], query: MlflowQuery) -> list[int]:
+    return [e.index for e in entries if query.matches(e.entry)]
+
+
+class LedgerView:
+    """Entries of one pinned tree head, each checked by an inclusion proof."""
+
+    location: str
+    origin: str
+    size: int
+    root: bytes
+
+    def _pin(self, origin: str, size: int, root: bytes) -> None:
+        self.origin, self.size, self.root = origin, size, root
+
+    @property
+    def root_digest(self) -> str:
+        return format_digest(self.root)
+
+    # source operations, provided by subclasses
+    def _entry_bytes(self, index: int) -> bytes:
+        raise NotImplementedError
+
+    def _proof(self, index: int) -> list[bytes]:
+        raise NotImplementedError
+
+    def _find(self, digest: str, type: str | None) -> list[int]:
+        raise NotImplementedError
+
+    def _mlflow(self, query: MlflowQuery) -> list[int]:
+        raise NotImplementedError
+
+    def get(self, index: int) -> LoggedEntry:
+        """Entry `index`, after checking its inclusion in the pinned tree."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"entry {index} is not in the pinned tree of size {self.size}")
+        data = self._entry_bytes(index)
+        try:
+            merkle.verify_inclusion(index, self.size, merkle.leaf_hash(data),
+                                    self._proof(index), self.root)
+        except merkle.ProofError as e:
+            raise LedgerUnavailableError(
+                f"{self.location}: entry {index} is not in the tree of size {self.size} with "
+                f"root {self.root_digest} ({e}); the ledger was altered, run `flchain verify`"
+            ) from e
+        return LoggedEntry(index, data, decode(data))
+
+    def find(self, digest: str, type: str | None = None) -> list[LoggedEntry]:
+        """Entries about `digest`, oldest first, each proven."""
+        out = [self.get(i) for i in self._find(digest, type) if i < self.size]
+        return [e for e in out if digest in e.entry.subjects
+                and (type is None or type == e.entry.TYPE)]
+
+    def mlflow(self, query: MlflowQuery) -> list[LoggedEntry]:
+        out = [self.get(i) for i in self._mlflow(query) if i < self.size]
+        return [e for e in out if query.matches(e.entry)]
+
+    def latest_mlflow(self, **query: str | None) -> LoggedEntry | None:
+        found = self.mlflow(MlflowQuery(**query))
+        return found[-1] if found else None
+
+
+class LocalView(LedgerView):
+    """A ledger file (or open Ledger) on this machine."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self.location = str(getattr(ledger.store, "path", "ledger"))
+        head = ledger.head()
+        self._pin(ledger.origin, head.size, head.root)
+
+    def _entry_bytes(self, index: int) -> bytes:
+        return self.ledger.get(index).data
+
+    def _proof(self, index: int) -> list[bytes]:
+        return list(self.ledger.inclusion_proof(index, self.size).hashes)
+
+    def _find(self, digest: str, type: str | None) -> list[int]:
+        return [e.index for e in self.ledger.find(digest, type=type)]
+
+    def _mlflow(self, query: MlflowQuery) -> list[int]:
+        return select_mlflow(self.ledger.iter_entries(0, self.size, type="mlflow"), query)
+
+
+class HttpView(LedgerView):
+    """The ledger of an `mlflow server ... --app-name flchain`, read over its REST routes
+    with the client's MLflow credentials."""
+
+    def __init__(self, server_uri: str):
+        from mlflow.utils.credentials import get_default_host_creds
+
+        base = server_uri.rstrip("/")
+        if base.endswith(API_PREFIX):
+            base = base[: -len(API_PREFIX)]
+        self._creds = get_default_host_creds(base)
+        self.location = base + API_PREFIX
+        root = self._get("/root")
+        try:
+            self._pin(str(root["origin"]), int(root["size"]), parse_digest(root["root"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise LedgerUnavailableError(f"{self.location}/root: malformed answer {root!r}") from e
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        from mlflow.utils.rest_utils import http_request
+
+        try:
+            resp = http_request(self._creds, API_PREFIX + path, "GET", params=params,
+                                max_retries=2, timeout=60, raise_on_status=False)
+        except Exception as e:  # network errors surface from requests/urllib3
+            raise LedgerUnavailableError(f"{self.location}{path}: {e}") from e
+        if resp.status_code == 404 and path == "/root":
+            raise LedgerUnavailableError(
+                f"{self.location}: no ledger routes; start the server with "
+                "`mlflow server --backend-store-uri flchain+<db> --app-name flchain`"
+            )
+        if resp.status_code != 200:
+            raise LedgerUnavailableError(
+                f"{self.location}{path}: HTTP {resp.status_code}: {resp.text[:300]}"
+            )
+        try:
+            return json.loads(resp.text)
+        except ValueError as e:
+            raise LedgerUnavailableError(f"{self.location}{path}: not JSON: {e}") from e
+
+    def _entry_bytes(self, index: int) -> bytes:
+        return base64.b64decode(self._get(f"/entry/{index}")["data"], validate=True)
+
+    def _proof(self, index: int) -> list[bytes]:
+        doc = self._get(f"/proof/{index}", {"size": self.size})
+        return [bytes.fromhex(h) for h in doc["hashes"]]
+
+    def _find(self, digest: str, type: str | None) -> list[int]:
+        params = {"type": type} if type else None
+        return [int(i) for i in self._get(f"/find/{digest}", params)["indices"]]
+
+    def _mlflow(self, query: MlflowQuery) -> list[int]:
+        params = {**query.params(), "size": self.size}
+        return [int(i) for i in self._get("/mlflow", params)["indices"]]
