@@ -1,0 +1,147 @@
+"""A CheckpointIO wrapper: the one place that sees every checkpoint file and its bytes.
+
+`Callback.setup` is the last hook before Lightning reads a `ckpt_path`, and no callback hook
+gets the path of a save, so the callback wraps whatever `strategy.checkpoint_io` is (the
+setter takes any object with save/load/remove/teardown). Saves are recorded after the inner
+save returns, with the weights hashed on a second thread while the file is written; a resume
+load is hashed and verified before `torch.load` runs, from the same bytes it then loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from ..digest import PREFIX, file_digest, model_digest
+
+# Above this size a resume load is hashed by streaming, then loaded by path (a second read),
+# rather than held in memory twice over.
+READ_ONCE_MAX = 2 << 30
+
+_TORCH_IO_MODULES = ("lightning.fabric.plugins.io.torch_io", "lightning_fabric.plugins.io.torch_io")
+
+
+class Recorder(Protocol):
+    """What the wrapper asks of the callback."""
+
+    def wants_record(self, checkpoint: Mapping[str, Any]) -> bool: ...
+
+    def record_save(self, checkpoint: Mapping[str, Any], path: str, file: str, model: str) -> None:
+        ...
+
+    def should_verify(self, path: str) -> bool: ...
+
+    def verify_load(self, path: str, file: str) -> None: ...
+
+    def loaded(self, path: str, checkpoint: Mapping[str, Any]) -> None: ...
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _path_digest(path: str) -> str:
+    if not _is_remote(path):
+        return file_digest(path.removeprefix("file://"))
+    import fsspec
+
+    with fsspec.open(path, "rb") as f:
+        return PREFIX + hashlib.file_digest(f, "sha256").hexdigest()  # type: ignore[arg-type]
+
+
+def _keep_storage(storage: Any, location: Any) -> Any:
+    return storage
+
+
+class LedgerCheckpointIO:
+    """Wraps a strategy's CheckpointIO; delegates everything, records saves, checks resumes."""
+
+    def __init__(self, checkpoint_io: Any, recorder: Recorder):
+        if checkpoint_io is None or not hasattr(checkpoint_io, "save_checkpoint"):
+            raise ValueError("checkpoint_io: want a CheckpointIO to wrap")
+        self.checkpoint_io = checkpoint_io
+        self.recorder = recorder
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, *args: Any, **kw: Any) -> None:
+        inner = self.checkpoint_io
+        if not self.recorder.wants_record(checkpoint):
+            inner.save_checkpoint(checkpoint, path, *args, **kw)
+            return
+        spath = os.fspath(path)
+        with ThreadPoolExecutor(1, thread_name_prefix="flchain-digest") as pool:
+            weights = pool.submit(model_digest, checkpoint["state_dict"], 1)
+            inner.save_checkpoint(checkpoint, path, *args, **kw)
+            file = _path_digest(spath)
+            model = weights.result()
+        self.recorder.record_save(checkpoint, spath, file, model)
+
+    def load_checkpoint(self, path: Any, *args: Any, **kw: Any) -> dict[str, Any]:
+        inner = self.checkpoint_io
+        spath = os.fspath(path)
+        if not self.recorder.should_verify(spath):
+            return inner.load_checkpoint(path, *args, **kw)
+        read_once = (
+            type(inner).__name__ == "TorchCheckpointIO"
+            and type(inner).__module__ in _TORCH_IO_MODULES
+            and not _is_remote(spath)
+            and os.path.isfile(spath)
+            and os.path.getsize(spath) <= READ_ONCE_MAX
+        )
+        if not read_once:
+            self.recorder.verify_load(spath, _path_digest(spath))
+            checkpoint = inner.load_checkpoint(path, *args, **kw)
+        else:
+            with open(spath, "rb") as f:
+                data = f.read()
+            self.recorder.verify_load(spath, PREFIX + hashlib.sha256(data).hexdigest())
+            import torch
+
+            map_location = kw.get("map_location", args[0] if args else _keep_storage)
+            weights_only = kw.get("weights_only", args[1] if len(args) > 1 else None)
+            checkpoint = torch.load(io.BytesIO(data), map_location=map_location,
+                                    weights_only=weights_only)
+            del data
+        self.recorder.loaded(spath, checkpoint)
+        return checkpoint
+
+    def remove_checkpoint(self, path: Any) -> None:
+        self.checkpoint_io.remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.checkpoint_io.teardown()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("checkpoint_io", "recorder"):  # not yet set (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.checkpoint_io, name)
+
+
+def _is_wrapping(obj: Any) -> bool:
+    return any(c.__name__ == "_WrappingCheckpointIO" for c in type(obj).__mro__)
+
+
+def install(strategy: Any, recorder: Recorder) -> LedgerCheckpointIO:
+    """Put a LedgerCheckpointIO around the strategy's CheckpointIO (once; later calls rebind).
+
+    An AsyncCheckpointIO keeps its thread: the wrapper goes around its inner IO, so each file
+    is hashed after it is written, on the saving thread.
+    """
+    current = strategy.checkpoint_io  # the getter makes the default TorchCheckpointIO
+    if _is_wrapping(current):
+        inner = current.checkpoint_io
+        if isinstance(inner, LedgerCheckpointIO):
+            inner.recorder = recorder
+            return inner
+        wrapper = LedgerCheckpointIO(inner, recorder)
+        current._checkpoint_io = wrapper  # the public setter refuses to replace a set IO
+        return wrapper
+    if isinstance(current, LedgerCheckpointIO):
+        current.recorder = recorder
+        return current
+    wrapper = LedgerCheckpointIO(current, recorder)
+    strategy.checkpoint_io = wrapper
+    return wrapper
