@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 from rich import box
 from rich.console import Console
 from rich.panel import Panel
@@ -56,16 +57,35 @@ class Settings:
     json: bool
 
 
+def _json_requested() -> bool:
+    """Whether the running command (or a group above it) was given --json."""
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.params.get("as_json") or ctx.params.get("json") is True:
+            return True
+        if isinstance(ctx.obj, Settings) and ctx.obj.json:
+            return True
+        ctx = ctx.parent
+    return False
+
+
 class InputError(click.ClickException):
-    """Bad usage or input (exit 2): a one-line message saying what to do."""
+    """Bad usage or input (exit 2): a one-line message saying what to do.
+
+    `doc`, if given, is printed on stdout as the command's JSON document when the command
+    runs with --json, so scripts get {"ok": false, ...} as well as the exit status.
+    """
 
     exit_code = 2
 
     def __init__(self, message: str, doc: dict[str, Any] | None = None):
         super().__init__(" ".join(message.split("\n")))
         self.doc = doc
+        self.json = doc is not None and _json_requested()
 
     def show(self, file: Any = None) -> None:
+        if self.json:
+            click.echo(json.dumps(self.doc, ensure_ascii=False))
         click.echo(f"flchain: error: {self.message}", err=True)
 
 
@@ -91,14 +111,10 @@ class Output:
 
 
 @contextlib.contextmanager
-def _errors(out: Output) -> Iterator[None]:
+def _errors() -> Iterator[None]:
     """Turn the library's errors into one-line CLI errors with the right exit status."""
     try:
         yield
-    except VerificationFailed as e:
-        if out.json and e.doc is not None:
-            click.echo(json.dumps(e.doc, ensure_ascii=False))
-        raise
     except (EntryError, DigestError, notes.KeyFileError, notes.NoteError) as e:
         raise InputError(str(e)) from e
     except StoreError as e:  # opening errors are raised as InputError by open_ledger
@@ -116,7 +132,7 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
         root = ctx.find_object(Settings) or Settings(Path(DEFAULT_LEDGER), False)
         settings = Settings(ledger_path or root.ledger, as_json or root.json)
         out = Output(settings.json)
-        with _errors(out):
+        with _errors():
             return f(settings, out, *args, **kwargs)
 
     wrapper = click.option("--json", "as_json", is_flag=True,
@@ -227,9 +243,11 @@ def _unavailable(name: str, message: str) -> click.Command:
 def _share_root_options(cmd: click.Command, ctx: click.Context) -> dict[str, Any]:
     """default_map for `cmd` so its own --ledger/--json follow the root options."""
     out: dict[str, Any] = {}
+    chosen = ctx.get_parameter_source("ledger") in (ParameterSource.COMMANDLINE,
+                                                    ParameterSource.ENVIRONMENT)
     for p in cmd.params:
-        if "--ledger" in getattr(p, "opts", ()) and "ledger" in ctx.params:
-            if ctx.params["ledger"] is not None:
+        if "--ledger" in getattr(p, "opts", ()):
+            if chosen:  # else the command keeps its own default (e.g. from a tracking URI)
                 out[p.name or "ledger"] = str(ctx.params["ledger"])
         elif "--json" in getattr(p, "opts", ()) and ctx.params.get("as_json"):
             out[p.name or "json"] = True

@@ -634,13 +634,36 @@ def test_lazy_command_gets_root_ledger_and_json(fl: Flchain, plugin_dir: Path,
         @click.option("--json", "as_json", is_flag=True)
         def where(ledger, as_json):
             click.echo(f"{ledger} {as_json}")
-    """))
+
+        @tool.command()
+        @click.option("--json", "as_json", is_flag=True)
+        def check(as_json):
+            raise VerificationFailed("the thing does not verify", {"ok": False})
+    """).replace("import click", "import click\nfrom flchain_plugin.cli import VerificationFailed"))
     monkeypatch.setitem(cli_module.LAZY_COMMANDS, "tool", cli_module.LazyCommand(
         "fl_plugin_ok", "tool", "tool", "A plugin."))
     r = fl.runner.invoke(cli, ["--ledger", "x.db", "--json", "tool", "where"])
     assert r.exit_code == 0 and r.stdout == "x.db True\n"
     r = fl.runner.invoke(cli, ["--ledger", "x.db", "tool", "where", "--ledger", "y.db"])
     assert r.stdout == "y.db False\n"
+    r = fl.runner.invoke(cli, ["tool", "where"], env={"FLCHAIN_LEDGER": None})
+    assert r.stdout == "default.db False\n"  # no --ledger chosen: the command's own default
+    r = fl.runner.invoke(cli, ["tool", "where"], env={"FLCHAIN_LEDGER": "env.db"})
+    assert r.stdout == "env.db False\n"
+
+    for args in (["--json", "tool", "check"], ["tool", "check", "--json"]):
+        r = fl.runner.invoke(cli, args)
+        one_line_error(r, 1, "the thing does not verify")
+        assert json.loads(r.stdout) == {"ok": False}
+    r = fl.runner.invoke(cli, ["tool", "check"])
+    assert r.exit_code == 1 and r.stdout == ""
+
+
+def test_mlflow_group_is_mounted(fl: Flchain):
+    pytest.importorskip("mlflow")
+    r = fl.runner.invoke(cli, ["mlflow", "--help"])
+    assert r.exit_code == 0, r.stderr
+    assert "verify" in r.stdout
 
 
 # -- the installed console script ------------------------------------------------------------
