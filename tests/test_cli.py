@@ -659,11 +659,17 @@ def test_lazy_command_gets_root_ledger_and_json(fl: Flchain, plugin_dir: Path,
     assert r.exit_code == 1 and r.stdout == ""
 
 
-def test_mlflow_group_is_mounted(fl: Flchain):
-    pytest.importorskip("mlflow")
-    r = fl.runner.invoke(cli, ["mlflow", "--help"])
+@pytest.mark.parametrize(("args", "framework", "needle"), [
+    (["mlflow", "verify", "--help"], "mlflow", "MODEL_URI"),
+    (["lineage", "--help"], "flwr", "DIGEST"),
+    (["rollback", "--help"], "flwr", "DIGEST"),
+])
+def test_integration_commands_are_mounted(fl: Flchain, args: list[str], framework: str,
+                                          needle: str):
+    pytest.importorskip(framework)
+    r = fl.runner.invoke(cli, args)
     assert r.exit_code == 0, r.stderr
-    assert "verify" in r.stdout
+    assert needle in r.stdout and "--json" in r.stdout
 
 
 # -- the installed console script ------------------------------------------------------------
