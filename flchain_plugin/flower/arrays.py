@@ -1,0 +1,136 @@
+"""Flower ArrayRecords as tensors in place: the model digest without copying the weights.
+
+An `Array` holds `np.save` bytes. Only the `.npy` header (a few hundred bytes) is parsed;
+the tensor region is a memoryview of `Array.data`, which is what the digest hashes and the
+finiteness and norm checks read. Copies happen only where the digest's layout demands them
+(Fortran order, big endian). The same weights give the same digest as a torch state_dict
+or numpy arrays (`flchain_plugin.digest.model_digest`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord
+from numpy.lib import format as npy
+
+from ..digest import DigestError, RawTensor, model_digest
+
+_MAGIC = b"\x93NUMPY"
+
+
+class ArrayFormatError(DigestError):
+    """An Array's bytes are not a numeric `.npy` payload; the message names the array."""
+
+
+@dataclass(frozen=True)
+class TensorView:
+    """One array of an ArrayRecord, read in place: dtype, shape, layout, raw region."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran_order: bool
+    data: memoryview
+
+    def numpy(self) -> np.ndarray:
+        """A read-only ndarray over the received bytes (no copy)."""
+        arr = np.frombuffer(self.data, dtype=self.dtype)
+        return arr.reshape(self.shape, order="F" if self.fortran_order else "C")
+
+    def raw(self) -> RawTensor:
+        """The tensor in the digest's layout (C order, little endian), copying only if not."""
+        dt = self.dtype
+        if not self.fortran_order and dt.byteorder != ">":
+            return RawTensor(dt.str, self.shape, self.data)
+        arr = self.numpy()
+        if dt.byteorder == ">":
+            arr = arr.astype(dt.newbyteorder("<"))
+        arr = np.ascontiguousarray(arr)
+        return RawTensor(arr.dtype.str, self.shape, memoryview(arr.reshape(-1).view(np.uint8)))
+
+    @property
+    def signature(self) -> tuple[str, tuple[int, ...]]:
+        """(little-endian dtype, shape): what must match the global model."""
+        dt = self.dtype.newbyteorder("<") if self.dtype.byteorder == ">" else self.dtype
+        return dt.str, self.shape
+
+
+def tensor_view(name: str, data: bytes | memoryview) -> TensorView:
+    """Parse the `.npy` header of one Array's bytes; the tensor bytes stay where they are."""
+    view = memoryview(data).cast("B")
+    if view.nbytes < 10 or view[:6] != _MAGIC:
+        raise ArrayFormatError(f"array {name!r}: not .npy bytes (magic number missing)")
+    major = view[6]
+    if major == 1:
+        start, hlen = 10, int.from_bytes(view[8:10], "little")
+    elif major == 2:
+        start, hlen = 12, int.from_bytes(view[8:12], "little")
+    else:
+        raise ArrayFormatError(f"array {name!r}: .npy format version {major} is not supported")
+    offset = start + hlen
+    if offset > view.nbytes or hlen > 65536:
+        raise ArrayFormatError(f"array {name!r}: .npy header is truncated or oversized")
+    head = io.BytesIO(bytes(view[:offset]))
+    try:
+        npy.read_magic(head)
+        reader = npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0
+        shape, fortran, dtype = reader(head)
+    except (ValueError, SyntaxError, TypeError) as e:
+        raise ArrayFormatError(f"array {name!r}: bad .npy header: {e}") from None
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise ArrayFormatError(f"array {name!r}: dtype {dtype} is not a plain numeric dtype")
+    if dtype.kind not in "biufc":
+        raise ArrayFormatError(f"array {name!r}: dtype {dtype} is not numeric")
+    count = 1
+    for s in shape:
+        count *= int(s)
+    want = count * dtype.itemsize
+    if view.nbytes - offset != want:
+        raise ArrayFormatError(
+            f"array {name!r}: {view.nbytes - offset} data bytes, header {dtype.str}{shape} "
+            f"needs {want}"
+        )
+    return TensorView(name, dtype, tuple(int(s) for s in shape), bool(fortran), view[offset:])
+
+
+def record_views(record: ArrayRecord) -> dict[str, TensorView]:
+    """Every Array of `record` as a TensorView (names as in the record)."""
+    out: dict[str, TensorView] = {}
+    for name, arr in record.items():
+        if arr.stype != "numpy.ndarray":
+            raise ArrayFormatError(
+                f"array {name!r}: serialization {arr.stype!r} is not 'numpy.ndarray'"
+            )
+        out[name] = tensor_view(name, arr.data)
+    return out
+
+
+def views_digest(views: Mapping[str, TensorView], threads: int | None = None) -> str:
+    """The model digest of already parsed views."""
+    return model_digest({k: v.raw() for k, v in views.items()}, threads=threads)
+
+
+def arrayrecord_digest(record: ArrayRecord, threads: int | None = None) -> str:
+    """The model digest of an ArrayRecord, read in place.
+
+    Equals `model_digest(state_dict)` of the torch state_dict or numpy arrays it was made
+    from, so client and server name the same weights the same way.
+    """
+    return views_digest(record_views(record), threads=threads)
+
+
+def record_to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """Read-only ndarrays over `record`'s bytes (e.g. to store or check a model)."""
+    return {k: v.numpy() for k, v in record_views(record).items()}
+
+
+def numpy_to_record(arrays: Mapping[str, Any]) -> ArrayRecord:
+    """An ArrayRecord holding `arrays` under their names (e.g. a model loaded from blobs)."""
+    from flwr.app import Array
+
+    return ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})

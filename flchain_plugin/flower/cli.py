@@ -1,0 +1,205 @@
+"""`flchain lineage` and `flchain rollback`: click commands the main CLI mounts.
+
+Framework-free: they read the ledger and blob store only, so they work without Flower.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from .. import entries as E
+from ..blobs import BlobError, BlobStore, default_root
+from ..digest import DigestError, parse_digest
+from ..ledger import Ledger
+from ..lineage import Lineage, LineageError, latest_model
+from ..lineage import lineage as trace
+from ..store import StoreError
+
+LEDGER_ENV = "FLCHAIN_LEDGER"
+DEFAULT_LEDGER = "flchain.db"
+
+
+def _short(d: str | None) -> str:
+    return d[7:19] if d and d.startswith("sha256:") else str(d)
+
+
+def _node(n: str) -> str:
+    return n if len(n) <= 8 else "…" + n[-6:]
+
+
+def render_lineage(lin: Lineage, console: Console) -> None:
+    """The ancestry as a rich tree: versions newest first, rounds, updates, refusals."""
+    tree = Tree(f"[bold]{lin.model}[/bold]")
+    for v in lin.versions:
+        head = f"[bold cyan]{_short(v.model)}[/bold cyan] {v.source}"
+        p = v.producer
+        if p is not None:
+            head += f" · run {p.run} round {p.round} · {p.aggregator} · entry {p.index}"
+        elif v.index is not None:
+            head += f" · entry {v.index}"
+        if v.runs:
+            head += f" · starts run {', '.join(v.runs)}"
+        head += f" · weights {v.blob}"
+        branch = tree.add(head)
+        for rb in v.rollbacks:
+            branch.add(f"[yellow]rollback[/yellow] to this version (entry {rb['index']}, "
+                       f"from {_short(rb['previous'])}, {rb['reason']})")
+        for r in v.rounds:
+            if r.kept:
+                rb = branch.add(f"[yellow]round {r.round} of run {r.run} kept this model[/yellow]"
+                                f" ({r.metrics.get('kept', '')})")
+            else:
+                rb = branch
+            if r.updates:
+                t = Table(box=None, pad_edge=False, show_edge=False)
+                for c in ("accepted update", "node", "examples", "dataset", "signature"):
+                    t.add_column(c)
+                for u in r.updates:
+                    sig = {True: "[green]valid[/green]", False: "[red]INVALID[/red]",
+                           None: "unsigned"}[u.signature]
+                    t.add_row(_short(u.update), _node(u.node), str(u.num_examples),
+                              _short(u.dataset) if u.dataset else "-", sig)
+                rb.add(t)
+            if r.rejected:
+                t = Table(box=None, pad_edge=False, show_edge=False)
+                for c in ("refused", "node", "reason", "detail"):
+                    t.add_column(c)
+                for x in r.rejected:
+                    t.add_row(_short(x.update) if x.update else "-", _node(x.node),
+                              f"[red]{x.reason}[/red]", x.detail[:90])
+                rb.add(t)
+        for ev in v.evaluations:
+            ms = ", ".join(f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}"
+                           for k, val in sorted(ev["metrics"].items()))
+            branch.add(f"[dim]evaluation ({ev['source']}, round {ev['round']}): {ms}[/dim]")
+    console.print(tree)
+    if lin.datasets:
+        t = Table(title="datasets behind this model")
+        for c in ("commitment", "clients", "scheme"):
+            t.add_column(c)
+        for d in lin.datasets:
+            scheme = d["entries"][0]["scheme"] if d["entries"] else "-"
+            t.add_row(d["dataset"], ", ".join(_node(n) for n in d["nodes"]), scheme)
+        console.print(t)
+    total = len(lin.accepted_updates())
+    console.print(f"{len(lin.versions)} versions, {total} accepted updates, "
+                  f"{len(lin.rejections())} refused replies")
+    if lin.problems:
+        for prob in lin.problems:
+            console.print(f"[red]problem:[/red] {prob}")
+    else:
+        console.print("[green]lineage consistent[/green]: every input is an update of its "
+                      "round, every signature verifies")
+
+
+def _open(ledger: Path) -> Ledger:
+    if not ledger.exists():
+        raise click.UsageError(
+            f"no ledger at {ledger}: point --ledger or ${LEDGER_ENV} at an existing ledger")
+    try:
+        return Ledger(ledger, create=False)
+    except StoreError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _resolve(led: Ledger, digest: str) -> str:
+    if digest == "latest":
+        found = latest_model(led)
+        if found is None:
+            raise click.UsageError("the ledger records no model yet")
+        return found
+    try:
+        parse_digest(digest)
+    except DigestError as e:
+        raise click.UsageError(f"{e}; or pass 'latest'") from None
+    return digest
+
+
+def _blob_store(ledger: Path, blobs: Path | None) -> BlobStore:
+    return BlobStore(blobs if blobs is not None else default_root(ledger))
+
+
+_ledger_option = click.option(
+    "--ledger", "ledger", type=click.Path(dir_okay=False, path_type=Path), envvar=LEDGER_ENV,
+    default=DEFAULT_LEDGER, show_default=True, help="The ledger file.")
+_json_option = click.option("--json", "as_json", is_flag=True,
+                            help="Machine output: one JSON document.")
+_blobs_option = click.option(
+    "--blobs", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Blob store directory (default: <ledger>.blobs).")
+
+
+@click.command("lineage")
+@click.argument("digest")
+@_ledger_option
+@_json_option
+@_blobs_option
+@click.option("--dot", "dot", is_flag=True, help="Print a Graphviz DOT graph instead.")
+@click.option("--no-signatures", is_flag=True, help="Skip re-verifying update signatures.")
+def lineage(digest: str, ledger: Path, as_json: bool, blobs: Path | None, dot: bool,
+            no_signatures: bool) -> None:
+    """Trace model DIGEST (or 'latest') back through rounds, updates and refusals."""
+    with _open(ledger) as led:
+        digest = _resolve(led, digest)
+        try:
+            lin = trace(led, digest, blobs=_blob_store(ledger, blobs),
+                        verify_signatures=not no_signatures)
+        except LineageError as e:
+            raise click.UsageError(str(e)) from None
+    if dot:
+        click.echo(lin.to_dot(), nl=False)
+    elif as_json:
+        click.echo(json.dumps(lin.to_json(), indent=2))
+    else:
+        render_lineage(lin, Console())
+    if lin.problems:
+        sys.exit(1)
+
+
+@click.command("rollback")
+@click.argument("digest")
+@_ledger_option
+@_json_option
+@_blobs_option
+@click.option("--reason", default="operator rollback", show_default=True,
+              help="Why (recorded in the entry).")
+def rollback(digest: str, ledger: Path, as_json: bool, blobs: Path | None, reason: str) -> None:
+    """Make recorded model DIGEST the one training restarts from (a `rollback` entry).
+
+    The weights must still be in the blob store. Restart the run with
+    LedgerStrategy(..., resume_from=DIGEST).
+    """
+    store = _blob_store(ledger, blobs)
+    with _open(ledger) as led:
+        digest = _resolve(led, digest)
+        known = [le for le in led.find(digest) if le.entry.TYPE in ("model", "run", "rollback")]
+        if not known:
+            raise click.UsageError(f"{digest} is not a model version recorded in {ledger}; "
+                                   "list versions with `flchain log --type model`")
+        try:
+            store.get(digest)
+        except BlobError as e:
+            raise click.UsageError(f"cannot roll back: {e}") from None
+        previous = latest_model(led)
+        entry = E.Rollback(model=digest, previous=previous, reason=reason)
+        head = led.append([entry])
+        index = head.size - 1
+    doc: dict[str, Any] = {"index": index, "model": digest, "previous": previous,
+                           "reason": reason, "size": head.size, "root": head.root.hex(),
+                           "resume": f"LedgerStrategy(..., resume_from={digest!r})"}
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    t = Table(title="rollback recorded", show_header=False)
+    for k in ("index", "model", "previous", "reason", "size"):
+        t.add_row(k, str(doc[k]))
+    Console().print(t)
+    Console().print(f"restart training with [bold]{doc['resume']}[/bold]")

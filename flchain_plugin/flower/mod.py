@@ -1,0 +1,253 @@
+"""signing_mod: the ClientApp side of LedgerStrategy.
+
+Before training (and evaluating) it checks the global model it received: its digest must be
+the announced one, the announcing checkpoint must be signed by the server's key, the entry
+recording the model must be in the checkpoint's tree, and checkpoints must never shrink. A
+model that fails is refused with `Message(Error(6, "flchain: ..."), reply_to=msg)` and
+the handler never runs. After training it signs the client statement over the reply's
+arrays and metrics (flchain_plugin.statement) and attaches it as a ConfigRecord.
+
+Put it outermost, so it signs exactly what leaves the client: `ClientApp(mods=[signing_mod(
+...)])` with DP clipping as a handler mod, `@app.train(mods=[fixedclipping_mod])`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flwr.app import ConfigRecord, Context, Error, Message
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.constant import ErrorCode
+
+from ..digest import DigestError
+from ..notes import NoteError, Signer, Verifier, load_private_key
+from ..statement import Statement, StatementError
+from .arrays import arrayrecord_digest
+from .keys import client_key
+from .protocol import (
+    NODE_CONFIG_SERVER_KEY,
+    STATEMENT_RECORD,
+    Announcement,
+    AnnouncementError,
+    json_safe,
+    reply_metrics,
+    statement_record,
+)
+
+STATE = "flchain"
+"""ctx.state record where the mod pins the server key and the last checkpoint seen."""
+
+NODE_CONFIG_KEY = "flchain-key"
+"""node_config key naming this SuperNode's key file (deployment)."""
+
+KeySource = Signer | str | os.PathLike[str] | Callable[[Context], Signer]
+DatasetSource = str | Callable[[Context], str | None] | None
+
+
+def _refuse(msg: Message, why: str) -> Message:
+    return Message(Error(code=ErrorCode.MOD_FAILED_PRECONDITION, reason=f"flchain: {why}"),
+                   reply_to=msg)
+
+
+def _kind(msg: Message) -> str:
+    return msg.metadata.message_type.split(".", 1)[0]
+
+
+class SigningMod:
+    """A Flower Mod (`mod(msg, ctx, call_next) -> Message`); build it with `signing_mod`.
+
+    Picklable, as simulation ships ClientApps to Ray workers: keys are held as raw bytes
+    or paths and loaded where the mod runs.
+    """
+
+    def __init__(
+        self,
+        key: KeySource,
+        *,
+        server_key: str | Verifier | None = None,
+        dataset: DatasetSource = None,
+        create_keys: bool = True,
+    ) -> None:
+        self._raw: tuple[str, bytes] | None = None
+        self._path: Path | None = None
+        self._fn: Callable[[Context], Signer] | None = None
+        if isinstance(key, Signer):
+            raw = key.private_key.private_bytes(serialization.Encoding.Raw,
+                                                serialization.PrivateFormat.Raw,
+                                                serialization.NoEncryption())
+            self._raw = (key.name, raw)
+        elif isinstance(key, (str, os.PathLike)):
+            self._path = Path(key)
+        elif callable(key):
+            self._fn = key
+        else:
+            raise ValueError("key must be a notes.Signer, a key file, a key directory, or a "
+                             f"function Context -> Signer; got {type(key).__name__}")
+        if isinstance(server_key, Verifier):
+            server_key = server_key.vkey
+        if server_key is not None:
+            try:
+                Verifier.parse(server_key)
+            except (NoteError, AttributeError, TypeError) as e:
+                raise ValueError(f"server_key: {server_key!r} is not a verifier key: {e}") from None
+        self.server_key = server_key
+        if dataset is not None and not (isinstance(dataset, str) or callable(dataset)):
+            raise ValueError("dataset must be a commitment digest or a function Context -> "
+                             "digest")
+        self.dataset = dataset
+        self.create_keys = create_keys
+        self._cache: dict[Any, Signer] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def signer(self, ctx: Context) -> Signer:
+        """This node's key: a fixed key, a key file, `client-<partition-id>.key` in a key
+        directory, the node_config's `flchain-key` file, or the function's result."""
+        if self._fn is not None:
+            return self._fn(ctx)
+        if self._raw is not None:
+            if "raw" not in self._cache:
+                name, raw = self._raw
+                self._cache["raw"] = Signer(name, Ed25519PrivateKey.from_private_bytes(raw))
+            return self._cache["raw"]
+        assert self._path is not None
+        path = self._path
+        if NODE_CONFIG_KEY in ctx.node_config:
+            path = path / str(ctx.node_config[NODE_CONFIG_KEY])
+        if path.is_dir():
+            if "partition-id" not in ctx.node_config:
+                raise ValueError(f"{path} is a key directory but node_config has no "
+                                 f"partition-id; set --node-config '{NODE_CONFIG_KEY}=...'")
+            pid = int(ctx.node_config["partition-id"])  # type: ignore[arg-type]
+            if ("dir", path, pid) not in self._cache:
+                self._cache[("dir", path, pid)] = client_key(path, pid, create=self.create_keys)
+            return self._cache[("dir", path, pid)]
+        if ("file", path) not in self._cache:
+            self._cache[("file", path)] = load_private_key(path)
+        return self._cache[("file", path)]
+
+    def _server(self, ctx: Context, ann: Announcement, pinned: ConfigRecord) -> Verifier:
+        """The server key: given to the mod, in node_config, or pinned on first use."""
+        vkey = self.server_key or ctx.node_config.get(NODE_CONFIG_SERVER_KEY)
+        if vkey is None:
+            vkey = pinned.get("server-key") or ann.server_key
+        if not isinstance(vkey, str):
+            raise AnnouncementError("no server key: pass signing_mod(server_key=...) or set "
+                                    f"node_config {NODE_CONFIG_SERVER_KEY}")
+        if (old := pinned.get("server-key")) is not None and old != vkey:
+            raise AnnouncementError(f"server key changed from {old} to {vkey}")
+        try:
+            return Verifier.parse(vkey)
+        except NoteError as e:
+            raise AnnouncementError(f"server key {vkey!r}: {e}") from None
+
+    def _dataset(self, ctx: Context, pinned: ConfigRecord) -> str | None:
+        if self.dataset is None:
+            return None
+        if isinstance(self.dataset, str):
+            return self.dataset
+        cached = pinned.get("dataset")
+        if isinstance(cached, str):
+            return cached
+        value = self.dataset(ctx)
+        if value is not None:
+            pinned["dataset"] = value
+        return value
+
+    # -- the mod -------------------------------------------------------------------------
+
+    def __call__(self, msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
+        kind = _kind(msg)
+        if kind not in ("train", "evaluate") or not msg.has_content():
+            return call_next(msg, ctx)
+        content = msg.content
+        pinned = ctx.state.config_records.get(STATE)
+        if pinned is None:
+            pinned = ConfigRecord()
+            ctx.state[STATE] = pinned
+        try:
+            ann = None
+            for cfg in content.config_records.values():
+                ann = Announcement.read(cfg)
+                if ann is not None:
+                    break
+            if ann is None:
+                return _refuse(msg, "the instruction announces no model: the server must run "
+                                    "flchain_plugin.flower.LedgerStrategy")
+            if len(content.array_records) != 1:
+                return _refuse(msg, f"the instruction has {len(content.array_records)} "
+                                    "ArrayRecords, want 1")
+            received = arrayrecord_digest(next(iter(content.array_records.values())))
+            server = self._server(ctx, ann, pinned)
+            cp = ann.verify(received, server)
+            last = pinned.get("size")
+            if isinstance(last, int):
+                if cp.size < last:
+                    raise AnnouncementError(f"checkpoint size {cp.size} is older than the "
+                                            f"{last} already seen: the log was rolled back")
+                if cp.size == last and pinned.get("root") != cp.root_hash:
+                    raise AnnouncementError(f"two different trees of size {cp.size}: the "
+                                            "server shows clients different logs")
+            if not isinstance(last, int) or cp.size >= last:
+                pinned["size"], pinned["root"] = cp.size, cp.root_hash
+            pinned["server-key"] = server.vkey
+        except (AnnouncementError, DigestError) as e:
+            return _refuse(msg, f"refusing to {kind}: {e}")
+        reply = call_next(msg, ctx)
+        if kind != "train" or reply.has_error():
+            return reply
+        return self._sign(msg, reply, ctx, ann, pinned)
+
+    def _sign(self, msg: Message, reply: Message, ctx: Context, ann: Announcement,
+              pinned: ConfigRecord) -> Message:
+        rc = reply.content
+        if len(rc.array_records) != 1:
+            return _refuse(msg, f"the reply has {len(rc.array_records)} ArrayRecords, want 1 "
+                                  "to sign")
+        try:
+            update = arrayrecord_digest(next(iter(rc.array_records.values())))
+            metrics = json_safe(reply_metrics(rc))
+            n = metrics.get("num-examples", 0)
+            st = Statement(run=ann.run, round=ann.round, node=str(ctx.node_id),
+                           parent=ann.model, update=update,
+                           num_examples=int(n) if isinstance(n, (int, float)) else 0,
+                           metrics=metrics, dataset=self._dataset(ctx, pinned))
+            signed = st.sign(self.signer(ctx))
+        except (StatementError, DigestError, NoteError, ValueError) as e:
+            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                 reason=f"flchain: cannot sign the update: {e}"),
+                           reply_to=msg)
+        rc[STATEMENT_RECORD] = statement_record(signed)
+        return reply
+
+
+def signing_mod(
+    key: KeySource,
+    *,
+    server_key: str | Verifier | None = None,
+    dataset: DatasetSource = None,
+    create_keys: bool = True,
+) -> SigningMod:
+    """A ClientApp mod that verifies the received model and signs the client statement.
+
+    key: a notes.Signer; a key file; a key directory holding `client-<partition-id>.key`
+        (simulation; created when missing unless `create_keys=False`); or a function
+        `Context -> Signer`. In deployment, a directory plus node_config `flchain-key`
+        names the file.
+    server_key: the server's verifier key (LedgerStrategy.verifier_key). None: node_config
+        `flchain-server-key`, else trust the first key announced and pin it in ctx.state.
+    dataset: a salted dataset commitment (flchain_plugin.datasets.dataset_commitment) or a
+        function `Context -> commitment`, called once per node and run; signed into every
+        statement and recorded as a `dataset` entry.
+    """
+    return SigningMod(key, server_key=server_key, dataset=dataset, create_keys=create_keys)

@@ -1,0 +1,368 @@
+"""The ancestry of a model version, read from the ledger alone (no framework needed).
+
+Starting at a model digest, each version is traced to the entry that produced it (a
+`model` entry of a round, a Lightning `checkpoint`, an MLflow `mlflow` entry) and on to
+its parent, until a run's initial model. For a federated round the version lists the
+updates it was aggregated from (its `inputs`), the replies refused in the same batch,
+with their reasons, the datasets the accepted clients committed to, evaluations, rollbacks
+and whether the weights are still in the blob store. Batches are found from tree heads,
+so a round's refusals are exactly those committed with it. Flower, MLflow and Lightning
+entries share this graph because they share model digests.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import entries as E
+from .digest import parse_digest
+from .ledger import Ledger, LoggedEntry
+from .statement import verify_update
+
+MAX_VERSIONS = 100_000
+
+
+class LineageError(ValueError):
+    """The digest is not in the ledger, or the ledger cannot be read; says what to do."""
+
+
+@dataclass(frozen=True)
+class UpdateInfo:
+    """An accepted client update that went into a version."""
+
+    index: int
+    node: str
+    update: str
+    num_examples: int
+    dataset: str | None
+    metrics: dict[str, Any]
+    signature: bool | None  # True verified, False bad, None recorded unsigned
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "node": self.node, "update": self.update,
+                "num_examples": self.num_examples, "dataset": self.dataset,
+                "metrics": self.metrics, "signature": self.signature}
+
+
+@dataclass(frozen=True)
+class RejectionInfo:
+    """A reply refused in the round that made (or kept) a version."""
+
+    index: int
+    node: str
+    reason: str
+    detail: str
+    update: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "node": self.node, "reason": self.reason,
+                "detail": self.detail, "update": self.update}
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round that produced a version (`kept` False) or left it unchanged (`kept` True)."""
+
+    run: str
+    round: int
+    index: int
+    kept: bool
+    aggregator: str
+    updates: tuple[UpdateInfo, ...]
+    rejected: tuple[RejectionInfo, ...]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.run, "round": self.round, "index": self.index, "kept": self.kept,
+                "aggregator": self.aggregator, "metrics": self.metrics,
+                "updates": [u.to_json() for u in self.updates],
+                "rejected": [r.to_json() for r in self.rejected]}
+
+
+@dataclass(frozen=True)
+class Version:
+    """A model version and how it came to be.
+
+    `source` names the producing entry type: "model" (a federated round), "run" (a run's
+    initial model), "checkpoint", "mlflow", or "unknown" (referenced but never produced).
+    """
+
+    model: str
+    source: str
+    index: int | None
+    parent: str | None
+    rounds: tuple[Round, ...] = ()
+    runs: tuple[str, ...] = ()
+    rollbacks: tuple[dict[str, Any], ...] = ()
+    evaluations: tuple[dict[str, Any], ...] = ()
+    blob: str = "unknown"  # "stored", "missing", "erased", "unknown" (no blob store given)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def producer(self) -> Round | None:
+        return next((r for r in self.rounds if not r.kept), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "source": self.source, "index": self.index,
+                "parent": self.parent, "runs": list(self.runs),
+                "rounds": [r.to_json() for r in self.rounds],
+                "rollbacks": list(self.rollbacks), "evaluations": list(self.evaluations),
+                "blob": self.blob, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The ancestry of `model`: versions newest first, the datasets behind it, and any
+    inconsistency found in the recorded lineage (`problems`)."""
+
+    model: str
+    versions: tuple[Version, ...]
+    datasets: tuple[dict[str, Any], ...]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def accepted_updates(self) -> list[UpdateInfo]:
+        """Every update aggregated into this model, over all its ancestor rounds."""
+        return [u for v in self.versions for r in v.rounds if not r.kept for u in r.updates]
+
+    def rejections(self) -> list[RejectionInfo]:
+        return [x for v in self.versions for r in v.rounds for x in r.rejected]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "ok": self.ok, "problems": list(self.problems),
+                "versions": [v.to_json() for v in self.versions],
+                "datasets": list(self.datasets)}
+
+    def to_dot(self) -> str:
+        """Graphviz DOT: versions as boxes, accepted updates as ellipses, refusals in red."""
+        out = ["digraph lineage {", "  rankdir=LR;", '  node [fontname="monospace"];']
+        for v in self.versions:
+            label = f"{_short(v.model)}\n{v.source}"
+            if v.producer is not None:
+                label += f" round {v.producer.round}"
+            if v.blob in ("erased", "missing"):
+                label += f"\nweights {v.blob}"
+            out.append(f"  {_q(v.model)} [shape=box,label={_q(label)}];")
+            if v.parent and v.parent != v.model:
+                out.append(f"  {_q(v.parent)} -> {_q(v.model)} [style=bold];")
+            for r in v.rounds:
+                for u in r.updates:
+                    uid = f"u{u.index}"
+                    label = f"node {u.node}\n{_short(u.update)}"
+                    out.append(f"  {uid} [shape=ellipse,label={_q(label)}];")
+                    out.append(f"  {uid} -> {_q(v.model)};")
+                    if u.dataset:
+                        out.append(f"  {_q(u.dataset)} [shape=cylinder,"
+                                   f"label={_q(_short(u.dataset))}];")
+                        out.append(f"  {_q(u.dataset)} -> {uid} [style=dotted];")
+                for x in r.rejected:
+                    xid = f"r{x.index}"
+                    label = f"node {x.node}\n{x.reason} (round {r.round})"
+                    out.append(f"  {xid} [shape=octagon,color=red,fontcolor=red,"
+                               f"label={_q(label)}];")
+                    out.append(f"  {xid} -> {_q(v.model)} [color=red,style=dashed,arrowhead=tee];")
+        out.append("}")
+        return "\n".join(out) + "\n"
+
+
+def _q(s: str) -> str:
+    """A DOT string literal (label newlines are the two characters backslash-n)."""
+    return '"' + s.replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _short(digest: str) -> str:
+    return digest[7:19] if digest.startswith("sha256:") else digest
+
+
+class _Batches:
+    """Batch boundaries from the ledger's tree heads (one head per appended batch)."""
+
+    def __init__(self, ledger: Ledger):
+        self.sizes = [h.size for h in ledger.heads()]
+
+    def range_of(self, index: int) -> tuple[int, int]:
+        i = bisect.bisect_right(self.sizes, index)
+        end = self.sizes[i] if i < len(self.sizes) else index + 1
+        start = self.sizes[i - 1] if i > 0 else 0
+        return start, end
+
+
+class _Reader:
+    def __init__(self, ledger: Ledger, blobs: Any, verify_signatures: bool):
+        self.led = ledger
+        self.blobs = blobs
+        self.verify = verify_signatures
+        self.batches = _Batches(ledger)
+        self.problems: list[str] = []
+
+    def about(self, digest: str) -> list[LoggedEntry]:
+        return self.led.find(digest)
+
+    def round_of(self, le: LoggedEntry) -> Round:
+        m = le.entry
+        assert isinstance(m, E.Model)
+        kept = m.parent == m.model and not m.inputs
+        updates = []
+        for i in m.inputs:
+            try:
+                u = self.led.get(i)
+            except IndexError:
+                self.problems.append(f"model entry {le.index}: input {i} is beyond the ledger")
+                continue
+            ue = u.entry
+            if not isinstance(ue, E.Update) or ue.run != m.run or ue.round != m.round:
+                self.problems.append(
+                    f"model entry {le.index}: input {i} is not an update of run {m.run} "
+                    f"round {m.round}"
+                )
+                continue
+            sig = verify_update(ue) if self.verify else None
+            if sig is False:
+                self.problems.append(f"update entry {i}: its signature does not verify")
+            if ue.parent != m.parent:
+                self.problems.append(
+                    f"update entry {i}: trained from {ue.parent}, not the round's parent "
+                    f"{m.parent}"
+                )
+            updates.append(UpdateInfo(i, ue.node, ue.update, ue.num_examples, ue.dataset,
+                                      ue.metrics, sig))
+        rejected = []
+        start, end = self.batches.range_of(le.index)
+        for x in self.led.iter_entries(start, end, type="rejected"):
+            r = x.entry
+            assert isinstance(r, E.Rejected)
+            if r.run == m.run and r.round == m.round:
+                rejected.append(RejectionInfo(x.index, r.node, r.reason, r.detail, r.update))
+        return Round(m.run, m.round, le.index, kept, m.aggregator, tuple(updates),
+                     tuple(rejected), dict(m.metrics))
+
+    def version(self, digest: str) -> Version:
+        about = self.about(digest)
+        producer: LoggedEntry | None = None
+        source, parent, detail = "unknown", None, {}
+        rounds, runs, rollbacks, evals = [], [], [], []
+        erased = False
+        for le in about:
+            e = le.entry
+            if isinstance(e, E.Model) and e.model == digest:
+                r = self.round_of(le)
+                rounds.append(r)
+                if not r.kept and producer is None:
+                    producer, source, parent = le, "model", e.parent
+            elif isinstance(e, E.Run):
+                runs.append(e.run)
+            elif isinstance(e, E.Rollback):
+                rollbacks.append({"index": le.index, "previous": e.previous, "reason": e.reason,
+                                  "run": e.run})
+            elif isinstance(e, E.Evaluation):
+                evals.append({"index": le.index, "run": e.run, "round": e.round,
+                              "source": e.source, "metrics": e.metrics})
+            elif isinstance(e, E.Erasure):
+                erased = True
+        if producer is None:
+            for le in about:
+                e = le.entry
+                if isinstance(e, E.Checkpoint) and e.model == digest:
+                    producer, source, parent = le, "checkpoint", e.parent
+                    detail = {"name": e.name, "epoch": e.epoch, "step": e.step, "file": e.file}
+                    break
+                if isinstance(e, E.Mlflow) and e.model == digest:
+                    producer, source = le, "mlflow"
+                    parent = e.parents[0] if e.parents else None
+                    detail = {"kind": e.kind, "model_id": e.model_id, "name": e.name,
+                              "version": e.version}
+                    break
+        if producer is None:
+            first_run = next((le for le in about if isinstance(le.entry, E.Run)), None)
+            if first_run is not None:
+                producer, source = first_run, "run"
+                detail = {"strategy": first_run.entry.strategy}  # type: ignore[attr-defined]
+        if producer is None and about:
+            producer = about[0]
+        blob = "unknown"
+        if erased:
+            blob = "erased"
+        elif self.blobs is not None:
+            blob = "stored" if self.blobs.has(digest) else "missing"
+        return Version(digest, source, producer.index if producer else None, parent,
+                       tuple(sorted(rounds, key=lambda r: r.index)), tuple(dict.fromkeys(runs)),
+                       tuple(rollbacks), tuple(evals), blob, detail)
+
+
+def lineage(
+    ledger: Ledger,
+    model: str,
+    *,
+    blobs: Any = None,
+    verify_signatures: bool = True,
+    max_versions: int = MAX_VERSIONS,
+) -> Lineage:
+    """The ancestry of `model` (a model digest) as recorded in `ledger`.
+
+    `blobs` (a BlobStore) adds whether each version's weights are still stored. Raises
+    LineageError if the ledger has no entry about `model`.
+    """
+    parse_digest(model)
+    reader = _Reader(ledger, blobs, verify_signatures)
+    versions: list[Version] = []
+    seen: set[str] = set()
+    cur: str | None = model
+    while cur is not None and cur not in seen and len(versions) < max_versions:
+        seen.add(cur)
+        v = reader.version(cur)
+        if v.index is None:
+            if cur == model:
+                raise LineageError(
+                    f"{model} is not in the ledger: no entry names it (check the digest with "
+                    "`flchain log`, or the --ledger path)"
+                )
+            reader.problems.append(f"parent {cur} has no entry in the ledger")
+        versions.append(v)
+        cur = v.parent
+    if cur is not None and cur in seen:
+        reader.problems.append(f"lineage loops back to {cur}")
+    datasets: dict[str, dict[str, Any]] = {}
+    for v in versions:
+        for r in v.rounds:
+            if r.kept:
+                continue
+            for u in r.updates:
+                if u.dataset:
+                    d = datasets.setdefault(u.dataset, {"dataset": u.dataset, "nodes": [],
+                                                        "entries": []})
+                    if u.node not in d["nodes"]:
+                        d["nodes"].append(u.node)
+    for ds, d in datasets.items():
+        for le in ledger.find(ds, type="dataset"):
+            e = le.entry
+            assert isinstance(e, E.Dataset)
+            d["entries"].append({"index": le.index, "owner": e.owner, "scheme": e.scheme,
+                                 "examples": e.examples, "name": e.name})
+    return Lineage(model, tuple(versions), tuple(datasets.values()), tuple(reader.problems))
+
+
+def latest_model(ledger: Ledger, run: str | None = None) -> str | None:
+    """The newest model digest the ledger recorded (optionally within `run`): the global
+    model a rollback moves away from."""
+    newest: tuple[int, str] | None = None
+    for t in ("model", "rollback", "run"):
+        for le in _iter_reverse_type(ledger, t):
+            e = le.entry
+            if run is not None and getattr(e, "run", None) != run:
+                continue
+            digest = getattr(e, "model", None)
+            if digest and (newest is None or le.index > newest[0]):
+                newest = (le.index, digest)
+            break
+    return newest[1] if newest else None
+
+
+def _iter_reverse_type(ledger: Ledger, type: str) -> Iterable[LoggedEntry]:
+    items = list(ledger.iter_entries(type=type))
+    return reversed(items)
