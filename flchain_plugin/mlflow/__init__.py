@@ -22,6 +22,7 @@ _EXPORTS = {
     "TamperedModelError": ".commitment",
     "UnknownModelError": ".commitment",
     "FileChange": ".commitment",
+    "MismatchWarning": ".commitment",
     "digest_tags": ".weights",
     "MODEL_DIGEST_TAG": ".weights",
     "PluginConfig": ".config",

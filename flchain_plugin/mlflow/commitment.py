@@ -46,6 +46,10 @@ class TamperedModelError(RuntimeError):
         self.changes = tuple(changes)
 
 
+class MismatchWarning(UserWarning):
+    """Permissive mode let through a model whose files differ from its commitment."""
+
+
 class UnknownModelError(RuntimeError):
     """The ledger holds no commitment for this model: it was never logged through the plugin."""
 

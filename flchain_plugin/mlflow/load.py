@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from flchain_plugin.ledger import Ledger
 
-from .commitment import TamperedModelError
+from .commitment import MismatchWarning, TamperedModelError
 from .config import LEDGER_ENV, MODE_ENV, MODES, PREFIX, ConfigError, parse_store_uri
 from .verify import Target, Verification, verify_directory
 from .view import HttpView, LedgerView, LocalView
@@ -107,8 +107,8 @@ def verify_model(
     )
     result = verify_directory(local, target, view, strict=strict)
     if result.status != "ok":
-        warnings.warn(f"flchain: loading {target} recorded as {result.status!r} "
-                      "(permissive mode)", stacklevel=2)
+        warnings.warn(f"flchain: loading {target}, recorded as {result.status!r} in the "
+                      "ledger (permissive mode)", MismatchWarning, stacklevel=2)
     return result
 
 
@@ -126,7 +126,7 @@ def _check_weights(model: Any, result: Verification, strict: bool) -> None:
                f"the ledger links it to (set by the {MODEL_DIGEST_TAG} tag at log time)")
         if strict:
             raise TamperedModelError(msg)
-        warnings.warn(f"flchain: {msg}", stacklevel=3)
+        warnings.warn(f"flchain: {msg}", MismatchWarning, stacklevel=3)
 
 
 def verified(load_fn: Callable[..., T], *, ledger: LedgerArg = None,

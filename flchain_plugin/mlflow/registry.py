@@ -10,7 +10,7 @@ append fails after the version was created, the version is deleted again.
 
 from __future__ import annotations
 
-import logging
+import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from flchain_plugin.ledger import Ledger, LoggedEntry
 from .artifacts import local_directory
 from .commitment import (
     FileChange,
+    MismatchWarning,
     describe,
     file_changes,
     files_detail,
@@ -37,8 +38,6 @@ from .commitment import (
 from .config import PluginConfig, parse_store_uri
 from .store import FILES_TAG, STATUS_TAG
 from .view import LocalView, MlflowQuery
-
-_log = logging.getLogger(__name__)
 
 
 def model_id_from_source(source: str) -> str | None:
@@ -154,7 +153,8 @@ class LedgerRegistryMixin:
                     "Re-log the model, or use flchain_mode=permissive to record the mismatch.",
                     INVALID_STATE,
                 )
-            _log.warning("flchain: registering %r despite a mismatch: %s", name, msg)
+            warnings.warn(f"flchain: registering {name!r} despite a mismatch (permissive "
+                          f"mode): {msg}", MismatchWarning, stacklevel=2)
 
         extra = [ModelVersionTag(FILES_TAG, digest), ModelVersionTag(STATUS_TAG, status)]
         mine = {t.key for t in extra}

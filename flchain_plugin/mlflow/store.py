@@ -10,8 +10,8 @@ only then is the model marked READY. A model that cannot be committed stays PEND
 
 from __future__ import annotations
 
-import logging
 import os
+import warnings
 from typing import Any
 
 from mlflow.entities import LoggedModelStatus, LoggedModelTag
@@ -27,7 +27,7 @@ from flchain_plugin.entries import EntryError, check_digest
 from flchain_plugin.ledger import Ledger, LoggedEntry
 
 from .artifacts import in_server, local_directory
-from .commitment import dataset_record, logged_model_entry, model_files, run_digest
+from .commitment import MismatchWarning, dataset_record, logged_model_entry, model_files, run_digest
 from .config import PluginConfig, parse_store_uri
 from .view import LocalView
 from .weights import MODEL_DIGEST_TAG, safetensors_digest
@@ -35,9 +35,6 @@ from .weights import MODEL_DIGEST_TAG, safetensors_digest
 FILES_TAG = "flchain.files"
 ENTRY_TAG = "flchain.entry"
 STATUS_TAG = "flchain.status"
-
-_log = logging.getLogger(__name__)
-
 
 class LedgerTrackingMixin:
     """Adds the ledger commitment to a SqlAlchemy tracking store (mixed in first)."""
@@ -100,7 +97,8 @@ class LedgerTrackingMixin:
                         f"flchain refused: {msg}. Fix the tag, or use flchain_mode=permissive.",
                         INVALID_STATE,
                     )
-                _log.warning("flchain: %s; recorded as a mismatch", msg)
+                warnings.warn(f"flchain: {msg}; recorded as a mismatch (permissive mode)",
+                              MismatchWarning, stacklevel=2)
         elif claimed:
             detail["model_from"] = "tag"
 
