@@ -8,12 +8,14 @@ next one's figures) and prints, with `--json`, one JSON line in the format `Resu
     python bench/run_all.py                  # every benchmark, full sizes (minutes)
     python bench/run_all.py --quick          # every benchmark, tiny sizes (a smoke run)
     python bench/run_all.py digest ledger    # only bench_digest.py and bench_ledger.py
+    python bench/run_all.py --workdir DIR    # keep reusable files (the big ledger) in DIR
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -95,7 +97,9 @@ def report(bench: str, results: Sequence[Result], *, as_json: bool, quick: bool,
     doc = {
         "bench": bench,
         "quick": quick,
-        "params": params or {},
+        # Other work on the machine skews absolute figures; ratios to a same-run baseline
+        # much less. The load average says how busy the machine was.
+        "params": {**(params or {}), "loadavg_1m": round(os.getloadavg()[0], 2)},
         "results": {r.key: asdict(r) for r in results},
         "notes": list(notes),
     }
@@ -107,6 +111,7 @@ def report(bench: str, results: Sequence[Result], *, as_json: bool, quick: bool,
                         results))
     for line in notes:
         out.print(f"  • {line}")
+    out.print(f"  • load average (1 min) at the end: {doc['params']['loadavg_1m']}")
 
 
 def discover(names: Sequence[str] = ()) -> list[Path]:
@@ -172,9 +177,14 @@ def as_results(doc: dict[str, Any]) -> list[Result]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON line holding every script's line.")
 @click.option("--list", "list_only", is_flag=True, help="List the benchmarks found and exit.")
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds per script.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where scripts keep files worth reusing between runs (the 10^6-entry "
+                   "ledger); passed on as FLCHAIN_BENCH_WORKDIR.")
 def main(names: tuple[str, ...], quick: bool, as_json: bool, list_only: bool,
-         timeout: float) -> None:
+         timeout: float, workdir: Path | None) -> None:
     """Run the benchmarks in bench/ (all, or NAMES such as `digest ledger`)."""
+    if workdir is not None:
+        os.environ["FLCHAIN_BENCH_WORKDIR"] = str(workdir.resolve())
     scripts = discover(names)
     if list_only:
         if as_json:
