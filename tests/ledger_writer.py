@@ -1,8 +1,10 @@
 """A separate process for the crash and concurrency tests (not collected by pytest).
 
-    write PATH LABEL START COUNT [GO_FILE]
+    write PATH LABEL START COUNT [GO_FILE [PAUSE]]
         Append COUNT batches numbered START, START+1, ...; print each number (flushed) once
-        its append has returned. With GO_FILE, wait for that file before the first append.
+        its append has returned. With GO_FILE, wait for that file before the first append;
+        with PAUSE, sleep that many seconds after each append (as a real round would), so
+        that a competing writer gets the lock between batches.
     read PATH STOP_FILE SEED
         Until STOP_FILE exists, check inclusion and consistency proofs of the latest heads
         while others write; print a JSON summary.
@@ -57,7 +59,7 @@ def logged_batches(led: Ledger) -> list[tuple[str, int, int]]:
     return out
 
 
-def write(path: str, label: str, start: int, count: int, go: str | None) -> None:
+def write(path: str, label: str, start: int, count: int, go: str | None, pause: float) -> None:
     led = Ledger(path)
     print("ready", flush=True)
     while go and not os.path.exists(go):
@@ -65,6 +67,8 @@ def write(path: str, label: str, start: int, count: int, go: str | None) -> None
     for b in range(start, start + count):
         led.append(batch(label, b))
         print(b, flush=True)
+        if pause:
+            time.sleep(pause)
     led.close()
 
 
@@ -108,7 +112,9 @@ def read(path: str, stop: str, seed: int) -> None:
 
 def main(argv: list[str]) -> None:
     if argv[0] == "write":
-        write(argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5] if len(argv) > 5 else None)
+        go = argv[5] if len(argv) > 5 else None
+        pause = float(argv[6]) if len(argv) > 6 else 0.0
+        write(argv[1], argv[2], int(argv[3]), int(argv[4]), go, pause)
     elif argv[0] == "read":
         read(argv[1], argv[2], int(argv[3]))
     else:
