@@ -95,9 +95,9 @@ def ledger_blueprint(path: str) -> Blueprint:
 
     @bp.get("/proof/<int:index>")
     def proof(index: int) -> Any:
-        led = ledger()
+        led, size = ledger(), _int_arg("size")
         try:
-            p = led.inclusion_proof(index, _int_arg("size"))
+            p = led.inclusion_proof(index, size)
         except (IndexError, ValueError) as e:
             raise _Missing(str(e)) from None
         return jsonify({"index": p.index, "size": p.size, "leaf_hash": p.leaf_hash.hex(),
@@ -105,11 +105,11 @@ def ledger_blueprint(path: str) -> Blueprint:
 
     @bp.get("/consistency")
     def consistency() -> Any:
-        first = _int_arg("first")
+        first, second = _int_arg("first"), _int_arg("second")
         if first is None:
             raise _Bad("first= is required")
         try:
-            p = ledger().consistency_proof(first, _int_arg("second"))
+            p = ledger().consistency_proof(first, second)
         except ValueError as e:
             raise _Missing(str(e)) from None
         return jsonify({"first": p.size1, "second": p.size2, "hashes": [h.hex() for h in p.hashes],

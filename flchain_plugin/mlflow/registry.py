@@ -17,7 +17,11 @@ from urllib.parse import urlsplit
 from mlflow.entities.model_registry import ModelVersionTag
 from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_STATE
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    INVALID_STATE,
+    RESOURCE_CONFLICT,
+)
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
@@ -118,7 +122,7 @@ class LedgerRegistryMixin:
         except (OSError, DigestError, ValueError) as e:
             raise MlflowException(
                 f"flchain refused version of {name!r}: cannot hash the model files at "
-                f"{location}: {e}", INVALID_STATE
+                f"{location}: {e}", RESOURCE_CONFLICT
             ) from e
         digest = files_root(files)
         view = LocalView(self.ledger)
@@ -151,7 +155,7 @@ class LedgerRegistryMixin:
                 raise MlflowException(
                     f"flchain refused version of {name!r}: {msg}. Nothing was registered. "
                     "Re-log the model, or use flchain_mode=permissive to record the mismatch.",
-                    INVALID_STATE,
+                    RESOURCE_CONFLICT,
                 )
             warnings.warn(f"flchain: registering {name!r} despite a mismatch (permissive "
                           f"mode): {msg}", MismatchWarning, stacklevel=2)
@@ -198,7 +202,7 @@ def _name_version(source: str) -> tuple[str, str]:
     if parsed.name is None or parsed.version is None:
         raise MlflowException(
             f"flchain: cannot resolve {source!r}; register from models:/<name>/<version> or "
-            "from a logged model (models:/m-...)", INVALID_STATE
+            "from a logged model (models:/m-...)", INVALID_PARAMETER_VALUE
         )
     return parsed.name, str(parsed.version)
 

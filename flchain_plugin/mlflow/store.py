@@ -17,7 +17,11 @@ from typing import Any
 from mlflow.entities import LoggedModelStatus, LoggedModelTag
 from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_STATE
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    INVALID_STATE,
+    RESOURCE_CONFLICT,
+)
 from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
@@ -71,7 +75,8 @@ class LedgerTrackingMixin:
             try:
                 check_digest(claimed, MODEL_DIGEST_TAG)
             except EntryError as e:
-                raise MlflowException(f"logged model {model_id}: {e}", INVALID_STATE) from None
+                raise MlflowException(f"logged model {model_id}: {e}",
+                                      INVALID_PARAMETER_VALUE) from None
         try:
             with local_directory(lm.artifact_location) as root:
                 files = model_files(root) if root.exists() else []
@@ -95,7 +100,7 @@ class LedgerTrackingMixin:
                 if self.flchain.strict:
                     raise MlflowException(
                         f"flchain refused: {msg}. Fix the tag, or use flchain_mode=permissive.",
-                        INVALID_STATE,
+                        RESOURCE_CONFLICT,
                     )
                 warnings.warn(f"flchain: {msg}; recorded as a mismatch (permissive mode)",
                               MismatchWarning, stacklevel=2)
