@@ -124,7 +124,8 @@ class SigningMod:
         path = self._path
         if NODE_CONFIG_KEY in ctx.node_config:
             path = path / str(ctx.node_config[NODE_CONFIG_KEY])
-        if path.is_dir():
+        if path.is_dir() or (not path.exists() and self.create_keys
+                             and "partition-id" in ctx.node_config):
             if "partition-id" not in ctx.node_config:
                 raise ValueError(f"{path} is a key directory but node_config has no "
                                  f"partition-id; set --node-config '{NODE_CONFIG_KEY}=...'")
@@ -139,13 +140,17 @@ class SigningMod:
     def _server(self, ctx: Context, ann: Announcement, pinned: ConfigRecord) -> Verifier:
         """The server key: given to the mod, in node_config, or pinned on first use."""
         vkey = self.server_key or ctx.node_config.get(NODE_CONFIG_SERVER_KEY)
+        old = pinned.get("server-key")
+        if vkey is None and old is not None:
+            if ann.server_key is not None and ann.server_key != old:
+                raise AnnouncementError(f"server key changed from {old} to {ann.server_key} "
+                                        "(pinned on first use)")
+            vkey = old
         if vkey is None:
-            vkey = pinned.get("server-key") or ann.server_key
+            vkey = ann.server_key
         if not isinstance(vkey, str):
             raise AnnouncementError("no server key: pass signing_mod(server_key=...) or set "
                                     f"node_config {NODE_CONFIG_SERVER_KEY}")
-        if (old := pinned.get("server-key")) is not None and old != vkey:
-            raise AnnouncementError(f"server key changed from {old} to {vkey}")
         try:
             return Verifier.parse(vkey)
         except NoteError as e:
