@@ -8,6 +8,7 @@ module, as an attacker with write access to the file would, and reopens it.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -330,3 +331,57 @@ def test_derived_columns_are_verified(base: Base, what: str) -> None:
             assert deleted == 1
 
     tampered(base, edit)
+
+
+# -- large ledgers: verify in worker processes -------------------------------------------------
+
+BIG_BATCH, BIG_BATCHES = 1000, 140  # three 65,536-entry chunks for the verify workers
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("big") / "big.db"
+    with Ledger(path) as led:
+        for b in range(BIG_BATCHES):
+            led.append([E.Credit(run="big", round=b, node=str(j), rule="r", amount=float(j))
+                        for j in range(BIG_BATCH)])
+    return path
+
+
+def big_problem(big: Path, tmp_path: Path, edit: Callable[[sqlite3.Connection], None],
+                monkeypatch: pytest.MonkeyPatch) -> Problem | None:
+    from flchain_plugin import ledger as ledger_module
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("verify uses worker processes only with two or more cores")
+    path = tmp_path / "copy.db"
+    shutil.copyfile(big, path)
+    with sqlite3.connect(path) as c:
+        edit(c)
+    c.close()
+    monkeypatch.setattr(ledger_module, "PARALLEL_VERIFY_MIN", 1000)
+    with Ledger(path, create=False) as led:
+        report = led.verify()
+        assert report.size == BIG_BATCH * BIG_BATCHES and report.heads == BIG_BATCHES
+        return report.problem
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["clean", "entry 70000", "leaf 131073", "deleted 65536"])
+def test_large_ledger_parallel_verify(big: Path, tmp_path: Path, case: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def edit(c: sqlite3.Connection) -> None:
+        if case == "entry 70000":
+            flip_byte(c, "entries", "data", "idx", 70_000, 5, 0x20)
+        elif case == "leaf 131073":
+            flip_byte(c, *leaf_column(c), 131_073, 3, 0x01)
+        elif case == "deleted 65536":
+            c.execute("DELETE FROM entries WHERE idx = 65536")
+
+    problem = big_problem(big, tmp_path, edit, monkeypatch)
+    if case == "clean":
+        assert problem is None
+        return
+    assert problem is not None
+    kind = {"entry": "entry", "leaf": "leaf", "deleted": "missing"}[case.split()[0]]
+    assert (problem.kind, problem.index) == (kind, int(case.split()[1])), problem.detail
