@@ -137,6 +137,16 @@ def test_every_save_is_one_batch_with_lineage_to_the_datasets(tmp_path: Path,
             state = next(v for k, v in ck["callbacks"].items() if k.startswith("ModelCheckpoint"))
             assert got.score == pytest.approx(float(state["current_score"]))
 
+    # The bytes are Lightning's own: its TorchCheckpointIO writes the same file, no temp left.
+    from lightning.fabric.plugins.io import TorchCheckpointIO
+
+    TorchCheckpointIO().save_checkpoint(torch.load(files[0], weights_only=True),
+                                        tmp_path / "plain.ckpt")
+    assert file_digest(tmp_path / "plain.ckpt") == file_digest(files[0])
+    assert (tmp_path / "plain.ckpt").stat().st_mode == files[0].stat().st_mode
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == sorted(
+        f.name for f in files[:-1])
+
     # One batch per save: after the dataset batch, every tree head adds exactly one entry.
     sizes = [h.size for h in ledger.heads()]
     assert sizes == list(range(2, ledger.size + 1))

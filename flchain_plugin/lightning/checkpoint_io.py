@@ -9,9 +9,11 @@ load is hashed and verified before `torch.load` runs, from the same bytes it the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -57,6 +59,42 @@ def _keep_storage(storage: Any, location: Any) -> Any:
     return storage
 
 
+def _is_torch_io(io: Any) -> bool:
+    """Lightning's own TorchCheckpointIO (not a subclass, which may save differently)."""
+    return type(io).__name__ == "TorchCheckpointIO" and type(io).__module__ in _TORCH_IO_MODULES
+
+
+def _sha256(data: memoryview) -> str:
+    return PREFIX + hashlib.sha256(data).hexdigest()
+
+
+def _save_hashing(checkpoint: dict[str, Any], path: str, pool: ThreadPoolExecutor) -> str:
+    """What TorchCheckpointIO does (serialize in memory, write a temporary file, move it into
+    place), with the bytes hashed on another thread while they are written."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(checkpoint, buf)
+    view = buf.getbuffer()
+    try:
+        digest = pool.submit(_sha256, view)
+        directory, name = os.path.split(path)
+        os.makedirs(directory or ".", exist_ok=True)
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            with os.fdopen(fd, "wb") as f:
+                f.write(view)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return digest.result()
+    finally:
+        view.release()
+
+
 class LedgerCheckpointIO:
     """Wraps a strategy's CheckpointIO; delegates everything, records saves, checks resumes."""
 
@@ -72,10 +110,13 @@ class LedgerCheckpointIO:
             inner.save_checkpoint(checkpoint, path, *args, **kw)
             return
         spath = os.fspath(path)
-        with ThreadPoolExecutor(1, thread_name_prefix="flchain-digest") as pool:
+        with ThreadPoolExecutor(2, thread_name_prefix="flchain-digest") as pool:
             weights = pool.submit(model_digest, checkpoint["state_dict"], 1)
-            inner.save_checkpoint(checkpoint, path, *args, **kw)
-            file = _path_digest(spath)
+            if _is_torch_io(inner) and not _is_remote(spath) and not args and not kw:
+                file = _save_hashing(checkpoint, spath, pool)
+            else:
+                inner.save_checkpoint(checkpoint, path, *args, **kw)
+                file = _path_digest(spath)
             model = weights.result()
         self.recorder.record_save(checkpoint, spath, file, model)
 
@@ -85,8 +126,7 @@ class LedgerCheckpointIO:
         if not self.recorder.should_verify(spath):
             return inner.load_checkpoint(path, *args, **kw)
         read_once = (
-            type(inner).__name__ == "TorchCheckpointIO"
-            and type(inner).__module__ in _TORCH_IO_MODULES
+            _is_torch_io(inner)
             and not _is_remote(spath)
             and os.path.isfile(spath)
             and os.path.getsize(spath) <= READ_ONCE_MAX

@@ -218,8 +218,8 @@ def _dataset_items(dataset: Any, to_bytes: ItemBytes | None) -> tuple[int | None
     if n is None or not hasattr(dataset, "__getitem__"):
         raise DatasetError(
             f"{type(dataset).__name__} has no len()/index access (an IterableDataset is consumed "
-            "by reading it): give LedgerCallback(datasets={'train': Manifest(...)}) or a "
-            "precomputed commitment digest"
+            "by reading it): give LedgerCallback(datasets={'train': Manifest(...)}), a "
+            "precomputed commitment digest, or datasets={} to commit none"
         )
     if to_bytes is None and (fast := _tensor_dataset_items(dataset)) is not None:
         return n, fast
