@@ -100,7 +100,7 @@ def evaluate(net: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float,
 # -- the ClientApp ---------------------------------------------------------------------------
 
 
-def make_client_app(keys: Path, server_vkey: str) -> ClientApp:
+def make_client_app(keys: Path, server_vkey: str, attacks: bool = True) -> ClientApp:
     def commitment(ctx: Context) -> str:
         """The client's salted commitment to its data (the salt stays with the client)."""
         x, y = dataset(int(ctx.node_config["partition-id"]), int(ctx.node_config["num-partitions"]))
@@ -114,7 +114,7 @@ def make_client_app(keys: Path, server_vkey: str) -> ClientApp:
     def adversary(msg: Message, ctx: Context, call_next: Any) -> Message:
         """The last client: a different attack each round, outside its signing mod."""
         pid, n = int(ctx.node_config["partition-id"]), int(ctx.node_config["num-partitions"])
-        if pid != n - 1 or msg.metadata.message_type != "train":
+        if not attacks or pid != n - 1 or msg.metadata.message_type != "train":
             return signer(msg, ctx, call_next)
         rnd = int(msg.content["config"]["server-round"])
         attack = ATTACKS.get(rnd)
@@ -148,9 +148,10 @@ def make_client_app(keys: Path, server_vkey: str) -> ClientApp:
         loss = train(net, x, y)
         sd = net.state_dict()
         rnd = int(msg.content["config"]["server-round"])
-        if pid == n - 1 and ATTACKS.get(rnd) == "NaN weights":
+        attacker = attacks and pid == n - 1
+        if attacker and ATTACKS.get(rnd) == "NaN weights":
             sd["0.weight"][0, 0] = float("nan")
-        if pid == n - 1 and ATTACKS.get(rnd) == "boosted update":
+        if attacker and ATTACKS.get(rnd) == "boosted update":
             start = msg.content["arrays"].to_torch_state_dict()
             sd = {k: start[k] + 50.0 * (v - start[k]) for k, v in sd.items()}
         return Message(RecordDict({"arrays": ArrayRecord(sd),

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,39 @@ def _finite(arr: np.ndarray) -> bool:
             and math.isfinite(float(np.dot(flat, flat)))):
         return True
     return bool(np.isfinite(flat).all())
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What can be computed from a reply alone, before the ordered checks: parsed arrays,
+    their digest and the first non-finite tensor. Computed for all replies at once on a
+    thread pool (hashlib and BLAS release the GIL)."""
+
+    count: int = 0  # ArrayRecords in the reply
+    nbytes: int = 0
+    views: dict[str, TensorView] | None = None
+    digest: str | None = None
+    error: str | None = None
+    non_finite: str | None = None
+
+
+def _prepare(reply: Message, max_bytes: int | None) -> _Prepared | None:
+    if reply.has_error():
+        return None
+    records = reply.content.array_records
+    if len(records) != 1:
+        return _Prepared(count=len(records))
+    record = next(iter(records.values()))
+    nbytes = sum(len(a.data) for a in record.values())
+    if max_bytes is not None and nbytes > max_bytes:
+        return _Prepared(count=1, nbytes=nbytes)
+    try:
+        views = record_views(record)
+        digest = views_digest(views, threads=1)
+    except DigestError as e:
+        return _Prepared(count=1, nbytes=nbytes, error=str(e))
+    bad = next((n for n, v in views.items() if not _finite(v.numpy())), None)
+    return _Prepared(1, nbytes, views, digest, None, bad)
 
 
 class LedgerStrategy(Strategy):
@@ -382,7 +416,8 @@ class LedgerStrategy(Strategy):
                 return m.metadata.dst_node_id
         return src
 
-    def _check(self, st: _Run, server_round: int, reply: Message) -> E.Update:
+    def _check(self, st: _Run, server_round: int, reply: Message,
+               prep: _Prepared | None) -> E.Update:
         """The lineage checks, in ARCHITECTURE.md's order; raises Refused."""
         node_id = self._node_of(st, reply)
         node = str(node_id)
@@ -426,21 +461,15 @@ class LedgerStrategy(Strategy):
                 raise Refused("stale_parent",
                               f"trained from {s.parent}, the global model sent was {parent}",
                               s.update)
-        records = content.array_records
-        if len(records) != 1:
-            raise Refused("malformed", f"the reply has {len(records)} ArrayRecords, want 1")
-        record = next(iter(records.values()))
-        if pol.max_update_bytes is not None:
-            size = sum(len(a.data) for a in record.values())
-            if size > pol.max_update_bytes:
-                raise Refused("out_of_bounds",
-                              f"update is {size} bytes, policy max_update_bytes is "
-                              f"{pol.max_update_bytes}")
-        try:
-            views = record_views(record)
-            update = views_digest(views)
-        except DigestError as e:
-            raise Refused("malformed", str(e)) from None
+        assert prep is not None  # error replies were refused above
+        if prep.count != 1:
+            raise Refused("malformed", f"the reply has {prep.count} ArrayRecords, want 1")
+        if pol.max_update_bytes is not None and prep.nbytes > pol.max_update_bytes:
+            raise Refused("out_of_bounds", f"update is {prep.nbytes} bytes, policy "
+                                           f"max_update_bytes is {pol.max_update_bytes}")
+        if prep.error is not None or prep.views is None or prep.digest is None:
+            raise Refused("malformed", str(prep.error))
+        views, update = prep.views, prep.digest
         metrics = reply_metrics(content)
         if signed is not None:
             s = signed.statement
@@ -470,10 +499,9 @@ class LedgerStrategy(Strategy):
                 raise Refused("malformed", f"tensor {name!r} is {v.signature[0]}{list(v.shape)}, "
                                            f"the global model's is {want[0]}{list(want[1])}",
                               update)
-        arrays = {k: v.numpy() for k, v in views.items()}
-        for name, arr in arrays.items():
-            if not _finite(arr):
-                raise Refused("non_finite", f"tensor {name!r} has NaN or infinite values", update)
+        if prep.non_finite is not None:
+            raise Refused("non_finite", f"tensor {prep.non_finite!r} has NaN or infinite "
+                                        "values", update)
         weight = metrics.get(pol.weight_key) if isinstance(metrics, dict) else None
         if (isinstance(weight, bool) or not isinstance(weight, (int, float))
                 or not math.isfinite(weight) or weight <= 0):
@@ -484,9 +512,9 @@ class LedgerStrategy(Strategy):
                                            f"max_examples {pol.max_examples}", update)
         if pol.max_update_norm is not None:
             sq = 0.0
-            for name, arr in arrays.items():
-                if arr.dtype.kind in "fc":
-                    d = (arr - gviews[name].numpy()).reshape(-1)
+            for name, v in views.items():
+                if v.dtype.kind in "fc":
+                    d = (v.numpy() - gviews[name].numpy()).reshape(-1)
                     sq += float(np.vdot(d, d).real)
             norm = math.sqrt(sq)
             if not norm <= pol.max_update_norm:
@@ -530,9 +558,16 @@ class LedgerStrategy(Strategy):
         replies = list(replies)
         accepted: list[tuple[Message, E.Update]] = []
         rejected: list[E.Rejected] = []
-        for reply in replies:
+        workers = min(len(replies), os.cpu_count() or 1, 8)
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                prepared = list(pool.map(
+                    lambda r: _prepare(r, self.policy.max_update_bytes), replies))
+        else:
+            prepared = [_prepare(r, self.policy.max_update_bytes) for r in replies]
+        for reply, prep in zip(replies, prepared, strict=True):
             try:
-                accepted.append((reply, self._check(st, server_round, reply)))
+                accepted.append((reply, self._check(st, server_round, reply, prep)))
             except Refused as r:
                 node = str(self._node_of(st, reply))
                 sent = st.sent.get(int(node))
