@@ -1,0 +1,102 @@
+"""`flchain lightning verify`: check checkpoint files against the ledger, outside a Trainer.
+
+The same check LedgerCallback makes before a resume (`checkpoint_lineage`), for files about
+to be loaded another way (`Module.load_from_checkpoint`, an inference server) or audited.
+Framework-free: it reads the files and the ledger only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..digest import file_digest
+from ..ledger import Ledger
+from ..store import StoreError
+from .lineage import CheckpointLineageError, checkpoint_lineage
+
+LEDGER_ENV = "FLCHAIN_LEDGER"
+DEFAULT_LEDGER = "flchain.db"
+
+
+def _short(d: str | None) -> str:
+    return d[7:19] if d else "-"
+
+
+def check(led: Ledger, path: Path) -> dict[str, Any]:
+    """One file's verdict as JSON: its digest, and its lineage or why it has none."""
+    digest = file_digest(path)
+    try:
+        lin = checkpoint_lineage(led, digest)
+    except CheckpointLineageError as e:
+        return {"path": str(path), "file": digest, "ok": False, "problem": str(e)}
+    return {
+        "path": str(path), "file": digest, "ok": True, "tree_size": lin.size,
+        "chain": [{"index": c.index, "name": c.entry.name, "epoch": c.entry.epoch,
+                   "step": c.entry.step, "model": c.entry.model, "parent": c.entry.parent}
+                  for c in lin.chain],
+        "datasets": [{"index": d.index, "dataset": d.entry.dataset, "name": d.entry.name,
+                      "examples": d.entry.examples} for d in lin.datasets],
+        "origin": None if lin.origin is None else {"index": lin.origin.index,
+                                                   "type": lin.origin.entry.TYPE},
+    }
+
+
+def _render(result: dict[str, Any], console: Console) -> None:
+    if not result["ok"]:
+        console.print(f"[red]UNVERIFIED[/red] {result['path']} ({result['file']}): "
+                      f"{result['problem']}")
+        return
+    t = Table(title=f"{result['path']}: verified against tree size {result['tree_size']}")
+    for c in ("entry", "checkpoint", "epoch", "step", "weights", "parent weights"):
+        t.add_column(c)
+    for c in result["chain"]:
+        t.add_row(str(c["index"]), c["name"], str(c["epoch"]), str(c["step"]),
+                  _short(c["model"]), _short(c["parent"]))
+    if result["origin"]:
+        o = result["origin"]
+        t.add_row(str(o["index"]), f"recorded {o['type']} (start)", "", "", "", "")
+    for d in result["datasets"]:
+        t.add_row(str(d["index"]), f"dataset {d['name']} ({d['examples']} examples)", "", "",
+                  _short(d["dataset"]), "")
+    console.print(t)
+
+
+@click.group("lightning")
+def lightning() -> None:
+    """Lightning checkpoints in the ledger."""
+
+
+@lightning.command("verify")
+@click.argument("checkpoints", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), envvar=LEDGER_ENV,
+              default=DEFAULT_LEDGER, show_default=True, help="The ledger file.")
+@click.option("--json", "as_json", is_flag=True, help="Machine output: one JSON document.")
+def verify(checkpoints: tuple[Path, ...], ledger: Path, as_json: bool) -> None:
+    """Check CHECKPOINTS: recorded, and their lineage back to the datasets verifies.
+
+    Exit status 1 if any does not verify.
+    """
+    if not ledger.exists():
+        raise click.UsageError(f"no ledger at {ledger}: pass --ledger or set ${LEDGER_ENV}")
+    try:
+        with Ledger(ledger, create=False) as led:
+            results = [check(led, p) for p in checkpoints]
+    except StoreError as e:
+        raise click.UsageError(str(e)) from None
+    ok = all(r["ok"] for r in results)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "checkpoints": results}, indent=2))
+    else:
+        console = Console()
+        for r in results:
+            _render(r, console)
+    if not ok:
+        sys.exit(1)
