@@ -232,6 +232,8 @@ class LedgerStrategy(Strategy):
                 raise ValueError(f"resume_from: {resume_from} is not recorded in the ledger")
         self._run: _Run | None = None
         self._pending_evals: list[tuple[int, str, dict[str, Any]]] = []
+        self._pending: list[E.Entry] = []  # federated evaluations awaiting the central one
+        self._central = False  # an evaluate_fn wrapper exists: it commits evaluations
         self._checkpoint: str | None = None
         self._checkpoint_size = 0
 
@@ -261,7 +263,10 @@ class LedgerStrategy(Strategy):
     # -- committing ----------------------------------------------------------------------
 
     def _commit(self, batch: list[E.Entry]) -> int:
-        """Append one batch and sign a checkpoint of it; returns the batch's first index."""
+        """Append one batch (after any pending evaluations) and sign a checkpoint of it;
+        returns the index of `batch`'s first entry."""
+        batch = self._pending + batch
+        pending, self._pending = len(self._pending), []
         base = self.ledger.size
         head = self.ledger.append(batch)
         first = head.size - len(batch)
@@ -270,7 +275,7 @@ class LedgerStrategy(Strategy):
                       "inputs may name the wrong leaves", self.ledger.origin)
         self._checkpoint = self.ledger.sign_checkpoint(self.signer)
         self._checkpoint_size = head.size
-        return first
+        return first + pending
 
     def _store(self, record: ArrayRecord, digest: str) -> None:
         if self.blobs is not None:
@@ -595,7 +600,7 @@ class LedgerStrategy(Strategy):
                 batch.append(E.Dataset(dataset=u.dataset, owner=u.node,
                                        scheme="flchain-dataset/v1", examples=u.num_examples))
                 st.datasets.add(u.dataset)
-        base = self.ledger.size + len(batch)
+        base = self.ledger.size + len(self._pending) + len(batch)
         inputs = list(range(base, base + len(accepted)))
         batch += [u for _, u in accepted]
         batch += rejected
@@ -648,31 +653,44 @@ class LedgerStrategy(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Delegate, then record the metrics of the global model they evaluated."""
+        """Delegate, then record the metrics of the global model they evaluated.
+
+        With a wrapped `evaluate_fn` (called right after), both evaluations of the round
+        are committed as one batch; otherwise now.
+        """
         metrics = self.strategy.aggregate_evaluate(server_round, replies)
         st = self._run
         if metrics is not None and st is not None:
-            self._commit([E.Evaluation(run=st.run, round=server_round, model=st.model,
-                                       metrics=json_safe(dict(metrics)), source="federated")])
+            entry = E.Evaluation(run=st.run, round=server_round, model=st.model,
+                                 metrics=json_safe(dict(metrics)), source="federated")
+            if self._central:
+                self._pending.append(entry)
+            else:
+                self._commit([entry])
         return metrics
 
     def evaluate_fn(
         self, fn: Callable[[int, ArrayRecord], MetricRecord | None]
     ) -> Callable[[int, ArrayRecord], MetricRecord | None]:
         """Wrap a centralised `evaluate_fn` for `start` so its results are recorded too."""
+        self._central = True
 
         def recorded(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
             res = fn(server_round, arrays)
-            if res is None:
-                return None
-            metrics = json_safe(dict(res))
             st = self._run
+            metrics = json_safe(dict(res)) if res is not None else None
             if st is None:
-                self._pending_evals.append((server_round, "central", metrics))
+                if metrics is not None:
+                    self._pending_evals.append((server_round, "central", metrics))
             else:
-                model = st.model if arrays is st.record else views_digest(record_views(arrays))
-                self._commit([E.Evaluation(run=st.run, round=server_round, model=model,
-                                           metrics=metrics, source="central")])
+                batch = []
+                if metrics is not None:
+                    model = (st.model if arrays is st.record
+                             else views_digest(record_views(arrays)))
+                    batch.append(E.Evaluation(run=st.run, round=server_round, model=model,
+                                              metrics=metrics, source="central"))
+                if self._pending or batch:
+                    self._commit(batch)
             return res
 
         return recorded
