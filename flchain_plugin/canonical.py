@@ -79,19 +79,26 @@ def _fast(value: Any) -> Any:
     raise CanonicalError(f"{t.__name__} has no JSON form")
 
 
+def _full(value: Any) -> bytes:
+    """The `rfc8785` encoder, its errors turned into CanonicalError."""
+    try:
+        return rfc8785.dumps(value)
+    except UnicodeEncodeError as e:
+        raise CanonicalError(f"string is not valid Unicode (lone surrogate?): {e}") from e
+    except (rfc8785.CanonicalizationError, ValueError, TypeError) as e:
+        raise CanonicalError(str(e) or type(e).__name__) from e
+
+
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 encoding of `value`. Raises CanonicalError for values JCS cannot carry."""
     try:
-        try:
-            return _dumps(_fast(value)).encode()
-        except _Slow:
-            return rfc8785.dumps(value)
+        prepared = _fast(value)
+    except _Slow:
+        return _full(value)
+    try:
+        return _dumps(prepared).encode()
     except UnicodeEncodeError as e:
         raise CanonicalError(f"string is not valid Unicode (lone surrogate?): {e}") from e
-    except (rfc8785.CanonicalizationError, ValueError) as e:
-        if isinstance(e, CanonicalError):
-            raise
-        raise CanonicalError(str(e)) from e
 
 
 def canonical_object(obj: dict[str, Any], plain: frozenset[str]) -> bytes:
@@ -100,8 +107,9 @@ def canonical_object(obj: dict[str, Any], plain: frozenset[str]) -> bytes:
     entry fields): only the other values are walked."""
     try:
         prepared = {k: (v if k in plain or v is None else _fast(v)) for k, v in obj.items()}
-        return _dumps(prepared).encode()
     except _Slow:
-        return rfc8785.dumps(obj)
+        return _full(obj)
+    try:
+        return _dumps(prepared).encode()
     except UnicodeEncodeError as e:
         raise CanonicalError(f"string is not valid Unicode (lone surrogate?): {e}") from e

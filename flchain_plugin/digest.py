@@ -75,6 +75,10 @@ def _le_dtype_str(dtype: np.dtype) -> str:
 
 def _from_numpy(name: str, arr: np.ndarray) -> RawTensor:
     dt = arr.dtype
+    if dt.hasobject:
+        raise DigestError(
+            f"tensor {name!r}: dtype {dt} holds Python objects; only numeric tensors digest"
+        )
     if dt.byteorder == ">" or (dt.byteorder == "=" and sys.byteorder == "big"):
         arr = arr.astype(dt.newbyteorder("<"))  # a copy is unavoidable here
     if not arr.flags.c_contiguous:

@@ -85,7 +85,8 @@ def _check_bool(value: object, path: str) -> None:
 
 def _check_number(value: object, path: str) -> None:
     if type(value) is int:
-        _check_int(value, path)
+        if not -(2**53) < value < 2**53 and float(value) != value:  # type: ignore[operator]
+            raise EntryError(f"{path}: integer {value} is not exactly a double")
     elif type(value) is not float:
         _fail(path, "a number", value)
     elif not math.isfinite(value):  # type: ignore[arg-type]
@@ -156,6 +157,9 @@ class Entry:
                 v = list(v)
                 object.__setattr__(self, name, v)
             check(v, path)
+            if check is _check_number and type(v) is int and not -(2**53) < v < 2**53:
+                # JCS numbers are doubles: a large integral number is the double it equals.
+                object.__setattr__(self, name, float(v))
         self._check()
         # Encode once, at construction: an entry that exists can be logged, and appending
         # (hot path, under the write lock's shadow) reuses these bytes.
@@ -424,10 +428,6 @@ class Anchor(Entry):
     root: str
 
 
-def _reject_constant(name: str) -> Any:
-    raise EntryError(f"non-finite number {name} is not allowed")
-
-
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
@@ -437,10 +437,24 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-_loads = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_reject_constant).decode
+def _parse_int(text: str) -> int | float:
+    """JCS numbers are IEEE doubles: an integer literal beyond 2^53 is the double it
+    denotes (e.g. a diverging loss of 3.5e17 is written `350000000000000000`)."""
+    digits = len(text) - (text[0] == "-")
+    if digits <= 15:
+        return int(text)
+    if digits <= 400:  # beyond this no finite double has that many integer digits
+        value = int(text)
+        if -(2**53) < value < 2**53:
+            return value
+    return float(text)  # inf for absurd literals; the field checks reject it by name
+
+
+# NaN and Infinity literals parse to floats so that field validation names the field.
+_loads = json.JSONDecoder(object_pairs_hook=_pairs, parse_int=_parse_int).decode
 # Stored bytes must re-encode to themselves, which already refuses duplicate keys (the
 # re-encoding drops one), so `decode` skips the Python-level pairs hook: 5x faster.
-_loads_stored = json.JSONDecoder(parse_constant=_reject_constant).decode
+_loads_stored = json.JSONDecoder(parse_int=_parse_int).decode
 
 
 def from_json(obj: object) -> Entry:

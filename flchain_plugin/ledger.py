@@ -8,6 +8,7 @@ and names the first stored thing that disagrees.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -19,9 +20,9 @@ from typing import Any
 from . import merkle
 from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from .digest import format_digest, parse_digest
-from .entries import Entry, EntryError, decode
+from .entries import ENTRY_TYPES, Entry, EntryError, decode
 from .notes import Signer, Verifier
-from .store import HeadRow, Store, StoreError, node_key
+from .store import HeadRow, Store, StoreError, node_key, ref_key
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,17 @@ class _LeafScan:
     hashes: bytes  # recomputed leaf hashes of the range, 32 bytes each
     problem: Problem | None
     suspect: int | None  # first entry whose bytes and stored leaf hash disagree
+    refs: int = 0  # multiset hash of the digest-index rows the entries imply
+
+
+_REFS_MOD = 1 << 128
+
+
+def _ref_hash(key: int, index: int) -> int:
+    """One digest-index row's term in a multiset hash (sum mod 2^128), so the index can be
+    compared with the entries without sorting or holding either in memory."""
+    data = key.to_bytes(8, "big", signed=True) + index.to_bytes(8, "big")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
 
 
 def _scan_leaves(
@@ -127,15 +139,21 @@ def _scan_leaves(
     computed = bytearray()
     expect = start
     suspect: int | None = None
+    refs = 0
     for row in store.entries(start, end):
         if row.index != expect:
             return _LeafScan(b"", Problem("missing", expect, f"entry {expect}: missing"), suspect)
         if decode_entries:
             try:
-                decode(row.data)
+                entry = decode(row.data)
             except EntryError as e:
                 msg = f"entry {expect}: stored bytes invalid: {e}"
                 return _LeafScan(b"", Problem("entry", expect, msg), suspect)
+            if row.type != entry.TYPE:
+                msg = f"entry {expect}: type column says {row.type!r}, entry is {entry.TYPE!r}"
+                return _LeafScan(b"", Problem("entry", expect, msg), suspect)
+            for key in {ref_key(bytes.fromhex(d[7:])) for d in entry.subjects}:
+                refs += _ref_hash(key, expect)
         h = leaf(row.data)
         computed += h
         if row.leaf != h and suspect is None:
@@ -146,7 +164,7 @@ def _scan_leaves(
     if expect != end:
         msg = f"entry {expect}: missing; tree head says {end}"
         return _LeafScan(b"", Problem("missing", expect, msg), suspect)
-    return _LeafScan(bytes(computed), None, suspect)
+    return _LeafScan(bytes(computed), None, suspect, refs % _REFS_MOD)
 
 
 def _scan_leaves_in_file(path: str, start: int, end: int, decode_entries: bool) -> _LeafScan:
@@ -222,8 +240,11 @@ class Ledger:
         encoded: list[tuple[str, bytes]] = []
         subjects: list[tuple[bytes, ...]] = []
         for i, e in enumerate(items):
-            if not isinstance(e, Entry):
-                raise EntryError(f"batch[{i}]: {type(e).__name__} is not an Entry")
+            if not isinstance(e, Entry) or ENTRY_TYPES.get(e.TYPE) is not type(e):
+                raise EntryError(
+                    f"batch[{i}]: {type(e).__name__} is not a registered entry type "
+                    f"(one of {sorted(ENTRY_TYPES)})"
+                )
             try:
                 encoded.append((e.TYPE, e.encode()))
             except EntryError as err:
@@ -235,6 +256,11 @@ class Ledger:
         with self.store.writer() as w:
             head = w.head()
             size = head.size if head else 0
+            if w.entry_count() != size:
+                raise StoreError(
+                    f"ledger is damaged: it stores {w.entry_count()} entries but its latest "
+                    f"tree head has {size}; run `flchain verify`"
+                )
             keys = [node_key(lv, ix) for lv, ix in merkle.Frontier.nodes_for(size)]
             stored = w.nodes(keys)
             try:
@@ -382,6 +408,7 @@ class Ledger:
         path = str(self.store.path)
         parts: list[bytes] = []
         suspect: int | None = None
+        refs = 0
         ctx = multiprocessing.get_context("spawn")  # no inherited SQLite handles
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             futures = [
@@ -391,6 +418,7 @@ class Ledger:
                 part = fut.result()
                 if suspect is None:
                     suspect = part.suspect
+                refs += part.refs
                 if part.problem is not None:
                     for f in futures:
                         f.cancel()
@@ -398,7 +426,7 @@ class Ledger:
                 parts.append(part.hashes)
                 if progress:
                     progress(b, total)
-        return _LeafScan(b"".join(parts), None, suspect)
+        return _LeafScan(b"".join(parts), None, suspect, refs % _REFS_MOD)
 
     def _verify_levels(
         self,
@@ -418,6 +446,14 @@ class Ledger:
             progress(size, total)
         computed = scan.hashes
         suspect = scan.suspect
+        stored_count = self.store.entry_count()
+        if stored_count != size:
+            return Problem(
+                "head",
+                size,
+                f"the store holds {stored_count} entries but the latest tree head has {size}: "
+                f"a tree head was removed or entries were added outside a batch",
+            )
 
         levels: list[bytes] = [bytes(computed)]
         if suspect is not None:
@@ -433,6 +469,14 @@ class Ledger:
                 stored = self.store.nodes([node_key(1, i >> 1)]).get(node_key(1, i >> 1))
                 if stored == parent:
                     return Problem("leaf", i, f"entry {i}: stored leaf hash was changed", 0)
+            elif heads:
+                # The last, unpaired leaf feeds no stored node: ask the latest tree head.
+                keys = [node_key(lv, ix) for lv, ix in merkle.perfect_subtrees(0, size - 1)]
+                got = self.store.nodes(keys)
+                if len(got) == len(keys):
+                    edge = [got[k] for k in keys] + [levels[0][i * 32 : i * 32 + 32]]
+                    if merkle.fold_range(edge) == heads[-1].root:
+                        return Problem("leaf", i, f"entry {i}: stored leaf hash was changed", 0)
             return Problem("entry", i, f"entry {i}: stored bytes do not match its leaf hash")
 
         # Higher levels: pair the level below, compare with stored rows in order.
@@ -481,7 +525,31 @@ class Ledger:
                     f"tree head at size {h.size}: stored root {h.root.hex()}, "
                     f"recomputed {want.hex()}",
                 )
-        return None
+        # Last: the digest index is derived data, checked once the tree itself holds.
+        return self._verify_refs(size, scan.refs) if decode_entries else None
+
+    def _verify_refs(self, size: int, expected: int) -> Problem | None:
+        """Compare the digest index (used by `find`) with the digests the entries name."""
+        got = 0
+        for key, index in self.store.ref_rows():
+            if index >= size:
+                return Problem("index", index, f"digest index names entry {index}, beyond {size}")
+            got += _ref_hash(key, index)
+        if got % _REFS_MOD == expected:
+            return None
+        # Slow path, only on failure: find the first entry whose index rows differ.
+        rows: dict[int, set[int]] = {}
+        for key, index in self.store.ref_rows():
+            rows.setdefault(index, set()).add(key)
+        for logged in self.iter_entries(0, size):
+            want = {ref_key(bytes.fromhex(d[7:])) for d in logged.entry.subjects}
+            if rows.get(logged.index, set()) != want:
+                return Problem(
+                    "index",
+                    logged.index,
+                    f"entry {logged.index}: digest index rows differ from the digests it names",
+                )
+        return Problem("index", size, "digest index differs from the entries")  # pragma: no cover
 
     # -- checkpoints ---------------------------------------------------------------------
 

@@ -22,6 +22,12 @@ def node_key(level: int, index: int) -> int:
     return (level << NODE_LEVEL_SHIFT) | index
 
 
+def ref_key(digest: bytes) -> int:
+    """The digest index keys on a digest's first 8 bytes: a quarter of the index size and
+    twice the append rate of whole digests. Readers filter rare prefix collisions."""
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 @dataclass(frozen=True)
 class HeadRow:
     """A stored tree head: the tree after one batch."""
@@ -49,6 +55,8 @@ class Writer(Protocol):
     """A write transaction holding the store's single-writer lock."""
 
     def head(self) -> HeadRow | None: ...
+
+    def entry_count(self) -> int: ...
 
     def nodes(self, keys: Sequence[int]) -> dict[int, bytes]: ...
 
@@ -78,6 +86,14 @@ class Store(Protocol):
     def entry(self, index: int) -> EntryRow | None: ...
 
     def entries(self, start: int, end: int, type: str | None = None) -> Iterator[EntryRow]: ...
+
+    def entry_count(self) -> int:
+        """Stored entry rows; equals the latest tree size in an undamaged store."""
+        ...
+
+    def ref_rows(self) -> Iterator[tuple[int, int]]:
+        """Every (ref_key, entry index) row of the digest index, in no particular order."""
+        ...
 
     def find(self, digest: bytes) -> list[int]:
         """Indices of entries indexed under `digest`; may include rare false positives."""

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import EntryRow, HeadRow, StoreError, node_key
+from . import EntryRow, HeadRow, StoreError, node_key, ref_key
 
 _LEVEL1 = node_key(1, 0)
 
@@ -41,12 +42,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY, size INTEGER NOT
 """
 
 
-def ref_key(digest: bytes) -> int:
-    """The digest index keys on a digest's first 8 bytes: a quarter of the index size and
-    twice the append rate of whole digests. Callers filter rare prefix collisions."""
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
 REFS_MERGE_ROWS = 65_536
 
 # IN (...) lists longer than this are split; SQLite's default limit is 32766 variables.
@@ -59,6 +54,9 @@ class _SqliteWriter:
 
     def head(self) -> HeadRow | None:
         return _head(self._conn)
+
+    def entry_count(self) -> int:
+        return _entry_count(self._conn)
 
     def nodes(self, keys: Sequence[int]) -> dict[int, bytes]:
         return _nodes(self._conn, keys)
@@ -94,6 +92,12 @@ def _head(conn: sqlite3.Connection) -> HeadRow | None:
     return HeadRow(row[0], bytes(row[1]), row[2]) if row else None
 
 
+def _entry_count(conn: sqlite3.Connection) -> int:
+    # Indices are dense from 0 in an undamaged store; MAX(rowid) is one B-tree descent.
+    row = conn.execute("SELECT MAX(idx) FROM entries").fetchone()
+    return 0 if row[0] is None else int(row[0]) + 1
+
+
 def _nodes(conn: sqlite3.Connection, keys: Sequence[int]) -> dict[int, bytes]:
     """Stored hashes by node key; level-0 keys read the leaf column of `entries`."""
     out: dict[int, bytes] = {}
@@ -126,24 +130,36 @@ class SqliteStore:
             self._conn = sqlite3.connect(
                 str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
             )
-            c = self._conn
-            c.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            c.execute("PRAGMA page_size = 16384")  # only takes effect on a new file
-            mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
-            c.execute("PRAGMA synchronous = FULL")
-            if create:  # idempotent, so concurrent creators agree
-                c.executescript(_SCHEMA)
-                c.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
-                    (SCHEMA_VERSION,),
-                )
-            schema = self.meta("schema")
+            schema = self._setup(create, timeout)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a flchain ledger ({e})") from e
         if schema != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: ledger schema {schema!r}, want {SCHEMA_VERSION!r}")
+
+    def _setup(self, create: bool, timeout: float) -> str | None:
+        """Pragmas and schema. Switching a new file to WAL ignores busy_timeout, so a
+        concurrent creator's lock is waited out here."""
+        c = self._conn
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                c.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                c.execute("PRAGMA page_size = 16384")  # only takes effect on a new file
+                mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode.lower() != "wal":
+                    raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode})")
+                c.execute("PRAGMA synchronous = FULL")
+                if create:  # idempotent, so concurrent creators agree
+                    c.executescript(_SCHEMA)
+                    c.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                        (SCHEMA_VERSION,),
+                    )
+                return self.meta("schema")
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextmanager
     def writer(self) -> Iterator[_SqliteWriter]:
@@ -190,6 +206,29 @@ class SqliteStore:
             for i, t, d, lf in self._read(sql + " ORDER BY idx", args):
                 yield EntryRow(i, t, bytes(d), bytes(lf))
             start = stop
+
+    def entry_count(self) -> int:
+        with self._lock:
+            return _entry_count(self._conn)
+
+    def ref_rows(self) -> Iterator[tuple[int, int]]:
+        for table in ("refs", "refs_recent"):
+            last: tuple[int, int] | None = None
+            while True:
+                if last is None:
+                    rows = self._read(
+                        f"SELECT digest, idx FROM {table} ORDER BY digest, idx LIMIT 50000"
+                    )
+                else:
+                    rows = self._read(
+                        f"SELECT digest, idx FROM {table} WHERE (digest, idx) > (?, ?) "
+                        "ORDER BY digest, idx LIMIT 50000",
+                        last,
+                    )
+                yield from rows
+                if len(rows) < 50000:
+                    break
+                last = rows[-1]
 
     def find(self, digest: bytes) -> list[int]:
         key = ref_key(digest)
