@@ -11,6 +11,7 @@ append fails after the version was created, the version is deleted again.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +27,7 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
 from flchain_plugin import entries as E
-from flchain_plugin.digest import DigestError, FileDigest, files_root
+from flchain_plugin.digest import DigestError, FileDigest, files_root, parse_digest
 from flchain_plugin.ledger import Ledger, LoggedEntry
 
 from .artifacts import local_directory
@@ -41,7 +42,7 @@ from .commitment import (
 )
 from .config import PluginConfig, parse_store_uri
 from .store import FILES_TAG, STATUS_TAG
-from .view import LocalView, MlflowQuery
+from .view import LocalView
 
 
 def model_id_from_source(source: str) -> str | None:
@@ -53,26 +54,36 @@ def model_id_from_source(source: str) -> str | None:
     return head if head.startswith("m-") else None
 
 
+def _first_logged(ledger: Ledger, digest: str, model_id: str | None) -> LoggedEntry | None:
+    """The oldest logged-model commitment with these files (and this id, if given).
+
+    Reads the digest index oldest first and stops at the first hit: version entries carry
+    the same files digest, so a model registered many times has many later entries."""
+    for i in ledger.store.find(parse_digest(digest)):
+        got = ledger.get(i)
+        e = got.entry
+        if (isinstance(e, E.Mlflow) and e.kind == "logged_model" and e.files == digest
+                and (model_id is None or e.model_id == model_id)):
+            return got
+    return None
+
+
 def committed_logged_model(
-    view: LocalView, model_id: str | None, files: str, hint: str | None = None
+    ledger: Ledger, model_id: str | None, files: str,
+    hint: Callable[[], str | None] = lambda: None,
 ) -> tuple[LoggedEntry | None, LoggedEntry | None]:
     """(the commitment these files match, the latest commitment of `model_id`).
 
-    Looks the files digest up by index first; the `flchain.files` tag of the logged model
-    (`hint`) is only a pointer and is checked against the model id before it is used.
+    On a miss, the `flchain.files` tag of the logged model (`hint()`) is only a pointer:
+    it is checked against the model id before it is used, and a full scan stands behind it.
     """
-    query = MlflowQuery(kind="logged_model", model_id=model_id)
-    match = [e for e in view.find(files, type="mlflow") if query.matches(e.entry)]
-    if match:
-        return match[-1], match[-1]
-    if model_id is None:
-        return None, None
-    latest = None
-    if hint:
-        pointed = [e for e in view.find(hint, type="mlflow") if query.matches(e.entry)]
-        latest = pointed[-1] if pointed else None
+    match = _first_logged(ledger, files, model_id)
+    if match is not None or model_id is None:
+        return match, match
+    pointer = hint()
+    latest = _first_logged(ledger, pointer, model_id) if pointer else None
     if latest is None:
-        latest = view.latest_mlflow(kind="logged_model", model_id=model_id)
+        latest = LocalView(ledger).latest_mlflow(kind="logged_model", model_id=model_id)
     return None, latest
 
 
@@ -88,10 +99,30 @@ class LedgerRegistryMixin:
         self.ledger = Ledger(config.ledger)
         self._tracking_uri = tracking_uri
 
-    def _logged_model(self, model_id: str) -> Any:
+    def _tracking_store(self) -> Any:
         from mlflow.tracking._tracking_service.utils import _get_store
 
-        return _get_store(self._tracking_uri).get_logged_model(model_id)
+        return _get_store(self._tracking_uri)
+
+    def _location(self, model_id: str) -> tuple[str, str | None]:
+        """Where a logged model's files are stored, and its run."""
+        store = self._tracking_store()
+        if hasattr(store, "logged_model_location"):
+            return store.logged_model_location(model_id)  # type: ignore[no-any-return]
+        lm = store.get_logged_model(model_id)
+        return lm.artifact_location, lm.source_run_id
+
+    def _hint(self, model_id: str | None) -> Callable[[], str | None]:
+        def read() -> str | None:
+            if model_id is None:
+                return None
+            tag = (self._tracking_store().get_logged_model(model_id).tags or {}).get(FILES_TAG)
+            try:
+                return tag if tag and parse_digest(tag) else None
+            except DigestError:
+                return None
+
+        return read
 
     def create_model_version(
         self,
@@ -106,12 +137,9 @@ class LedgerRegistryMixin:
     ) -> Any:
         store: Any = self
         mid = model_id or model_id_from_source(source)
-        hint = None
         if mid is not None:
-            lm = self._logged_model(mid)
-            location = lm.artifact_location
-            hint = (lm.tags or {}).get(FILES_TAG)
-            run_id = run_id or lm.source_run_id
+            location, source_run = self._location(mid)
+            run_id = run_id or source_run
         elif urlsplit(source).scheme == "models":
             location = store.get_model_version_download_uri(*_name_version(source))
         else:
@@ -125,8 +153,7 @@ class LedgerRegistryMixin:
                 f"{location}: {e}", RESOURCE_CONFLICT
             ) from e
         digest = files_root(files)
-        view = LocalView(self.ledger)
-        match, latest = committed_logged_model(view, mid, digest, hint)
+        match, latest = committed_logged_model(self.ledger, mid, digest, self._hint(mid))
 
         status, detail = "ok", {"source": source, "storage_location": location}
         changes: list[FileChange] = []

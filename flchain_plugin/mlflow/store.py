@@ -65,6 +65,25 @@ class LedgerTrackingMixin:
         )
         return result
 
+    def logged_model_location(self, model_id: str) -> tuple[str, str | None]:
+        """(artifact location, source run id) of a live logged model, in one narrow query:
+        the registry needs only these, once per new version."""
+        from mlflow.entities.lifecycle_stage import LifecycleStage
+        from mlflow.store.tracking.dbmodels.models import SqlLoggedModel
+
+        store: Any = self
+        with store.ManagedSessionMaker() as session:
+            row = (
+                store._get_query(session, SqlLoggedModel)
+                .filter(SqlLoggedModel.model_id == model_id,
+                        SqlLoggedModel.lifecycle_stage != LifecycleStage.DELETED)
+                .with_entities(SqlLoggedModel.artifact_location, SqlLoggedModel.source_run_id)
+                .first()
+            )
+        if row is None:
+            store._raise_model_not_found(model_id)
+        return row[0], row[1]
+
     def _commit_logged_model(self, model_id: str) -> LoggedEntry:
         store: Any = self
         lm = store.get_logged_model(model_id)
