@@ -33,7 +33,15 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAvg,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    MultiKrum,
+    Strategy,
+)
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -394,3 +402,66 @@ def test_invalid_arguments_name_the_argument(tmp_path: Path):
         signing_mod(42)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="server_key"):
         signing_mod(tmp_path, server_key="not a key")
+
+
+class CopyingGrid(LoopbackGrid):
+    """Also keeps a copy of every train reply as it arrived, before any strategy."""
+
+    def __init__(self, app: ClientApp, nodes: int):
+        super().__init__(app, nodes)
+        self.copies: list[Message] = []
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> Iterable[Message]:
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        self.copies += [pickle.loads(pickle.dumps(r)) for r in replies
+                        if r.metadata.message_type == "train"]
+        return replies
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (FedProx, {"proximal_mu": 0.1}),
+    (FedMedian, {}),
+    (FedTrimmedAvg, {"beta": 0.2}),
+    (MultiKrum, {"num_malicious_nodes": 1, "num_nodes_to_select": 3}),
+    (Bulyan, {"num_malicious_nodes": 0}),
+])
+def test_wrapping_flower_strategies_changes_nothing_they_compute(tmp_path: Path, cls, kwargs):
+    """Strategies that pop or convert reply arrays in place (FedMedian, FedTrimmedAvg,
+    Bulyan): the ledger holds what clients sent, and the model is bit for bit what the
+    strategy alone makes of the accepted replies."""
+    opts = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_available_nodes": 5}
+    grid = CopyingGrid(make_app(tmp_path / "keys"), 5)
+    strategy = LedgerStrategy(cls(**kwargs, **opts), ledger=tmp_path / "ledger.db")
+    result = strategy.start(grid, initial(), num_rounds=1)
+    with Ledger(tmp_path / "ledger.db", create=False) as led:
+        ups = sorted(le.entry.update for le in led.iter_entries(type="update"))
+        (model,) = [le.entry for le in led.iter_entries(type="model")]
+        assert next(led.iter_entries(type="run")).entry.strategy == cls.__name__
+    sent = sorted(arrayrecord_digest(c.content["arrays"]) for c in grid.copies)
+    assert ups == sent and len(model.inputs) == 5
+    alone, _ = cls(**kwargs, **opts).aggregate_train(1, grid.copies)
+    assert model.model == arrayrecord_digest(alone) == arrayrecord_digest(result.arrays)
+
+
+def test_clients_refuse_a_log_that_was_rolled_back(tmp_path: Path):
+    import shutil
+
+    keys = tmp_path / "keys"
+    grid = LoopbackGrid(make_app(keys), 2)
+    opts = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_available_nodes": 2}
+    led = Ledger(tmp_path / "a.db")
+    s1 = LedgerStrategy(FedAvg(**opts), ledger=led)
+    s1.start(grid, initial(), num_rounds=1)
+    led.close()
+    for suffix in ("", ".key"):  # a snapshot of the log, and the same server key
+        shutil.copy(tmp_path / f"a.db{suffix}", tmp_path / f"old.db{suffix}")
+    led = Ledger(tmp_path / "a.db")
+    LedgerStrategy(FedAvg(**opts), ledger=led).start(grid, initial(), num_rounds=2)
+    led.close()
+    # the server restarts from the old snapshot: its tree is smaller than what clients saw
+    LedgerStrategy(FedAvg(**opts), ledger=tmp_path / "old.db").start(grid, initial(),
+                                                                      num_rounds=1)
+    with Ledger(tmp_path / "old.db", create=False) as old:
+        rej = [le.entry for le in old.iter_entries(type="rejected")]
+        assert len(rej) == 2 and all("the log was rolled back" in r.detail for r in rej)
