@@ -7,8 +7,8 @@ appending. Baselines are measured in the same run on the same machine:
 - append: the same entry bytes written with a plain `executemany` into a one-table SQLite
   file, one commit per batch, WAL + synchronous=FULL, so the ratio is the ledger's own cost
   (encoding, hashing, subtree nodes, tree heads, digest index);
-- proofs: pymerkle 7's SqliteTree over the same leaves (its subtree cache cleared before
-  each proof, the cost of a proof for a fresh index; a warm-cache figure is shown too);
+- proofs: pymerkle 7's SqliteTree over the same leaves, its subtree cache warm (kept from
+  the root and earlier proofs, pymerkle at its best); cold-cache figures are shown too;
 - verify: the floor of any full check, reading every entry and recomputing the root.
 
     python bench/bench_ledger.py                          # 10^6 entries (a few minutes)
@@ -284,9 +284,10 @@ class ProofFigures:
     con_gen: float
     con_verify: float
     root_past: float
+    pm_inc: float
     pm_inc_cold: float
-    pm_inc_warm: float
     pm_inc_verify: float
+    pm_con: float
     pm_con_cold: float
     pm_con_verify: float
     pm_root_past: float
@@ -321,41 +322,52 @@ def bench_proofs(path: Path, workdir: Path, n: int, samples: int, pm_samples: in
     root_past = [timed(lambda m=m: led.root_at(m))[0] for m in olds]
 
     tree, build_rate = pymerkle_tree(led, workdir, n, task)
+    cold = max(1, pm_samples // 4)  # a cold pymerkle proof rereads every leaf: ~1 s at 10^6
+    tick = task("pymerkle proofs", 2 * pm_samples + 3 * cold)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        tick(done)
+
+    # Warm: pymerkle at its best, its subtree cache filled by the root and earlier proofs,
+    # as a server answering proofs would run. This is the baseline the targets judge.
     tree.cache_clear()
     same_root = tree.get_root() == head.root
-    tick = task("pymerkle proofs", 4 * pm_samples)
-    pm_inc, pm_warm, pm_inc_ver, pm_con, pm_con_ver, pm_root = [], [], [], [], [], []
+    pm_inc, pm_inc_ver, pm_con, pm_con_ver = [], [], [], []
     same_proofs = True
-    for k, (i, p) in enumerate(zip(indices[:pm_samples], ours, strict=False)):
-        tree.cache_clear()
+    for i, p in zip(indices[:pm_samples], ours, strict=False):
         us, proof = timed(lambda i=i: tree.prove_inclusion(i + 1))
         pm_inc.append(us)
         pm_inc_ver.append(timed(lambda proof=proof, p=p: pymerkle.verify_inclusion(
             p.leaf_hash, head.root, proof))[0])
         same_proofs &= list(proof.path[1:]) == list(p.hashes) and proof.path[0] == p.leaf_hash
-        tick(k + 1)
-    for k, i in enumerate(indices[pm_samples: 2 * pm_samples]):  # cache left as it is
-        pm_warm.append(timed(lambda i=i: tree.prove_inclusion(i + 1))[0])
-        tick(pm_samples + k + 1)
-    for k, m in enumerate(olds[:pm_samples]):
-        tree.cache_clear()
+        step()
+    for m in olds[:pm_samples]:
         us, proof = timed(lambda m=m: tree.prove_consistency(m))
         pm_con.append(us)
         old_root = led.root_at(m)
         pm_con_ver.append(timed(lambda proof=proof, r=old_root: pymerkle.verify_consistency(
             r, head.root, proof))[0])
-        tick(2 * pm_samples + k + 1)
-    for k, m in enumerate(olds[:max(1, min(3, pm_samples))]):  # ~1 s each at 10^6
-        tree.cache_clear()
-        pm_root.append(timed(lambda m=m: tree.get_root(m))[0])
-        tick(3 * pm_samples + k + 1)
+        step()
+    # Cold: the cache cleared before each call, as for the first proofs after a restart.
+    pm_inc_cold, pm_con_cold, pm_root = [], [], []
+    for fn, arg, out in ((tree.prove_inclusion, [i + 1 for i in indices], pm_inc_cold),
+                         (tree.prove_consistency, olds, pm_con_cold),
+                         (tree.get_root, olds, pm_root)):
+        for a in arg[pm_samples: pm_samples + cold]:
+            tree.cache_clear()
+            out.append(timed(lambda fn=fn, a=a: fn(a))[0])
+            step()
     tree.close()
     led.close()
     med = statistics.median
     return ProofFigures(
         med(inc_gen), med(inc_ver), statistics.fmean(len(p.hashes) for p in ours),
         med(con_gen), med(con_ver), med(root_past),
-        med(pm_inc), med(pm_warm), med(pm_inc_ver), med(pm_con), med(pm_con_ver), med(pm_root),
+        med(pm_inc), med(pm_inc_cold), med(pm_inc_ver), med(pm_con), med(pm_con_cold),
+        med(pm_con_ver), med(pm_root),
         build_rate, same_root, same_proofs, samples, pm_samples)
 
 
@@ -418,23 +430,26 @@ def results(n: int, batch: int, quick: bool, a: AppendFigures | None,
             out.append(Result("append_disk_writes", "disk writes per batch", a.append_disk_kb,
                               "kB", a.raw_disk_kb, "raw SQLite", a.raw_disk_kb / a.append_disk_kb))
     if p:
-        inc_ratio = p.pm_inc_cold / p.inc_gen
+        inc_ratio = p.pm_inc / p.inc_gen
         out += [
             Result("inclusion_generate", "inclusion proof, generate (median)", p.inc_gen, "µs",
-                   p.pm_inc_cold, "pymerkle, cold cache", inc_ratio, "≤ 1 ms and ≥ 300× pymerkle",
+                   p.pm_inc, "pymerkle, warm cache", inc_ratio, "≤ 1 ms and ≥ 300× pymerkle",
                    judge(p.inc_gen <= 1000 and inc_ratio >= 300)),
             Result("inclusion_verify", "inclusion proof, verify (median)", p.inc_verify, "µs",
                    p.pm_inc_verify, "pymerkle", p.pm_inc_verify / p.inc_verify, "≤ 100 µs",
                    judge(p.inc_verify <= 100)),
             Result("consistency_generate", "consistency proof, generate (median)", p.con_gen, "µs",
-                   p.pm_con_cold, "pymerkle, cold cache", p.pm_con_cold / p.con_gen, "≤ 1 ms",
+                   p.pm_con, "pymerkle, warm cache", p.pm_con / p.con_gen, "≤ 1 ms",
                    judge(p.con_gen <= 1000)),
             Result("consistency_verify", "consistency proof, verify (median)", p.con_verify, "µs",
                    p.pm_con_verify, "pymerkle", p.pm_con_verify / p.con_verify, "≤ 100 µs",
                    judge(p.con_verify <= 100)),
-            Result("pymerkle_inclusion_warm", "inclusion proof vs pymerkle, warm cache",
-                   p.inc_gen, "µs", p.pm_inc_warm, "pymerkle, warm cache",
-                   p.pm_inc_warm / p.inc_gen),
+            Result("inclusion_vs_pymerkle_cold", "inclusion proof vs pymerkle, cold cache",
+                   p.inc_gen, "µs", p.pm_inc_cold, "pymerkle, cold cache",
+                   p.pm_inc_cold / p.inc_gen),
+            Result("consistency_vs_pymerkle_cold", "consistency proof vs pymerkle, cold cache",
+                   p.con_gen, "µs", p.pm_con_cold, "pymerkle, cold cache",
+                   p.pm_con_cold / p.con_gen),
             Result("root_past_size", "root of a past tree size (median)", p.root_past, "µs",
                    p.pm_root_past, "pymerkle get_root, cold", p.pm_root_past / p.root_past),
         ]
@@ -518,7 +533,8 @@ def main(n: int, batch: int, samples: int, pymerkle_samples: int, only: str,
             f"pymerkle 7 SqliteTree (default: 0x00/0x01 prefixes, RFC 9162 split) over the same "
             f"entry bytes: same root {'yes' if p.same_root else 'NO'}, same inclusion paths "
             f"{'yes' if p.same_proofs else 'NO'}; ours timed on {p.samples:,} proofs, pymerkle on "
-            f"{p.pm_samples} (cache cleared before each cold proof)")
+            f"{p.pm_samples} warm (cache kept, after computing the root) and "
+            f"{max(1, p.pm_samples // 4)} cold (cache cleared before each)")
     if v:
         params.update(verify_ok=v.ok)
     report("ledger", results(n, batch, quick, a, p, v), as_json=as_json, quick=quick, params=params,

@@ -213,6 +213,10 @@ def main(names: tuple[str, ...], quick: bool, as_json: bool, list_only: bool,
         for o in outcomes:
             for line in (o.doc or {}).get("notes", []):
                 con.print(f"  • {o.script}: {line}")
+            load = ((o.doc or {}).get("params") or {}).get("loadavg_1m")
+            if load is not None:
+                con.print(f"  • {o.script}: load average (1 min) at the end: {load}, "
+                          f"{o.seconds:.0f} s")
         for o in failed:
             con.print(f"[red]{o.script} failed: {o.error}[/]")
         missed = [r for r in rows if r.passed is False]
