@@ -5,6 +5,8 @@
         its append has returned. With GO_FILE, wait for that file before the first append;
         with PAUSE, sleep that many seconds after each append (as a real round would), so
         that a competing writer gets the lock between batches.
+    open PATH T0
+        At wall-clock time T0, open (creating) the ledger; print its origin.
     read PATH STOP_FILE SEED
         Until STOP_FILE exists, check inclusion and consistency proofs of the latest heads
         while others write; print a JSON summary.
@@ -72,6 +74,13 @@ def write(path: str, label: str, start: int, count: int, go: str | None, pause: 
     led.close()
 
 
+def open_at(path: str, t0: float) -> None:
+    while time.time() < t0:
+        pass  # spin: both processes should reach the open within microseconds
+    with Ledger(path) as led:
+        print(led.origin, flush=True)
+
+
 def read(path: str, stop: str, seed: int) -> None:
     rng = random.Random(seed)
     led = Ledger(path, create=False)
@@ -115,6 +124,8 @@ def main(argv: list[str]) -> None:
         go = argv[5] if len(argv) > 5 else None
         pause = float(argv[6]) if len(argv) > 6 else 0.0
         write(argv[1], argv[2], int(argv[3]), int(argv[4]), go, pause)
+    elif argv[0] == "open":
+        open_at(argv[1], float(argv[2]))
     elif argv[0] == "read":
         read(argv[1], argv[2], int(argv[3]))
     else:

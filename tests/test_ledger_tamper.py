@@ -24,7 +24,7 @@ from flchain_plugin import merkle
 from flchain_plugin.checkpoint import verify_checkpoint
 from flchain_plugin.ledger import Ledger, Problem
 from flchain_plugin.notes import generate_key
-from flchain_plugin.store import NODE_LEVEL_SHIFT
+from flchain_plugin.store import NODE_LEVEL_SHIFT, StoreError
 
 BATCHES = [1, 2, 5, 8, 13, 21, 34, 55, 89, 73]  # 301 entries: the last leaf is unpaired
 SIZE = sum(BATCHES)
@@ -161,11 +161,9 @@ def test_leaf_hash_changed(base: Base, index: int, offset: int, xor: int) -> Non
     assert f"entry {index}" in problem.detail and "leaf hash" in problem.detail
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: when the changed leaf hash is the last, unpaired leaf (odd tree size), verify "
-    "has no stored parent to compare and blames the entry bytes; the tree head root, "
-    "recomputed from the bytes, would show the bytes are intact"))
 def test_last_unpaired_leaf_hash_changed(base: Base) -> None:
+    """No stored node sits above the last leaf of an odd-sized tree; the tree head tells
+    whether the bytes or the leaf hash were changed."""
     def edit(c: sqlite3.Connection) -> None:
         flip_byte(c, *leaf_column(c), SIZE - 1, 0, 1)
 
@@ -222,14 +220,14 @@ def test_node_row_deleted(base: Base, data: st.DataObject) -> None:
 def test_latest_batch_hidden_by_deleting_its_head(base: Base) -> None:
     """Rolling the head back leaves rows beyond it, which verify reports."""
     problem = tampered(base, lambda c: c.execute("DELETE FROM heads WHERE size = ?", (SIZE,)))
-    assert problem.kind == "node" and "beyond" in problem.detail, problem.detail
+    previous = HEAD_SIZES[-2]
+    assert (problem.kind, problem.index) == ("head", previous), problem.detail
+    assert f"{SIZE} entries" in problem.detail
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: deleting the newest tree head of a batch that completed no stored node "
-    "(one entry at an even index) rolls the ledger back unnoticed: verify ignores entry rows "
-    "beyond the head, and the next append fails with a raw sqlite3.IntegrityError"))
 def test_hidden_single_entry_batch(tmp_path: Path) -> None:
+    """The hidden batch completed no stored node (one entry at an even index): only the
+    entry row beyond the head is left to notice, by verify and by the next append."""
     path = tmp_path / "l.db"
     with Ledger(path) as led:
         for i in range(5):
@@ -238,7 +236,10 @@ def test_hidden_single_entry_batch(tmp_path: Path) -> None:
         c.execute("DELETE FROM heads WHERE size = 5")
     c.close()
     with Ledger(path, create=False) as led:
-        assert not led.verify().ok
+        problem = led.verify().problem
+        assert problem is not None and (problem.kind, problem.index) == ("head", 4)
+        with pytest.raises(StoreError, match="run `flchain verify`"):
+            led.append([make_entry(5)])
 
 
 # -- rewriting history consistently ------------------------------------------------------------
@@ -263,10 +264,20 @@ def rehash(c: sqlite3.Connection, rewrite_heads: bool) -> None:
             c.execute("UPDATE heads SET root = ? WHERE size = ?", (root, size))
 
 
+FORGED_BLOB = dg(10**6, "forged")
+
+
 def rewrite_entry(c: sqlite3.Connection, index: int) -> None:
-    forged = E.Credit(run="run-t", round=index, node="attacker", rule="equal", amount=1e6)
+    """Replace an entry with a valid one of another type, and its digest-index rows too."""
+    forged = E.Erasure(blob=FORGED_BLOB, reason="attacker")
     c.execute("UPDATE entries SET data = ?, type = ? WHERE idx = ?",
               (forged.encode(), forged.TYPE, index))
+    tables = [r[0] for r in c.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'refs%'")]
+    for t in tables:
+        c.execute(f"DELETE FROM {t} WHERE idx = ?", (index,))
+    key = int.from_bytes(bytes.fromhex(FORGED_BLOB[7:])[:8], "big", signed=True)
+    c.execute(f"INSERT INTO {tables[-1]} (digest, idx) VALUES (?, ?)", (key, index))
 
 
 @pytest.mark.parametrize("index", [0, 150, 228, SIZE - 1])
@@ -292,7 +303,7 @@ def test_full_rehash_with_heads_is_caught_by_a_signed_checkpoint(base: Base, ind
     c.close()
     with Ledger(path, create=False) as led:
         assert led.verify().ok  # self-consistent: the file alone cannot tell
-        assert led.get(index).entry.node == "attacker"
+        assert [x.index for x in led.find(FORGED_BLOB)] == [index]
         cp = verify_checkpoint(note, signer.verifier)
         assert cp.size == SIZE and cp.root_hash == base_root(base)
         assert led.root_at(cp.size) != cp.root_hash
@@ -313,29 +324,51 @@ def base_root(base: Base) -> bytes:
     return merkle.root(base.leaves)
 
 
-# -- derived columns verify does not cover yet -------------------------------------------------
+# -- derived columns: the type column and the digest index ---------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gap: verify does not compare the entries.type column (used by iter_entries(type=...)) "
-    "or the digest index (used by find) with the entry bytes, so editing them hides entries "
-    "from typed listings and lookups without verify noticing"))
-@pytest.mark.parametrize("what", ["type column", "digest index row"])
-def test_derived_columns_are_verified(base: Base, what: str) -> None:
+def refs_tables(c: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in c.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'refs%'")]
+
+
+@pytest.mark.parametrize("index", [1, 150, SIZE - 2])
+def test_type_column_changed(base: Base, index: int) -> None:
+    """iter_entries(type=...) filters on this column: editing it would hide an entry."""
     def edit(c: sqlite3.Connection) -> None:
-        if what == "type column":
-            assert c.execute("UPDATE entries SET type = 'credit' WHERE idx = 1").rowcount == 1
-        else:
-            tables = [r[0] for r in c.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'refs%'")]
-            deleted = sum(c.execute(f"DELETE FROM {t} WHERE idx = 1").rowcount for t in tables)
-            assert deleted == 1
+        n = c.execute("UPDATE entries SET type = 'dataset' WHERE idx = ?", (index,)).rowcount
+        assert n == 1
 
-    tampered(base, edit)
+    problem = tampered(base, edit)
+    assert (problem.kind, problem.index) == ("entry", index), problem.detail
+    assert "type column" in problem.detail
+
+
+@pytest.mark.parametrize("change", ["deleted", "moved", "added"])
+@pytest.mark.parametrize("index", [1, 151, SIZE - 1])  # update / model entries have subjects
+def test_digest_index_changed(base: Base, index: int, change: str) -> None:
+    """find() reads the digest index: a deleted, moved or added row is named by entry."""
+    def edit(c: sqlite3.Connection) -> None:
+        tables = refs_tables(c)
+        if change == "added":
+            key = int.from_bytes(bytes.fromhex(FORGED_BLOB[7:])[:8], "big", signed=True)
+            c.execute(f"INSERT INTO {tables[0]} (digest, idx) VALUES (?, ?)", (key, index))
+            return
+        for t in tables:
+            if change == "deleted":
+                c.execute(f"DELETE FROM {t} WHERE idx = ?", (index,))
+            else:
+                c.execute(f"UPDATE {t} SET idx = idx + 1 WHERE idx = ?", (index,))
+        assert c.execute("SELECT total_changes()").fetchone()[0] == 1
+
+    problem = tampered(base, edit)
+    moved_to = index + 1 if change == "moved" else index
+    assert problem.kind == "index", problem.detail
+    assert problem.index in (index, moved_to) or "beyond" in problem.detail, problem.detail
 
 
 # -- large ledgers: verify in worker processes -------------------------------------------------
 
-BIG_BATCH, BIG_BATCHES = 1000, 140  # three 65,536-entry chunks for the verify workers
+BIG_BATCH, BIG_BATCHES = 1000, 70  # two chunks (65,536 entries each) for the verify workers
 
 
 @pytest.fixture(scope="module")
@@ -367,14 +400,14 @@ def big_problem(big: Path, tmp_path: Path, edit: Callable[[sqlite3.Connection], 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["clean", "entry 70000", "leaf 131073", "deleted 65536"])
+@pytest.mark.parametrize("case", ["clean", "entry 66000", "leaf 69001", "deleted 65536"])
 def test_large_ledger_parallel_verify(big: Path, tmp_path: Path, case: str,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     def edit(c: sqlite3.Connection) -> None:
-        if case == "entry 70000":
-            flip_byte(c, "entries", "data", "idx", 70_000, 5, 0x20)
-        elif case == "leaf 131073":
-            flip_byte(c, *leaf_column(c), 131_073, 3, 0x01)
+        if case == "entry 66000":
+            flip_byte(c, "entries", "data", "idx", 66_000, 5, 0x20)
+        elif case == "leaf 69001":
+            flip_byte(c, *leaf_column(c), 69_001, 3, 0x01)
         elif case == "deleted 65536":
             c.execute("DELETE FROM entries WHERE idx = 65536")
 
