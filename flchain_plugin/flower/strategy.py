@@ -15,12 +15,13 @@ does not override `start` (so `start` calls the wrapper's methods), and delegate
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,9 @@ class _Prepared:
     non_finite: str | None = None
 
 
-def _prepare(reply: Message, max_bytes: int | None) -> _Prepared | None:
+def _parse(reply: Message, max_bytes: int | None) -> _Prepared | None:
+    """Parse a reply's arrays (in the calling thread: numpy parses `.npy` headers with
+    `ast`, which CPython < 3.11.8 cannot run on two threads at once)."""
     if reply.has_error():
         return None
     records = reply.content.array_records
@@ -154,12 +157,21 @@ def _prepare(reply: Message, max_bytes: int | None) -> _Prepared | None:
     if max_bytes is not None and nbytes > max_bytes:
         return _Prepared(count=1, nbytes=nbytes)
     try:
-        views = record_views(record)
-        digest = views_digest(views, threads=1)
+        return _Prepared(count=1, nbytes=nbytes, views=record_views(record))
     except DigestError as e:
         return _Prepared(count=1, nbytes=nbytes, error=str(e))
-    bad = next((n for n, v in views.items() if not _finite(v.numpy())), None)
-    return _Prepared(1, nbytes, views, digest, None, bad)
+
+
+def _hash(prep: _Prepared | None) -> _Prepared | None:
+    """Digest and finiteness of parsed arrays (thread-safe: hashlib and BLAS only)."""
+    if prep is None or prep.views is None:
+        return prep
+    try:
+        digest = views_digest(prep.views, threads=1)
+    except DigestError as e:
+        return dataclasses.replace(prep, views=None, error=str(e))
+    bad = next((n for n, v in prep.views.items() if not _finite(v.numpy())), None)
+    return dataclasses.replace(prep, digest=digest, non_finite=bad)
 
 
 class LedgerStrategy(Strategy):
@@ -231,6 +243,7 @@ class LedgerStrategy(Strategy):
             if not self.ledger.find(resume_from):
                 raise ValueError(f"resume_from: {resume_from} is not recorded in the ledger")
         self._run: _Run | None = None
+        self._io: ThreadPoolExecutor | None = None  # writes blobs while the batch commits
         self._pending_evals: list[tuple[int, str, dict[str, Any]]] = []
         self._pending: list[E.Entry] = []  # federated evaluations awaiting the central one
         self._central = False  # an evaluate_fn wrapper exists: it commits evaluations
@@ -563,13 +576,13 @@ class LedgerStrategy(Strategy):
         replies = list(replies)
         accepted: list[tuple[Message, E.Update]] = []
         rejected: list[E.Rejected] = []
+        parsed = [_parse(r, self.policy.max_update_bytes) for r in replies]
         workers = min(len(replies), os.cpu_count() or 1, 8)
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
-                prepared = list(pool.map(
-                    lambda r: _prepare(r, self.policy.max_update_bytes), replies))
+                prepared = list(pool.map(_hash, parsed))
         else:
-            prepared = [_prepare(r, self.policy.max_update_bytes) for r in replies]
+            prepared = [_hash(p) for p in parsed]
         for reply, prep in zip(replies, prepared, strict=True):
             try:
                 accepted.append((reply, self._check(st, server_round, reply, prep)))
@@ -625,10 +638,15 @@ class LedgerStrategy(Strategy):
         if agg_arrays is None and not note:
             note = {"kept": f"{describe(self.strategy)} returned no model"}
         parent = st.model
+        stored: Future[None] | None = None
         if agg_arrays is not None:
             views = record_views(agg_arrays)
             new = views_digest(views)
-            self._store(agg_arrays, new)
+            if self.blobs is not None:
+                if self._io is None:
+                    self._io = ThreadPoolExecutor(1, thread_name_prefix="flchain-blobs")
+                arrays = {k: v.numpy() for k, v in views.items()}
+                stored = self._io.submit(self.blobs.put, arrays, new)
             metrics = json_safe(dict(agg_metrics)) if agg_metrics is not None else {}
             model = E.Model(run=st.run, round=server_round, model=new, parent=parent,
                             inputs=inputs, aggregator=describe(self.strategy), metrics=metrics)
@@ -638,6 +656,12 @@ class LedgerStrategy(Strategy):
                             inputs=[], aggregator=describe(self.strategy), metrics=note)
         batch.append(model)
         first = self._commit(batch)
+        if stored is not None:
+            try:
+                stored.result()
+            except (OSError, ValueError) as e:  # the round stays recorded; say what is lost
+                log.error("flchain: could not store the weights of model %s in %s (%s): "
+                          "rolling back to it will not be possible", new, self.blobs, e)
         st.model, st.entry_index, st.entry = new, first + len(batch) - 1, model.encode()
         if agg_arrays is not None:
             st.record, st.views = agg_arrays, views
