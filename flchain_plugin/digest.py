@@ -124,10 +124,10 @@ def named_tensors(model: Any) -> list[tuple[str, RawTensor]]:
     """(name, RawTensor) sorted by UTF-8 name. A sequence is named "0", "1", ... as Flower
     names the arrays of an ArrayRecord built from a list."""
     if isinstance(model, Mapping):
-        items = [(str(k), v) for k, v in model.items()]
-        for k, _ in items:
+        for k in model:
             if not isinstance(k, str):
                 raise DigestError(f"tensor name {k!r} is not a string")
+        items = list(model.items())
     elif isinstance(model, (list, tuple)):
         items = [(str(i), v) for i, v in enumerate(model)]
     else:

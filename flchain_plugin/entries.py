@@ -83,10 +83,17 @@ def _check_bool(value: object, path: str) -> None:
         _fail(path, "a boolean", value)
 
 
+def _exact_double(value: int) -> bool:
+    try:
+        return float(value) == value
+    except OverflowError:
+        return False
+
+
 def _check_number(value: object, path: str) -> None:
     if type(value) is int:
-        if not -(2**53) < value < 2**53 and float(value) != value:  # type: ignore[operator]
-            raise EntryError(f"{path}: integer {value} is not exactly a double")
+        if not -(2**53) < value < 2**53 and not _exact_double(value):  # type: ignore[operator]
+            raise EntryError(f"{path}: integer {value} is not exactly a double; use a string")
     elif type(value) is not float:
         _fail(path, "a number", value)
     elif not math.isfinite(value):  # type: ignore[arg-type]
@@ -438,16 +445,23 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _parse_int(text: str) -> int | float:
-    """JCS numbers are IEEE doubles: an integer literal beyond 2^53 is the double it
-    denotes (e.g. a diverging loss of 3.5e17 is written `350000000000000000`)."""
+    """JCS numbers are IEEE doubles: an integer literal beyond 2^53 that is the canonical
+    form of a double is that double (a diverging loss of 3.5e17 is written
+    `350000000000000000`); any other, e.g. a 64-bit id written as a number, stays an int,
+    which the field checks refuse by name."""
     digits = len(text) - (text[0] == "-")
     if digits <= 15:
         return int(text)
-    if digits <= 400:  # beyond this no finite double has that many integer digits
-        value = int(text)
-        if -(2**53) < value < 2**53:
-            return value
-    return float(text)  # inf for absurd literals; the field checks reject it by name
+    if digits > 400:  # no finite double has that many integer digits
+        return float("inf") if text[0] != "-" else float("-inf")
+    value = int(text)
+    if -(2**53) < value < 2**53:
+        return value
+    try:
+        as_float = float(value)
+    except OverflowError:
+        return value
+    return as_float if canonical_json(as_float).decode() == text else value
 
 
 # NaN and Infinity literals parse to floats so that field validation names the field.

@@ -210,7 +210,10 @@ class Ledger:
         if stored is None:
             if not create:
                 raise StoreError("ledger has no origin; it was not created by `flchain init`")
-            self.store.set_meta("origin", origin or f"flchain.local/{uuid.uuid4().hex[:16]}")
+            # First writer wins, so processes creating one ledger at once agree on it.
+            self.store.set_meta(
+                "origin", origin or f"flchain.local/{uuid.uuid4().hex[:16]}", replace=False
+            )
             stored = self.store.meta("origin")
         elif origin is not None and origin != stored:
             raise StoreError(f"ledger origin is {stored!r}, not {origin!r}")
@@ -401,15 +404,32 @@ class Ledger:
         if size < PARALLEL_VERIFY_MIN or workers < 2 or not isinstance(self.store, SqliteStore):
             return _scan_leaves(self.store, 0, size, decode_entries, progress, total)
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
         step = 65_536
         bounds = [(a, min(size, a + step)) for a in range(0, size, step)]
-        path = str(self.store.path)
+        ctx = multiprocessing.get_context("spawn")  # no inherited SQLite handles
+        try:
+            return self._scan_in_pool(ctx, workers, bounds, decode_entries, progress, total)
+        except BrokenProcessPool:
+            # Spawned workers cannot start (e.g. a __main__ read from stdin): hash here.
+            return _scan_leaves(self.store, 0, size, decode_entries, progress, total)
+
+    def _scan_in_pool(
+        self,
+        ctx: Any,
+        workers: int,
+        bounds: list[tuple[int, int]],
+        decode_entries: bool,
+        progress: ProgressFn | None,
+        total: int,
+    ) -> _LeafScan:
+        from concurrent.futures import ProcessPoolExecutor
+
+        path = str(self.store.path)  # type: ignore[attr-defined]
         parts: list[bytes] = []
         suspect: int | None = None
         refs = 0
-        ctx = multiprocessing.get_context("spawn")  # no inherited SQLite handles
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             futures = [
                 pool.submit(_scan_leaves_in_file, path, a, b, decode_entries) for a, b in bounds

@@ -193,11 +193,9 @@ def test_python_ints_beyond_2_53_are_refused() -> None:
             dataclasses.replace(BY_TYPE["update"], round=big)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "parse_json reads any integer literal beyond 2^53 as the nearest double, so a 64-bit id "
-    "written as a number (12345678901234567891) is silently rounded; ARCHITECTURE.md says "
-    "such integers must be strings, so a literal that is not exactly a double should be "
-    "refused, naming the field"))
+# A 64-bit id written as a number (12345678901234567891) must not be silently rounded:
+# ARCHITECTURE.md says such integers are strings, so a literal that is not the canonical
+# form of a double is refused, naming the field.
 @pytest.mark.parametrize("literal", ["9007199254740993", "12345678901234567891"])
 def test_inexact_integer_literal_is_refused(literal: str) -> None:
     text = json.dumps({**BY_TYPE["update"].to_json(), "metrics": {"node": 0}})

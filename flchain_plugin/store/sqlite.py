@@ -264,10 +264,11 @@ class SqliteStore:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
-    def set_meta(self, key: str, value: str) -> None:
+    def set_meta(self, key: str, value: str, *, replace: bool = True) -> None:
+        verb = "REPLACE" if replace else "IGNORE"
         with self.writer():
             self._conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+                f"INSERT OR {verb} INTO meta (key, value) VALUES (?, ?)", (key, value)
             )
 
     def add_checkpoint(self, size: int, note: str) -> None:
