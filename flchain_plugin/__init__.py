@@ -32,7 +32,22 @@ _EXPORTS = {
     "load_private_key": "notes",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Checkpoint",
+    "EntryError",
+    "Ledger",
+    "RawTensor",
+    "Signer",
+    "TreeHead",
+    "Verifier",
+    "VerifyReport",
+    "directory_digest",
+    "file_digest",
+    "generate_key",
+    "load_private_key",
+    "model_digest",
+    "verify_checkpoint",
+]
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, verify_checkpoint
