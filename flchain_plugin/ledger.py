@@ -103,6 +103,15 @@ class VerifyReport:
 
 ProgressFn = Callable[[int, int], None]
 
+
+class SizeConflict(StoreError):
+    """The log grew between reading its size and appending a batch that depends on it."""
+
+    def __init__(self, size: int, expected: int):
+        super().__init__(f"ledger has {size} entries, batch was built for {expected}")
+        self.size = size
+        self.expected = expected
+
 PARALLEL_VERIFY_MIN = 200_000
 """Below this many entries `verify` hashes in-process; above, entries are decoded and
 hashed by one worker process per core (decoding dominates and holds the GIL)."""
@@ -231,11 +240,13 @@ class Ledger:
 
     # -- writing -----------------------------------------------------------------------
 
-    def append(self, entries: Iterable[Entry]) -> TreeHead:
+    def append(self, entries: Iterable[Entry], *, expect_size: int | None = None) -> TreeHead:
         """Append one batch atomically and durably; returns the new tree head.
 
         Every entry is encoded and checked before anything is written: a bad entry raises
-        EntryError and the ledger is unchanged.
+        EntryError and the ledger is unchanged. `expect_size`: refuse with SizeConflict if
+        another writer grew the log since the caller computed leaf indices for this batch
+        (e.g. a `model` entry's `inputs`).
         """
         items = list(entries)
         if not items:
@@ -259,6 +270,8 @@ class Ledger:
         with self.store.writer() as w:
             head = w.head()
             size = head.size if head else 0
+            if expect_size is not None and size != expect_size:
+                raise SizeConflict(size, expect_size)
             if w.entry_count() != size:
                 raise StoreError(
                     f"ledger is damaged: it stores {w.entry_count()} entries but its latest "

@@ -465,3 +465,33 @@ def test_clients_refuse_a_log_that_was_rolled_back(tmp_path: Path):
     with Ledger(tmp_path / "old.db", create=False) as old:
         rej = [le.entry for le in old.iter_entries(type="rejected")]
         assert len(rej) == 2 and all("the log was rolled back" in r.detail for r in rej)
+
+
+class SharedLedgerFedAvg(FedAvg):
+    """FedAvg that lets another writer append to the shared ledger mid-aggregation, which
+    is exactly between LedgerStrategy computing its model entry's leaf indices and
+    appending the round."""
+
+    def __init__(self, path: Path, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.path = path
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
+        with Ledger(self.path, create=False) as other:
+            other.append([E.Erasure(blob="sha256:" + f"{server_round:064x}", reason="other")])
+        return super().aggregate_train(server_round, replies)
+
+
+def test_model_inputs_stay_right_when_another_writer_appends_mid_round(tmp_path: Path):
+    keys = tmp_path / "keys"
+    inner = SharedLedgerFedAvg(tmp_path / "ledger.db", fraction_train=1.0,
+                               fraction_evaluate=0.0, min_available_nodes=3)
+    strategy, _grid, _ = run(tmp_path, make_app(keys), 3, rounds=2, inner=inner)
+    with Ledger(tmp_path / "ledger.db", create=False) as led:
+        assert led.verify().ok
+        assert len(list(led.iter_entries(type="erasure"))) == 2
+        for le in led.iter_entries(type="model"):
+            named = [led.get(i).entry for i in le.entry.inputs]
+            assert len(named) == 3
+            assert all(isinstance(u, E.Update) and u.round == le.entry.round for u in named)
+        assert lineage(led, strategy.global_model).ok

@@ -13,7 +13,7 @@ from flchain_plugin import entries as E
 from flchain_plugin import merkle
 from flchain_plugin.checkpoint import verify_checkpoint
 from flchain_plugin.digest import DigestError
-from flchain_plugin.ledger import Ledger
+from flchain_plugin.ledger import Ledger, SizeConflict
 from flchain_plugin.notes import generate_key
 from flchain_plugin.store import StoreError
 
@@ -313,4 +313,17 @@ def test_signed_checkpoint_of_the_head(tmp_path: Path) -> None:
     led.append(entries(4, 11))
     c = led.consistency_proof(cp.size)
     merkle.verify_consistency(cp.size, c.size2, c.hashes, cp.root_hash, led.head().root)
+    led.close()
+
+
+def test_expect_size_refuses_a_batch_built_for_another_size(tmp_path: Path) -> None:
+    led, _ = build(tmp_path / "l.db", [3])
+    with Ledger(tmp_path / "l.db", create=False) as other:
+        other.append(entries(2, 3))  # another writer grows the log
+    root = led.head().root
+    with pytest.raises(SizeConflict, match="has 5 entries, batch was built for 3") as info:
+        led.append(entries(1, 5), expect_size=3)
+    assert (info.value.size, info.value.expected) == (5, 3)
+    assert led.size == 5 and led.head().root == root  # nothing written
+    assert led.append(entries(1, 5), expect_size=5).size == 6
     led.close()

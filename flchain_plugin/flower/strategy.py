@@ -35,7 +35,7 @@ from .. import entries as E
 from ..blobs import BlobStore
 from ..canonical import canonical_json
 from ..digest import DigestError
-from ..ledger import Ledger
+from ..ledger import Ledger, SizeConflict
 from ..lineage import latest_model
 from ..notes import Signer, generate_key, load_private_key
 from ..statement import SignedStatement, StatementError
@@ -275,17 +275,27 @@ class LedgerStrategy(Strategy):
 
     # -- committing ----------------------------------------------------------------------
 
-    def _commit(self, batch: list[E.Entry]) -> int:
+    def _commit(self, batch: list[E.Entry], built_for: int | None = None) -> int:
         """Append one batch (after any pending evaluations) and sign a checkpoint of it;
-        returns the index of `batch`'s first entry."""
+        returns the index of `batch`'s first entry. `built_for`: the ledger size the batch's
+        leaf indices (a model's `inputs`) were computed against."""
         batch = self._pending + batch
         pending, self._pending = len(self._pending), []
-        base = self.ledger.size
-        head = self.ledger.append(batch)
+        base = built_for
+        while True:
+            try:
+                head = self.ledger.append(batch, expect_size=base)
+                break
+            except SizeConflict as conflict:
+                # Another writer shares the ledger: shift the leaf indices this batch names.
+                delta, base = conflict.size - conflict.expected, conflict.size
+                batch = [
+                    dataclasses.replace(e, inputs=[i + delta for i in e.inputs])
+                    if isinstance(e, E.Model) and e.inputs
+                    else e
+                    for e in batch
+                ]
         first = head.size - len(batch)
-        if first != base:
-            log.error("flchain: another writer appended to %s during the round; model entry "
-                      "inputs may name the wrong leaves", self.ledger.origin)
         self._checkpoint = self.ledger.sign_checkpoint(self.signer)
         self._checkpoint_size = head.size
         return first + pending
@@ -613,7 +623,8 @@ class LedgerStrategy(Strategy):
                 batch.append(E.Dataset(dataset=u.dataset, owner=u.node,
                                        scheme="flchain-dataset/v1", examples=u.num_examples))
                 st.datasets.add(u.dataset)
-        base = self.ledger.size + len(self._pending) + len(batch)
+        built_for = self.ledger.size
+        base = built_for + len(self._pending) + len(batch)
         inputs = list(range(base, base + len(accepted)))
         batch += [u for _, u in accepted]
         batch += rejected
@@ -655,14 +666,16 @@ class LedgerStrategy(Strategy):
             model = E.Model(run=st.run, round=server_round, model=parent, parent=parent,
                             inputs=[], aggregator=describe(self.strategy), metrics=note)
         batch.append(model)
-        first = self._commit(batch)
+        first = self._commit(batch, built_for)
         if stored is not None:
             try:
                 stored.result()
             except (OSError, ValueError) as e:  # the round stays recorded; say what is lost
                 log.error("flchain: could not store the weights of model %s in %s (%s): "
                           "rolling back to it will not be possible", new, self.blobs, e)
-        st.model, st.entry_index, st.entry = new, first + len(batch) - 1, model.encode()
+        # Read back what was logged: a concurrent writer may have shifted the model's inputs.
+        st.model, st.entry_index = new, first + len(batch) - 1
+        st.entry = self.ledger.get(st.entry_index).data
         if agg_arrays is not None:
             st.record, st.views = agg_arrays, views
         reasons: dict[str, int] = {}
