@@ -21,7 +21,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check flchain_plugin tests bench examples integrations
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check flchain_plugin tests bench examples integrations
