@@ -112,7 +112,8 @@ class LedgerCheckpointIO:
         spath = os.fspath(path)
         with ThreadPoolExecutor(2, thread_name_prefix="flchain-digest") as pool:
             weights = pool.submit(model_digest, checkpoint["state_dict"], 1)
-            if _is_torch_io(inner) and not _is_remote(spath) and not args and not kw:
+            plain = not args and not {k: v for k, v in kw.items() if v is not None}
+            if plain and _is_torch_io(inner) and not _is_remote(spath):
                 file = _save_hashing(checkpoint, spath, pool)
             else:
                 inner.save_checkpoint(checkpoint, path, *args, **kw)
