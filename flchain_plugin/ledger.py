@@ -8,7 +8,6 @@ and names the first stored thing that disagrees.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import uuid
@@ -21,6 +20,7 @@ from . import merkle
 from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from .digest import format_digest, parse_digest
 from .entries import ENTRY_TYPES, Entry, EntryError, decode
+from .leafscan import REFS_MOD, LeafScan, Problem, ref_hash, scan, scan_in_workers
 from .notes import Signer, Verifier
 from .store import HeadRow, Store, StoreError, node_key, ref_key
 
@@ -77,19 +77,6 @@ class ConsistencyProof:
 
 
 @dataclass(frozen=True)
-class Problem:
-    """The first stored thing that disagrees with the recomputed log."""
-
-    kind: str  # "entry", "leaf", "node", "head", "missing"
-    index: int  # entry index, node index within its level, or tree size for heads
-    detail: str
-    level: int = 0
-
-    def __str__(self) -> str:
-        return self.detail
-
-
-@dataclass(frozen=True)
 class VerifyReport:
     size: int
     root: bytes
@@ -112,79 +99,21 @@ class SizeConflict(StoreError):
         self.size = size
         self.expected = expected
 
+
 PARALLEL_VERIFY_MIN = 200_000
 """Below this many entries `verify` hashes in-process; above, entries are decoded and
 hashed by one worker process per core (decoding dominates and holds the GIL)."""
 
-
-@dataclass(frozen=True)
-class _LeafScan:
-    hashes: bytes  # recomputed leaf hashes of the range, 32 bytes each
-    problem: Problem | None
-    suspect: int | None  # first entry whose bytes and stored leaf hash disagree
-    refs: int = 0  # multiset hash of the digest-index rows the entries imply
-
-
-_REFS_MOD = 1 << 128
-
-
-def _ref_hash(key: int, index: int) -> int:
-    """One digest-index row's term in a multiset hash (sum mod 2^128), so the index can be
-    compared with the entries without sorting or holding either in memory."""
-    data = key.to_bytes(8, "big", signed=True) + index.to_bytes(8, "big")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
-
-
-def _scan_leaves(
-    store: Store,
-    start: int,
-    end: int,
-    decode_entries: bool,
-    progress: ProgressFn | None = None,
-    total: int = 0,
-) -> _LeafScan:
-    """Recompute the leaf hashes of entries [start, end) and compare with the stored ones."""
-    leaf = merkle.leaf_hash
-    computed = bytearray()
-    expect = start
-    suspect: int | None = None
-    refs = 0
-    for row in store.entries(start, end):
-        if row.index != expect:
-            return _LeafScan(b"", Problem("missing", expect, f"entry {expect}: missing"), suspect)
-        if decode_entries:
-            try:
-                entry = decode(row.data)
-            except EntryError as e:
-                msg = f"entry {expect}: stored bytes invalid: {e}"
-                return _LeafScan(b"", Problem("entry", expect, msg), suspect)
-            if row.type != entry.TYPE:
-                msg = f"entry {expect}: type column says {row.type!r}, entry is {entry.TYPE!r}"
-                return _LeafScan(b"", Problem("entry", expect, msg), suspect)
-            for key in {ref_key(bytes.fromhex(d[7:])) for d in entry.subjects}:
-                refs += _ref_hash(key, expect)
-        h = leaf(row.data)
-        computed += h
-        if row.leaf != h and suspect is None:
-            suspect = expect
-        expect += 1
-        if progress and expect % 4096 == 0:
-            progress(expect, total)
-    if expect != end:
-        msg = f"entry {expect}: missing; tree head says {end}"
-        return _LeafScan(b"", Problem("missing", expect, msg), suspect)
-    return _LeafScan(bytes(computed), None, suspect, refs % _REFS_MOD)
-
-
-def _scan_leaves_in_file(path: str, start: int, end: int, decode_entries: bool) -> _LeafScan:
-    """`_scan_leaves` in a worker process, on its own connection to the SQLite file."""
-    from .store.sqlite import SqliteStore
-
-    store = SqliteStore(path, create=False)
-    try:
-        return _scan_leaves(store, start, end, decode_entries)
-    finally:
-        store.close()
+__all__ = [
+    "ConsistencyProof",
+    "InclusionProof",
+    "Ledger",
+    "LoggedEntry",
+    "Problem",
+    "SizeConflict",
+    "TreeHead",
+    "VerifyReport",
+]
 
 
 def _open_store(target: str | os.PathLike[str] | Store, create: bool) -> Store:
@@ -410,56 +339,13 @@ class Ledger:
 
     def _scan_all_leaves(
         self, size: int, decode_entries: bool, progress: ProgressFn | None, total: int
-    ) -> _LeafScan:
+    ) -> LeafScan:
         from .store.sqlite import SqliteStore
 
         workers = min(os.cpu_count() or 1, 8)
         if size < PARALLEL_VERIFY_MIN or workers < 2 or not isinstance(self.store, SqliteStore):
-            return _scan_leaves(self.store, 0, size, decode_entries, progress, total)
-        import multiprocessing
-        from concurrent.futures.process import BrokenProcessPool
-
-        step = 65_536
-        bounds = [(a, min(size, a + step)) for a in range(0, size, step)]
-        ctx = multiprocessing.get_context("spawn")  # no inherited SQLite handles
-        try:
-            return self._scan_in_pool(ctx, workers, bounds, decode_entries, progress, total)
-        except BrokenProcessPool:
-            # Spawned workers cannot start (e.g. a __main__ read from stdin): hash here.
-            return _scan_leaves(self.store, 0, size, decode_entries, progress, total)
-
-    def _scan_in_pool(
-        self,
-        ctx: Any,
-        workers: int,
-        bounds: list[tuple[int, int]],
-        decode_entries: bool,
-        progress: ProgressFn | None,
-        total: int,
-    ) -> _LeafScan:
-        from concurrent.futures import ProcessPoolExecutor
-
-        path = str(self.store.path)  # type: ignore[attr-defined]
-        parts: list[bytes] = []
-        suspect: int | None = None
-        refs = 0
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = [
-                pool.submit(_scan_leaves_in_file, path, a, b, decode_entries) for a, b in bounds
-            ]
-            for (_, b), fut in zip(bounds, futures, strict=True):
-                part = fut.result()
-                if suspect is None:
-                    suspect = part.suspect
-                refs += part.refs
-                if part.problem is not None:
-                    for f in futures:
-                        f.cancel()
-                    return _LeafScan(b"", part.problem, suspect)
-                parts.append(part.hashes)
-                if progress:
-                    progress(b, total)
-        return _LeafScan(b"".join(parts), None, suspect, refs % _REFS_MOD)
+            return scan(self.store, 0, size, decode_entries, progress, total)
+        return scan_in_workers(str(self.store.path), size, workers, decode_entries, progress)
 
     def _verify_levels(
         self,
@@ -567,8 +453,8 @@ class Ledger:
         for key, index in self.store.ref_rows():
             if index >= size:
                 return Problem("index", index, f"digest index names entry {index}, beyond {size}")
-            got += _ref_hash(key, index)
-        if got % _REFS_MOD == expected:
+            got += ref_hash(key, index)
+        if got % REFS_MOD == expected:
             return None
         # Slow path, only on failure: find the first entry whose index rows differ.
         rows: dict[int, set[int]] = {}
