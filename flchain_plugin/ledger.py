@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import merkle
 from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -100,6 +100,11 @@ class SizeConflict(StoreError):
         self.expected = expected
 
 
+MIN_NODE_LEVEL = 4
+"""Subtrees below this level (up to 8 leaves) are not stored but recomputed from the leaf
+hashes beside the entries when a proof or an append needs them: a node row per 16 entries
+instead of one per entry, for at most 15 extra leaf reads per proof."""
+
 PARALLEL_VERIFY_MIN = 200_000
 """Below this many entries `verify` hashes in-process; above, entries are decoded and
 hashed by one worker process per core (decoding dominates and holds the GIL)."""
@@ -114,6 +119,28 @@ __all__ = [
     "TreeHead",
     "VerifyReport",
 ]
+
+
+class _NodeReader(Protocol):
+    def nodes(self, keys: Sequence[int]) -> dict[int, bytes]: ...
+
+
+def _subtrees(reader: _NodeReader, keys: Sequence[int]) -> dict[int, bytes]:
+    """Perfect subtree hashes by node key: leaves and stored levels are read, the levels in
+    between recomputed from the leaf hashes they cover. Missing keys are left out."""
+    low = [k for k in keys if 0 < k >> 40 < MIN_NODE_LEVEL]
+    if not low:
+        return reader.nodes(keys)
+    mask = (1 << 40) - 1
+    spans = {k: range((k & mask) << (k >> 40), ((k & mask) + 1) << (k >> 40)) for k in low}
+    want = [k for k in keys if not 0 < k >> 40 < MIN_NODE_LEVEL]
+    want += [node_key(0, i) for span in spans.values() for i in span]
+    got = reader.nodes(want)
+    for k, span in spans.items():
+        leaves = [got.get(node_key(0, i)) for i in span]
+        if all(leaf is not None for leaf in leaves):
+            got[k] = merkle.root(leaves)  # type: ignore[arg-type]
+    return got
 
 
 def _open_store(target: str | os.PathLike[str] | Store, create: bool) -> Store:
@@ -207,14 +234,18 @@ class Ledger:
                     f"tree head has {size}; run `flchain verify`"
                 )
             keys = [node_key(lv, ix) for lv, ix in merkle.Frontier.nodes_for(size)]
-            stored = w.nodes(keys)
+            stored = _subtrees(w, keys)
             try:
                 frontier = merkle.Frontier(size, [stored[k] for k in keys])
             except KeyError as e:
                 raise StoreError(
                     f"ledger is damaged: node {e} of the tree edge is missing; run `flchain verify`"
                 ) from None
-            nodes = [((lv << 40) | ix, h) for lv, ix, h in frontier.extend(leaves)]
+            nodes = [
+                ((lv << 40) | ix, h)
+                for lv, ix, h in frontier.extend(leaves)
+                if lv >= MIN_NODE_LEVEL
+            ]
             rows = [(size + i, t, leaves[i], d) for i, (t, d) in enumerate(encoded)]
             refs = [(s, size + i) for i, subs in enumerate(subjects) for s in subs]
             new = HeadRow(frontier.size, frontier.root(), time.time())
@@ -275,7 +306,7 @@ class Ledger:
     def _range_hashes(self, ranges: list[tuple[int, int]]) -> list[bytes]:
         plans = [merkle.perfect_subtrees(a, b) for a, b in ranges]
         keys = [node_key(lv, ix) for plan in plans for lv, ix in plan]
-        got = self.store.nodes(keys)
+        got = _subtrees(self.store, keys)
         try:
             return [merkle.fold_range([got[node_key(lv, ix)] for lv, ix in p]) for p in plans]
         except KeyError as e:
@@ -376,26 +407,22 @@ class Ledger:
 
         levels: list[bytes] = [bytes(computed)]
         if suspect is not None:
-            # Bytes and leaf disagree. If the parent recomputed from the bytes matches the
-            # stored parent, the stored leaf hash was changed; otherwise the entry bytes were.
+            # Bytes and stored leaf hash disagree. Rebuild the latest root from the stored
+            # tree, except the subtree holding this entry, which is rebuilt from the bytes:
+            # if that gives the signed-off root, the bytes are intact and the leaf row changed.
             i = suspect
-            sib = i ^ 1
-            if sib < size:
-                lo, hi = min(i, sib), max(i, sib)
-                parent = merkle.node_hash(
-                    levels[0][lo * 32 : lo * 32 + 32], levels[0][hi * 32 : hi * 32 + 32]
-                )
-                stored = self.store.nodes([node_key(1, i >> 1)]).get(node_key(1, i >> 1))
-                if stored == parent:
-                    return Problem("leaf", i, f"entry {i}: stored leaf hash was changed", 0)
-            elif heads:
-                # The last, unpaired leaf feeds no stored node: ask the latest tree head.
-                keys = [node_key(lv, ix) for lv, ix in merkle.perfect_subtrees(0, size - 1)]
-                got = self.store.nodes(keys)
-                if len(got) == len(keys):
-                    edge = [got[k] for k in keys] + [levels[0][i * 32 : i * 32 + 32]]
-                    if merkle.fold_range(edge) == heads[-1].root:
-                        return Problem("leaf", i, f"entry {i}: stored leaf hash was changed", 0)
+            plan = merkle.perfect_subtrees(0, size)
+            mine = next(p for p in plan if p[1] == i >> p[0])
+            others = _subtrees(
+                self.store, [node_key(lv, ix) for lv, ix in plan if (lv, ix) != mine]
+            )
+            lo, hi = mine[1] << mine[0], (mine[1] + 1) << mine[0]
+            rebuilt = merkle.root([levels[0][j * 32 : j * 32 + 32] for j in range(lo, hi)])
+            parts = [
+                others.get(node_key(lv, ix)) if (lv, ix) != mine else rebuilt for lv, ix in plan
+            ]
+            if heads and None not in parts and merkle.fold_range(parts) == heads[-1].root:  # type: ignore[arg-type]
+                return Problem("leaf", i, f"entry {i}: stored leaf hash was changed", 0)
             return Problem("entry", i, f"entry {i}: stored bytes do not match its leaf hash")
 
         # Higher levels: pair the level below, compare with stored rows in order.
@@ -406,6 +433,13 @@ class Ledger:
             width //= 2
             cur = bytearray()
             node = merkle.node_hash
+            if level < MIN_NODE_LEVEL:  # not stored: recomputed only
+                for ix in range(width):
+                    cur += node(below[ix * 64 : ix * 64 + 32], below[ix * 64 + 32 : ix * 64 + 64])
+                if any(True for _ in self.store.level(level)):
+                    return Problem("node", 0, f"unexpected node rows at level {level}", level)
+                levels.append(bytes(cur))
+                continue
             stored = self.store.level(level)
             for ix in range(width):
                 h = node(below[ix * 64 : ix * 64 + 32], below[ix * 64 + 32 : ix * 64 + 64])

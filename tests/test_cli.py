@@ -340,14 +340,16 @@ def test_verify_names_the_tampered_entry(filled: Flchain):
     assert '"EQUAL"' in doc["problem"]["stored"]
 
 
-def test_verify_names_a_tampered_node(filled: Flchain):
-    with sqlite3.connect(filled.ledger) as db:
-        key = (1 << 40) | 1  # level 1, index 1: entries 2..3
-        db.execute("UPDATE nodes SET hash = ? WHERE id = ?", (b"\x00" * 32, key))
-    r = filled("verify", "--json")
+def test_verify_names_a_tampered_node(fl: Flchain):
+    fl("init", "--origin", ORIGIN)
+    fl("append", input=lines([credit(i) for i in range(40)]))
+    with sqlite3.connect(fl.ledger) as db:
+        key = (4 << 40) | 1  # level 4, index 1: entries 16..31 (levels below 4 are not stored)
+        assert db.execute("UPDATE nodes SET hash = ? WHERE id = ?", (b"\x00" * 32, key)).rowcount
+    r = fl("verify", "--json")
     assert r.exit_code == 1
     assert json.loads(r.stdout)["problem"]["kind"] == "node"
-    assert "level 1 index 1" in r.stderr
+    assert "level 4 index 1" in r.stderr
 
 
 def test_verify_with_progress_on_a_larger_ledger(fl: Flchain):

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from flchain_plugin import entries as E
 from flchain_plugin import merkle
 from flchain_plugin.checkpoint import verify_checkpoint
-from flchain_plugin.ledger import Ledger, Problem
+from flchain_plugin.ledger import MIN_NODE_LEVEL, Ledger, Problem
 from flchain_plugin.notes import generate_key
 from flchain_plugin.store import NODE_LEVEL_SHIFT, StoreError
 
@@ -183,7 +183,8 @@ def test_internal_node_changed(base: Base, data: st.DataObject, offset: int, xor
 
 def test_first_and_last_node_of_every_level(base: Base) -> None:
     levels = {lv for lv, _ in base.nodes}
-    assert levels == set(range(1, SIZE.bit_length()))  # 1..8 for 301 leaves
+    # 4..8 for 301 leaves: subtrees below MIN_NODE_LEVEL are recomputed, not stored
+    assert levels == set(range(MIN_NODE_LEVEL, SIZE.bit_length()))
     ends = {(lv, ix) for lv in levels for ix in (0, (SIZE >> lv) - 1)}
     assert ends <= set(base.nodes)
     for level, index in sorted(ends):

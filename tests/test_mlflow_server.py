@@ -105,6 +105,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         mp.delenv("FLCHAIN_LEDGER", raising=False)
         mp.delenv("FLCHAIN_MLFLOW_MODE", raising=False)
         mlflow.set_tracking_uri(url)
+        # An experiment of this server's own: an earlier test module in this process may
+        # have left MLflow pointing at an experiment id this server does not have.
+        mp.setenv("MLFLOW_EXPERIMENT_ID", mlflow.create_experiment("flchain-server"))
+        mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
         try:
             yield Server(url, d, d / "mlflow.db.flchain.db", d / "artifacts", log)
         finally:

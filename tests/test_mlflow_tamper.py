@@ -45,6 +45,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]
     mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mp.delenv("FLCHAIN_LEDGER", raising=False)
     mp.delenv("FLCHAIN_MLFLOW_MODE", raising=False)
+    mp.setenv("MLFLOW_EXPERIMENT_ID", "")  # set_experiment writes it; undo() restores
     mlflow.set_tracking_uri(uri)
     exp = mlflow.create_experiment("tamper", artifact_location=str(d / "artifacts"))
     mlflow.set_experiment(experiment_id=exp)

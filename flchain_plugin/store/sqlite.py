@@ -4,11 +4,12 @@ One writer at a time (BEGIN IMMEDIATE takes SQLite's write lock, so a second pro
 waits instead of forking the tree); readers see the last committed batch while a write
 is under way. A crash at any instant leaves the file as of its last committed batch.
 
-Layout, chosen for append speed (rows per entry are the cost): an entry row carries its
-leaf hash; `nodes` holds the completed subtrees above the leaves; the digest index is a
-small log-structured pair: new keys go to `refs_recent` (few pages dirtied per batch) and
-are merged into `refs` in one sorted pass every REFS_MERGE_ROWS rows, inside the batch's
-own transaction. Random inserts into one large index cost four times the append rate.
+Layout, chosen for append speed (rows and pages written per batch are the cost): an entry
+row carries its leaf hash; `nodes` holds the subtrees the ledger chooses to keep; the
+digest index is log-structured: new keys are appended to the unindexed `refs_recent`
+(sequential pages, scanned by `find`) and merged into the indexed `refs` in one sorted
+pass every REFS_MERGE_ROWS rows, inside the batch's own transaction. Random inserts into
+one large index cost four times the append rate.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from . import EntryRow, HeadRow, StoreError, node_key, ref_key
 
 _LEVEL1 = node_key(1, 0)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,8 +33,7 @@ CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, type TEXT NOT NULL,
                                     leaf BLOB NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS refs (digest INTEGER NOT NULL, idx INTEGER NOT NULL,
                                  PRIMARY KEY (digest, idx)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS refs_recent (digest INTEGER NOT NULL, idx INTEGER NOT NULL,
-                                        PRIMARY KEY (digest, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refs_recent (digest INTEGER NOT NULL, idx INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS heads (size INTEGER PRIMARY KEY, root BLOB NOT NULL,
                                   ts REAL NOT NULL);
@@ -72,12 +72,15 @@ class _SqliteWriter:
         c.executemany("INSERT INTO entries (idx, type, leaf, data) VALUES (?, ?, ?, ?)", entries)
         if refs:
             c.executemany(
-                "INSERT OR IGNORE INTO refs_recent (digest, idx) VALUES (?, ?)",
-                [(ref_key(d), i) for d, i in refs],
+                "INSERT INTO refs_recent (digest, idx) VALUES (?, ?)",
+                list(dict.fromkeys((ref_key(d), i) for d, i in refs)),
             )
             first = entries[0][0]
             if first // REFS_MERGE_ROWS != (head.size - 1) // REFS_MERGE_ROWS:
-                c.execute("INSERT OR IGNORE INTO refs SELECT digest, idx FROM refs_recent")
+                c.execute(
+                    "INSERT OR IGNORE INTO refs SELECT digest, idx FROM refs_recent "
+                    "ORDER BY digest, idx"
+                )
                 c.execute("DELETE FROM refs_recent")
         if nodes:
             c.executemany("INSERT INTO nodes (id, hash) VALUES (?, ?)", nodes)
@@ -212,23 +215,22 @@ class SqliteStore:
             return _entry_count(self._conn)
 
     def ref_rows(self) -> Iterator[tuple[int, int]]:
-        for table in ("refs", "refs_recent"):
-            last: tuple[int, int] | None = None
-            while True:
-                if last is None:
-                    rows = self._read(
-                        f"SELECT digest, idx FROM {table} ORDER BY digest, idx LIMIT 50000"
-                    )
-                else:
-                    rows = self._read(
-                        f"SELECT digest, idx FROM {table} WHERE (digest, idx) > (?, ?) "
-                        "ORDER BY digest, idx LIMIT 50000",
-                        last,
-                    )
-                yield from rows
-                if len(rows) < 50000:
-                    break
-                last = rows[-1]
+        last: tuple[int, int] | None = None
+        while True:
+            if last is None:
+                rows = self._read("SELECT digest, idx FROM refs ORDER BY digest, idx LIMIT 50000")
+            else:
+                rows = self._read(
+                    "SELECT digest, idx FROM refs WHERE (digest, idx) > (?, ?) "
+                    "ORDER BY digest, idx LIMIT 50000",
+                    last,
+                )
+            yield from rows
+            if len(rows) < 50000:
+                break
+            last = rows[-1]
+        # At most REFS_MERGE_ROWS plus one batch: read in one go.
+        yield from self._read("SELECT digest, idx FROM refs_recent")
 
     def find(self, digest: bytes) -> list[int]:
         key = ref_key(digest)
