@@ -288,6 +288,7 @@ def test_tampered_server_artifacts_are_refused_over_http(server: Server) -> None
 def test_http_view_refuses_an_entry_the_server_altered(server: Server) -> None:
     """The client checks each entry's inclusion proof, so a ledger edited in place on the
     server is caught, not believed (restored afterwards)."""
+    log_echo()  # so the ledger has an entry whatever ran before
     conn = sqlite3.connect(server.ledger)
     try:
         (data,) = conn.execute("SELECT data FROM entries WHERE idx = 0").fetchone()
