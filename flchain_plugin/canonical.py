@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import rfc8785
@@ -89,10 +90,11 @@ def _full(value: Any) -> bytes:
         raise CanonicalError(str(e) or type(e).__name__) from e
 
 
-def canonical_json(value: Any) -> bytes:
-    """RFC 8785 encoding of `value`. Raises CanonicalError for values JCS cannot carry."""
+def _encode(value: Any, prepare: Callable[[Any], Any]) -> bytes:
+    """json.dumps of `prepare(value)`, or the full encoder where `prepare` says the fast
+    path would differ from JCS."""
     try:
-        prepared = _fast(value)
+        prepared = prepare(value)
     except _Slow:
         return _full(value)
     try:
@@ -101,15 +103,15 @@ def canonical_json(value: Any) -> bytes:
         raise CanonicalError(f"string is not valid Unicode (lone surrogate?): {e}") from e
 
 
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 encoding of `value`. Raises CanonicalError for values JCS cannot carry."""
+    return _encode(value, _fast)
+
+
 def canonical_object(obj: dict[str, Any], plain: frozenset[str]) -> bytes:
     """`canonical_json(obj)` for an object with ASCII keys whose values under the keys in
     `plain` are already known to be strings, safe integers, booleans or null (validated
     entry fields): only the other values are walked."""
-    try:
-        prepared = {k: (v if k in plain or v is None else _fast(v)) for k, v in obj.items()}
-    except _Slow:
-        return _full(obj)
-    try:
-        return _dumps(prepared).encode()
-    except UnicodeEncodeError as e:
-        raise CanonicalError(f"string is not valid Unicode (lone surrogate?): {e}") from e
+    return _encode(
+        obj, lambda o: {k: (v if k in plain or v is None else _fast(v)) for k, v in o.items()}
+    )
