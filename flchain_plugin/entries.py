@@ -14,6 +14,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, NewType, Union
 
@@ -167,13 +168,15 @@ class Entry:
             if check is _check_number and type(v) is int and not -(2**53) < v < 2**53:
                 # JCS numbers are doubles: a large integral number is the double it equals.
                 object.__setattr__(self, name, float(v))
-        self._check()
+        self._check(self.__dict__)
         # Encode once, at construction: an entry that exists can be logged, and appending
         # (hot path, under the write lock's shadow) reuses these bytes.
         object.__setattr__(self, "_bytes", self._encode())
 
-    def _check(self) -> None:
-        """Cross-field rules of a type; runs before encoding."""
+    @classmethod
+    def _check(cls, values: Mapping[str, Any]) -> None:
+        """Value rules beyond the field types; runs before encoding, on the fields of an
+        entry being built or of stored bytes being checked."""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, `v` and `type` included."""
@@ -290,10 +293,11 @@ class Rejected(Entry):
     update: Digest | None = None
     parent: Digest | None = None
 
-    def _check(self) -> None:
-        if self.reason not in REJECT_REASONS:
+    @classmethod
+    def _check(cls, values: Mapping[str, Any]) -> None:
+        if values["reason"] not in REJECT_REASONS:
             raise EntryError(
-                f"rejected.reason: {self.reason!r} is not one of {sorted(REJECT_REASONS)}"
+                f"rejected.reason: {values['reason']!r} is not one of {sorted(REJECT_REASONS)}"
             )
 
 
@@ -473,6 +477,13 @@ _loads_stored = json.JSONDecoder(parse_int=_parse_int).decode
 
 def from_json(obj: object) -> Entry:
     """Build a typed entry from a parsed JSON object, strictly."""
+    cls = _entry_class(obj)
+    assert isinstance(obj, dict)
+    return cls(**{k: obj[k] for k in cls._NAMES})
+
+
+def _entry_class(obj: object) -> type[Entry]:
+    """The entry class a parsed JSON object claims to be, after checking its field names."""
     if not isinstance(obj, dict):
         raise EntryError(f"entry: want a JSON object, got {type(obj).__name__}")
     if obj.get("v") != FORMAT_VERSION:
@@ -487,7 +498,7 @@ def from_json(obj: object) -> Entry:
         raise EntryError(f"{name}.{extra[0]}: unknown field")
     if missing := sorted(n for n in names - given):
         raise EntryError(f"{name}.{missing[0]}: missing field")
-    return cls(**{k: obj[k] for k in names})
+    return cls
 
 
 def decode(data: bytes) -> Entry:
@@ -502,6 +513,27 @@ def decode(data: bytes) -> Entry:
     if entry.encode() != bytes(data):
         raise EntryError(f"{entry.TYPE}: bytes are not in canonical form (RFC 8785)")
     return entry
+
+
+def check_stored(data: bytes) -> tuple[str, list[str]]:
+    """What `decode` checks, without building the entry: the type and subject digests of
+    stored bytes that are the canonical encoding of a valid entry. `verify` runs this on
+    every entry, so it skips the dataclass; any doubt falls back to `decode`'s verdict."""
+    if len(data) > MAX_ENTRY_BYTES:
+        raise EntryError(f"entry is {len(data)} bytes, limit {MAX_ENTRY_BYTES}")
+    try:
+        obj = _loads_stored(data.decode("utf-8"))
+        cls = _entry_class(obj)
+        for name, path, check in cls._CHECKS:
+            check(obj[name], path)
+        cls._check(obj)
+        canonical = canonical_object(obj, cls._PLAIN) == data
+    except (UnicodeDecodeError, json.JSONDecodeError, EntryError, CanonicalError):
+        canonical = False
+    if not canonical:
+        entry = decode(data)  # raises with the field named, or proves the fast check wrong
+        return entry.TYPE, list(entry.subjects)
+    return cls.TYPE, [d for n in cls.SUBJECTS if (d := obj[n]) is not None]
 
 
 def parse_json(text: str | bytes) -> Entry:

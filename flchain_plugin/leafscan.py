@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import IO
 
 from . import merkle
-from .entries import EntryError, decode
+from .entries import EntryError, check_stored
 from .store import Store, ref_key
 
 CHUNK = 65_536
@@ -82,14 +82,14 @@ def scan(
             return LeafScan(b"", Problem("missing", expect, f"entry {expect}: missing"), suspect)
         if decode_entries:
             try:
-                entry = decode(row.data)
+                etype, subjects = check_stored(row.data)
             except EntryError as e:
                 msg = f"entry {expect}: stored bytes invalid: {e}"
                 return LeafScan(b"", Problem("entry", expect, msg), suspect)
-            if row.type != entry.TYPE:
-                msg = f"entry {expect}: type column says {row.type!r}, entry is {entry.TYPE!r}"
+            if row.type != etype:
+                msg = f"entry {expect}: type column says {row.type!r}, entry is {etype!r}"
                 return LeafScan(b"", Problem("entry", expect, msg), suspect)
-            for key in {ref_key(bytes.fromhex(d[7:])) for d in entry.subjects}:
+            for key in {ref_key(bytes.fromhex(d[7:])) for d in subjects}:
                 refs += ref_hash(key, expect)
         h = leaf(row.data)
         computed += h

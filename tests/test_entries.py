@@ -537,3 +537,32 @@ def test_bad_value_in_metrics_is_an_entry_error(value: Any) -> None:
 def test_lone_surrogate_in_plain_string_field_names_it(name: str) -> None:
     with pytest.raises(EntryError, match=rf"^rollback\.{name}"):
         dataclasses.replace(BY_TYPE["rollback"], **{name: "a\udc00"})
+
+
+# -- check_stored: decode's verdict without building the entry (verify's hot path) -------
+
+@SETTINGS
+@given(any_entry, st.data())
+def test_check_stored_agrees_with_decode(entry: E.Entry, data: st.DataObject) -> None:
+    good = entry.encode()
+    assert E.check_stored(good) == (entry.TYPE, list(entry.subjects))
+    # any single-byte change: both accept (and agree) or both refuse
+    i = data.draw(st.integers(0, len(good) - 1))
+    b = data.draw(st.integers(0, 255))
+    bad = good[:i] + bytes([b]) + good[i + 1 :]
+    try:
+        want = E.decode(bad)
+    except E.EntryError:
+        with pytest.raises(E.EntryError):
+            E.check_stored(bad)
+    else:
+        assert E.check_stored(bad) == (want.TYPE, list(want.subjects))
+
+
+def test_check_stored_refuses_non_canonical_and_bad_reason() -> None:
+    good = BY_TYPE["rejected"].encode()
+    with pytest.raises(E.EntryError, match="canonical"):
+        E.check_stored(good.replace(b'","', b'", "', 1))
+    bad_reason = good.replace(b'"reason":"' + BY_TYPE["rejected"].reason.encode(), b'"reason":"x')
+    with pytest.raises(E.EntryError, match=r"rejected\.reason"):
+        E.check_stored(bad_reason)
