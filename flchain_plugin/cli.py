@@ -227,6 +227,8 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
                             "Restart training from an earlier recorded model (Flower)."),
     "mlflow": LazyCommand("flchain_plugin.mlflow.cli", "mlflow", "mlflow",
                           "Check MLflow models and versions against the ledger."),
+    "lightning": LazyCommand("flchain_plugin.lightning.cli", "lightning", "lightning",
+                             "Check Lightning checkpoint files against the ledger."),
 }
 
 

@@ -665,6 +665,7 @@ def test_lazy_command_gets_root_ledger_and_json(fl: Flchain, plugin_dir: Path,
     (["mlflow", "verify", "--help"], "mlflow", "MODEL_URI"),
     (["lineage", "--help"], "flwr", "DIGEST"),
     (["rollback", "--help"], "flwr", "DIGEST"),
+    (["lightning", "verify", "--help"], "lightning", "CHECKPOINTS"),
 ])
 def test_integration_commands_are_mounted(fl: Flchain, args: list[str], framework: str,
                                           needle: str):
