@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import click
 import numpy as np
-from run_all import Result, report
+from run_all import Result, median_seconds, report
 
 from flchain_plugin.digest import model_digest
 
@@ -50,21 +47,6 @@ def sha256_pass(model: dict[str, np.ndarray]) -> str:
     for arr in model.values():
         h.update(memoryview(arr).cast("B"))
     return h.hexdigest()
-
-
-def median_seconds(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median wall time of each function, interleaved run by run so drift hits all alike."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up: page in the memory, start thread pools once
-        fn()
-    for r in range(runs):
-        order = list(fns)
-        order = order[r % len(order):] + order[: r % len(order)]
-        for k in order:
-            t0 = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 @click.command()

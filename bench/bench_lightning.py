@@ -18,16 +18,13 @@ plain load for context.
 from __future__ import annotations
 
 import hashlib
-import statistics
 import sys
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import click
-from run_all import Result, report
+from run_all import Result, median_seconds, report
 
 MB = 1_000_000
 
@@ -75,21 +72,6 @@ def build(mb: int, root: Path, ledger: str | None):  # type: ignore[no-untyped-d
     model = Big()
     trainer.fit(model, data)
     return trainer, model
-
-
-def median_seconds(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median wall time of each function, interleaved run by run so drift hits all alike."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for r in range(runs):
-        order = list(fns)
-        order = order[r % len(order):] + order[: r % len(order)]
-        for k in order:
-            t0 = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 @click.command()

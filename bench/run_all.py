@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,21 @@ class Result:
     ratio: float | None = None
     target: str | None = None
     passed: bool | None = None
+
+
+def median_seconds(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Median wall time of each function, interleaved run by run so drift hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up: page in the memory, start thread pools once
+        fn()
+    for r in range(runs):
+        order = list(fns)
+        order = order[r % len(order):] + order[: r % len(order)]
+        for k in order:
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def fmt(value: float | None, unit: str = "") -> str:
