@@ -61,6 +61,10 @@ class RawTensor:
     shape: tuple[int, ...]
     data: Any  # bytes-like: bytes, memoryview, buffer
 
+    def __post_init__(self) -> None:
+        if any(not isinstance(s, int) or s < 0 for s in self.shape):
+            raise DigestError(f"shape {self.shape}: dimensions must be non-negative integers")
+
     def nbytes(self) -> int:
         return memoryview(self.data).nbytes
 

@@ -511,8 +511,9 @@ class Ledger:
         n, root = self._size_and_root(size)
         return Checkpoint(self.origin, n, root)
 
-    def sign_checkpoint(self, signer: Signer) -> str:
-        """Sign the latest tree head as a C2SP checkpoint, store the note, and return it.
+    def sign_checkpoint(self, signer: Signer, size: int | None = None) -> str:
+        """Sign the tree of `size` entries (default: the latest head) as a C2SP checkpoint,
+        store the note, and return it.
 
         The key's name must be the log's origin, as C2SP verifiers expect.
         """
@@ -521,7 +522,7 @@ class Ledger:
                 f"signer name {signer.name!r} is not the ledger origin {self.origin!r}: "
                 f"make the key with `flchain keygen {self.origin}`"
             )
-        cp = self.checkpoint()
+        cp = self.checkpoint(size)
         note = sign_checkpoint(cp, signer)
         self.store.add_checkpoint(cp.size, note)
         return note

@@ -495,3 +495,68 @@ def test_model_inputs_stay_right_when_another_writer_appends_mid_round(tmp_path:
             assert len(named) == 3
             assert all(isinstance(u, E.Update) and u.round == le.entry.round for u in named)
         assert lineage(led, strategy.global_model).ok
+
+
+def _npy_with_negative_shape() -> bytes:
+    """A .npy blob whose header claims shape (-1, -2): 2 elements by count, so the byte
+    count matches, but no array has that shape."""
+    hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (-1, -2), }"
+    pad = (64 - (10 + len(hdr) + 1) % 64) % 64
+    hdr += " " * pad + "\n"
+    return b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr.encode() + b"\0" * 8
+
+
+def test_a_negative_shape_is_refused_not_a_crash(tmp_path: Path):
+    keys = tmp_path / "keys"
+
+    def behaviour(pid: int, rnd: int, msg: Message, ctx: Context, call: Any) -> Message:
+        reply = call(msg, ctx)
+        if pid == 0:
+            arrays = next(iter(reply.content.array_records.values()))
+            arrays["b"] = Array(dtype="float32", shape=(2,), stype="numpy.ndarray",
+                                data=_npy_with_negative_shape())
+        return reply
+
+    run(tmp_path, make_app(keys, behaviour), 3)
+    with Ledger(tmp_path / "ledger.db", create=False) as led:
+        acc, ref = outcome(led, LoopbackGrid(make_app(keys), 3))
+        assert ref == {(1, 0): "malformed"} and set(acc) == {(1, 1), (1, 2)}
+        assert led.verify().ok
+
+
+def test_a_registered_node_cannot_drop_its_signature(tmp_path: Path):
+    """With signatures optional, a node whose key is registered must still sign."""
+    keys = tmp_path / "keys"
+
+    def behaviour(pid: int, rnd: int, msg: Message, ctx: Context, call: Any) -> Message:
+        reply = call(msg, ctx)
+        if pid == 0 and rnd == 2:
+            del reply.content[STATEMENT_RECORD]
+        return reply
+
+    run(tmp_path, make_app(keys, behaviour), 3, rounds=2,
+        policy=Policy(require_signatures=False))
+    with Ledger(tmp_path / "ledger.db", create=False) as led:
+        acc, ref = outcome(led, LoopbackGrid(make_app(keys), 3))
+        assert ref == {(2, 0): "unsigned"} and (1, 0) in acc
+
+
+def test_unchanged_models_from_several_clients_are_not_replays(tmp_path: Path):
+    """Two honest clients that return the global model unchanged send the same digest."""
+    keys = tmp_path / "keys"
+    signer = signing_mod(keys)
+    app = ClientApp(mods=[signer])
+
+    @app.train()
+    def fit(msg: Message, ctx: Context) -> Message:
+        return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(
+            {"loss": 1.0, "num-examples": 10})}), reply_to=msg)
+
+    @app.evaluate()
+    def ev(msg: Message, ctx: Context) -> Message:  # pragma: no cover - not sent
+        return Message(RecordDict({"metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
+
+    run(tmp_path, app, 3, rounds=2)
+    with Ledger(tmp_path / "ledger.db", create=False) as led:
+        acc, ref = outcome(led, LoopbackGrid(app, 3))
+        assert ref == {} and len(acc) == 6

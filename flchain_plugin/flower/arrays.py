@@ -86,6 +86,8 @@ def tensor_view(name: str, data: bytes | memoryview) -> TensorView:
         raise ArrayFormatError(f"array {name!r}: dtype {dtype} is not a plain numeric dtype")
     if dtype.kind not in "biufc":
         raise ArrayFormatError(f"array {name!r}: dtype {dtype} is not numeric")
+    if any(int(s) < 0 for s in shape):
+        raise ArrayFormatError(f"array {name!r}: negative dimension in shape {shape}")
     count = 1
     for s in shape:
         count *= int(s)

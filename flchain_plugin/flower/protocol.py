@@ -138,6 +138,11 @@ class Announcement:
             raise AnnouncementError(
                 f"entry {self.index} ({entry.TYPE}) does not record model {self.model}"
             )
+        if getattr(entry, "run", None) != self.run:  # not a model of another run
+            raise AnnouncementError(
+                f"entry {self.index} records model {self.model} for run "
+                f"{getattr(entry, 'run', None)}, not this run {self.run}"
+            )
         return cp
 
 

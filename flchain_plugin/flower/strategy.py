@@ -168,9 +168,9 @@ def _hash(prep: _Prepared | None) -> _Prepared | None:
         return prep
     try:
         digest = views_digest(prep.views, threads=1)
-    except DigestError as e:
+        bad = next((n for n, v in prep.views.items() if not _finite(v.numpy())), None)
+    except (DigestError, ValueError, TypeError) as e:  # whatever a client sent: malformed
         return dataclasses.replace(prep, views=None, error=str(e))
-    bad = next((n for n, v in prep.views.items() if not _finite(v.numpy())), None)
     return dataclasses.replace(prep, digest=digest, non_finite=bad)
 
 
@@ -296,7 +296,9 @@ class LedgerStrategy(Strategy):
                     for e in batch
                 ]
         first = head.size - len(batch)
-        self._checkpoint = self.ledger.sign_checkpoint(self.signer)
+        # Sign this batch's head exactly: the announced inclusion proofs are for this size,
+        # whatever another writer may have appended since.
+        self._checkpoint = self.ledger.sign_checkpoint(self.signer, size=head.size)
         self._checkpoint_size = head.size
         return first + pending
 
@@ -461,7 +463,7 @@ class LedgerStrategy(Strategy):
         except StatementError as e:
             raise Refused("bad_signature", f"statement unreadable: {e}") from None
         if signed is None:
-            if pol.require_signatures:
+            if pol.require_signatures or node in st.members:  # no downgrade once registered
                 raise Refused("unsigned", "the reply carries no signed statement: add "
                                           "flchain_plugin.flower.signing_mod to the ClientApp")
         else:
@@ -510,11 +512,9 @@ class LedgerStrategy(Strategy):
                               "metrics received differ from the signed statement's", update)
             if s.nonce in st.seen_nonces:
                 raise Refused("replay", f"nonce {s.nonce} was already used in this run", update)
-        if update in st.seen_updates:
+        # An unchanged model (update == parent) may honestly come from several clients.
+        if update in st.seen_updates and update != parent:
             raise Refused("replay", f"update {update} was already sent in this run", update)
-        st.seen_updates.add(update)
-        if signed is not None:
-            st.seen_nonces.add(signed.statement.nonce)
         gviews = sent.views if sent else st.global_views()
         if views.keys() != gviews.keys():
             missing = sorted(gviews.keys() - views.keys())[:3]
@@ -551,6 +551,10 @@ class LedgerStrategy(Strategy):
         if pol.require_dataset and (signed is None or signed.statement.dataset is None):
             raise Refused("malformed", "the statement has no dataset commitment, which the "
                                        "policy requires", update)
+        # Remembered only once every check passed: a refused reply burns nothing.
+        st.seen_updates.add(update)
+        if signed is not None:
+            st.seen_nonces.add(signed.statement.nonce)
         if signed is None:
             n = int(weight) if float(weight).is_integer() else 0
             return E.Update(run=st.run, round=server_round, node=node, update=update,
