@@ -7,8 +7,10 @@ anything is read by torch.load, and a modified or unrecorded file stops the fit 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import pickle
 import warnings
 from pathlib import Path
@@ -323,3 +325,37 @@ def test_arguments_are_checked_by_name(tmp_path: Path) -> None:
             LedgerCallback(tmp_path / "l.db", **kwargs)
     with pytest.raises(ValueError, match=r"^ledger:"):
         LedgerCallback(42)  # type: ignore[arg-type]
+
+
+def test_streamed_resume_loads_the_private_copy_it_verified(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above READ_ONCE_MAX (forced to 0 here) the file is streamed into a 0600 private copy
+    while hashed, and that copy, not the original, is what torch.load reads."""
+    import flchain_plugin.lightning.checkpoint_io as cio
+
+    L = importlib.import_module(PACKAGES[0])
+    ledger = Ledger(tmp_path / "ledger.db")
+    _, _, _, mc = fit(L, tmp_path, ledger, epochs=2)
+    last = Path(mc.last_model_path)
+    monkeypatch.setattr(cio, "READ_ONCE_MAX", 0)
+    seen: list[tuple[str, int]] = []
+    real = cio._private_copy
+
+    @contextlib.contextmanager
+    def spy(path: str):  # type: ignore[no-untyped-def]
+        with real(path) as (copy, digest):
+            seen.append((copy, os.stat(copy).st_mode & 0o777))
+            yield copy, digest
+
+    monkeypatch.setattr(cio, "_private_copy", spy)
+    t, model, cb, _ = fit(L, tmp_path, ledger, epochs=3, ckpt_path=str(last))
+    assert model.loads == 1 and t.current_epoch == 3 and cb.resumed is not None
+    assert seen and seen[0][1] == 0o600 and not os.path.exists(seen[0][0])
+
+    bad = tamper(last, tmp_path / "modified.ckpt")
+    torch.manual_seed(0)
+    model = module_class(L)()
+    t = trainer(L, tmp_path, [LedgerCallback(ledger, progress=False)], 3)
+    with pytest.raises(UnverifiedCheckpointError):
+        t.fit(model, *loaders(), ckpt_path=str(bad))
+    assert model.loads == 0

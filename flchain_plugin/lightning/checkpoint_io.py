@@ -13,15 +13,16 @@ import contextlib
 import hashlib
 import io
 import os
+import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from ..digest import PREFIX, file_digest, model_digest
 
-# Above this size a resume load is hashed by streaming, then loaded by path (a second read),
-# rather than held in memory twice over.
+# Above this size a resume load is streamed into a private copy while hashed, and that copy
+# is loaded, rather than holding the bytes in memory twice over.
 READ_ONCE_MAX = 2 << 30
 
 _TORCH_IO_MODULES = ("lightning.fabric.plugins.io.torch_io", "lightning_fabric.plugins.io.torch_io")
@@ -55,6 +56,30 @@ def _path_digest(path: str) -> str:
         return PREFIX + hashlib.file_digest(f, "sha256").hexdigest()  # type: ignore[arg-type]
 
 
+@contextlib.contextmanager
+def _private_copy(path: str) -> Iterator[tuple[str, str]]:
+    """Copy `path` (local or any fsspec URL) into a 0600 temporary file, hashing the bytes
+    on the way; yields (copy, digest). The loader then reads exactly the bytes verified:
+    never the original again, which could change, nor a download cache."""
+    fd, tmp = tempfile.mkstemp(prefix="flchain-ckpt-", suffix=".ckpt")
+    try:
+        h = hashlib.sha256()
+        if _is_remote(path):
+            import fsspec
+
+            src: Any = fsspec.open(path, "rb").open()
+        else:
+            src = open(path.removeprefix("file://"), "rb")  # noqa: SIM115
+        with src, os.fdopen(fd, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                h.update(chunk)
+                dst.write(chunk)
+        yield tmp, PREFIX + h.hexdigest()
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def _keep_storage(storage: Any, location: Any) -> Any:
     return storage
 
@@ -85,6 +110,8 @@ def _save_hashing(checkpoint: dict[str, Any], path: str, pool: ThreadPoolExecuto
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
             with os.fdopen(fd, "wb") as f:
                 f.write(view)
+                f.flush()
+                os.fsync(f.fileno())  # the ledger commit is durable; so must the file be
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -133,8 +160,9 @@ class LedgerCheckpointIO:
             and os.path.getsize(spath) <= READ_ONCE_MAX
         )
         if not read_once:
-            self.recorder.verify_load(spath, _path_digest(spath))
-            checkpoint = inner.load_checkpoint(path, *args, **kw)
+            with _private_copy(spath) as (copy, digest):
+                self.recorder.verify_load(spath, digest)
+                checkpoint = inner.load_checkpoint(copy, *args, **kw)
         else:
             with open(spath, "rb") as f:
                 data = f.read()
