@@ -304,3 +304,22 @@ def test_http_view_refuses_an_entry_the_server_altered(server: Server) -> None:
             conn.execute("UPDATE entries SET data = ? WHERE idx = 0", (data,))
         conn.close()
     assert HttpView(server.url).get(0).entry.status == "ok"
+
+
+def test_http_view_holds_the_server_to_a_trusted_checkpoint(server: Server) -> None:
+    """A client holding a checkpoint signed by a key the server does not have refuses a
+    served tree that does not extend it."""
+    from flchain_plugin.checkpoint import Checkpoint, sign_checkpoint
+    from flchain_plugin.notes import generate_key
+
+    log_echo()
+    with Ledger(server.ledger, create=False) as led:
+        key = generate_key(led.origin)
+        good = sign_checkpoint(led.checkpoint(), key)
+        forged = sign_checkpoint(Checkpoint(led.origin, led.size, b"\x07" * 32), key)
+    view = HttpView(server.url, trusted=(good, key.verifier_key))
+    assert view.get(0).index == 0
+    with pytest.raises(LedgerUnavailableError, match="does not extend the trusted checkpoint"):
+        HttpView(server.url, trusted=(forged, key.verifier_key))
+    with pytest.raises(LedgerUnavailableError, match="trusted checkpoint does not verify"):
+        HttpView(server.url, trusted=(good, generate_key(key.name).verifier_key))

@@ -2,8 +2,9 @@
 
 Routes under `/flchain/v1`: `root`, `checkpoint`, `entry/<i>`, `proof/<i>?size=`,
 `consistency?first=&second=`, `verify`, `find/<digest>?type=`, and `mlflow?kind=&model_id=
-&name=&version=` (indices of MLflow entries). Clients never trust these answers on their
-own: they check every entry they use with an inclusion proof (see `view.HttpView`).
+&name=&version=` (indices of MLflow entries). Clients check every entry they use with an
+inclusion proof against the head the server states, and, given a checkpoint they trust,
+that head's consistency with it (see `view.HttpView`).
 Each worker opens the ledger file once and keeps no tree state, so several uvicorn workers
 serve one consistent log.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 from typing import Any
 
 from flask import Blueprint, Flask, jsonify, request
@@ -60,11 +62,13 @@ def ledger_blueprint(path: str) -> Blueprint:
     """The read-only routes over the ledger at `path` (opened on first use)."""
     bp = Blueprint("flchain", __name__, url_prefix=API_PREFIX)
     opened: list[Ledger] = []
+    lock = threading.Lock()
 
     def ledger() -> Ledger:
-        if not opened:
-            opened.append(Ledger(path))
-        return opened[0]
+        with lock:
+            if not opened:  # read-only routes never create a ledger
+                opened.append(Ledger(path, create=False))
+            return opened[0]
 
     @bp.errorhandler(_Bad)
     @bp.errorhandler(_Missing)

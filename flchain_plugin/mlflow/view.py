@@ -1,16 +1,21 @@
 """A read-only view of the ledger, on this machine or behind an MLflow server.
 
 A view pins one tree head when it is opened and hands out only entries whose inclusion
-in that tree it has checked (RFC 9162 inclusion proof against the pinned root), so a
-client reading over HTTP verifies what the server says instead of trusting it, and a
-local reader notices an entry edited in place. Nothing is cached between views: the
-ledger may be written by several processes at once.
+in that tree it has checked (RFC 9162 inclusion proof against the pinned root), so a local
+reader notices an entry edited in place, and a client reading over HTTP notices a server
+whose answers disagree with the head it states. That head itself is the server's word
+unless the client holds a checkpoint it trusts (signed by a key the server does not hold,
+or cosigned by witnesses): `HttpView(uri, trusted=(note, verifier))`, or the environment
+variables FLCHAIN_TRUSTED_CHECKPOINT (a note file) and FLCHAIN_LOG_VERIFIER, make the
+view prove the served tree consistent with that checkpoint before pinning it. Nothing is
+cached between views: the ledger may be written by several processes at once.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +26,8 @@ from flchain_plugin.entries import Mlflow, decode
 from flchain_plugin.ledger import Ledger, LoggedEntry
 
 API_PREFIX = "/flchain/v1"
+TRUSTED_ENV = "FLCHAIN_TRUSTED_CHECKPOINT"
+VERIFIER_ENV = "FLCHAIN_LOG_VERIFIER"
 
 
 class LedgerUnavailableError(RuntimeError):
@@ -137,7 +144,7 @@ class HttpView(LedgerView):
     """The ledger of an `mlflow server ... --app-name flchain`, read over its REST routes
     with the client's MLflow credentials."""
 
-    def __init__(self, server_uri: str):
+    def __init__(self, server_uri: str, trusted: tuple[str, str] | None = None):
         from mlflow.utils.credentials import get_default_host_creds
 
         base = server_uri.rstrip("/")
@@ -150,6 +157,35 @@ class HttpView(LedgerView):
             self._pin(str(root["origin"]), int(root["size"]), parse_digest(root["root"]))
         except (KeyError, TypeError, ValueError) as e:
             raise LedgerUnavailableError(f"{self.location}/root: malformed answer {root!r}") from e
+        if trusted is None and os.environ.get(TRUSTED_ENV):
+            with open(os.environ[TRUSTED_ENV], encoding="utf-8") as f:
+                trusted = (f.read(), os.environ.get(VERIFIER_ENV, ""))
+        if trusted is not None:
+            self._check_against(*trusted)
+
+    def _check_against(self, note: str, verifier: str) -> None:
+        """Refuse the served head unless it extends a checkpoint the client trusts."""
+        from flchain_plugin.checkpoint import CheckpointError, open_checkpoint
+        from flchain_plugin.notes import NoteError, Verifier
+
+        try:
+            cp, _ = open_checkpoint(note, Verifier.parse(verifier), origin=self.origin)
+        except (CheckpointError, NoteError, ValueError) as e:
+            raise LedgerUnavailableError(f"trusted checkpoint does not verify: {e}") from None
+        if cp.size > self.size:
+            raise LedgerUnavailableError(
+                f"the server's tree ({self.size}) is smaller than the trusted checkpoint's "
+                f"({cp.size}): a rolled-back or forked log"
+            )
+        doc = self._get("/consistency", {"first": cp.size, "second": self.size})
+        try:
+            merkle.verify_consistency(cp.size, self.size, [bytes.fromhex(h) for h in
+                                      doc["hashes"]], cp.root_hash, self.root)
+        except (merkle.ProofError, KeyError, ValueError) as e:
+            raise LedgerUnavailableError(
+                f"the server's tree of size {self.size} does not extend the trusted "
+                f"checkpoint of size {cp.size}: {e}"
+            ) from None
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         from mlflow.utils.rest_utils import http_request
