@@ -9,9 +9,12 @@ the two encoders equal with hypothesis.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
+from enum import Enum
 from typing import Any
 
 import rfc8785
@@ -115,3 +118,41 @@ def canonical_object(obj: dict[str, Any], plain: frozenset[str]) -> bytes:
     return _encode(
         obj, lambda o: {k: (v if k in plain or v is None else _fast(v)) for k, v in o.items()}
     )
+
+
+def json_value(value: Any) -> Any:
+    """A deterministic JSON form of a Python value, for metrics and hyper-parameters that
+    go into entries and signed statements: every integration records the same value as
+    the same bytes.
+
+    Non-finite floats become the strings "NaN", "Infinity", "-Infinity"; integers beyond
+    2^53 strings; bytes their `sha256:` digest; numpy/torch scalars their value; sets are
+    sorted; anything else its repr, without memory addresses.
+    """
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_SAFE_INT else str(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "sha256:" + hashlib.sha256(value).hexdigest()
+    if isinstance(value, Enum):
+        return json_value(value.value)
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((json_value(v) for v in value), key=repr)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy/torch scalars
+        return json_value(value.item())
+    if type(value).__name__ == "Namespace" and hasattr(value, "__dict__"):
+        return json_value(vars(value))
+    text = repr(value)
+    # a repr with a memory address differs from run to run: keep only the type
+    return f"<{type(value).__module__}.{type(value).__qualname__}>" if " at 0x" in text else text

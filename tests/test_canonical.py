@@ -267,3 +267,24 @@ def test_canonical_object_slow_path_rejects_with_canonical_error(bad: object) ->
     obj = {"a": {"é": bad}}
     with pytest.raises(CanonicalError):
         canonical.canonical_object(obj, _plain_keys(obj))
+
+
+def test_json_value_is_one_deterministic_form() -> None:
+    import enum
+    from pathlib import Path
+
+    import numpy as np
+
+    class Color(enum.Enum):
+        RED = 1
+
+    got = canonical.json_value({
+        "nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"), "big": 2**60,
+        "b": b"x", "e": Color.RED, "s": {3, 1, 2}, "p": Path("/a/b"), "n": np.float32(0.5),
+        "t": (1, 2.5), 7: None, "o": object(),
+    })
+    assert got["nan"] == "NaN" and got["inf"] == "Infinity" and got["-inf"] == "-Infinity"
+    assert got["big"] == str(2**60) and got["b"].startswith("sha256:") and got["e"] == 1
+    assert got["s"] == [1, 2, 3] and got["p"] == "/a/b" and got["n"] == 0.5
+    assert got["t"] == [1, 2.5] and got["7"] is None and got["o"] == "<builtins.object>"
+    canonical.canonical_json(got)  # and it encodes

@@ -12,8 +12,6 @@ statement bytes, the signature and the client's verifier key (flchain_plugin.sta
 
 from __future__ import annotations
 
-import hashlib
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +19,7 @@ from flwr.app import ConfigRecord, RecordDict
 
 from .. import entries as E
 from .. import merkle
+from ..canonical import json_value
 from ..checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from ..notes import Verifier
 from ..statement import SignedStatement, StatementError
@@ -172,23 +171,9 @@ def read_statement(content: RecordDict) -> SignedStatement | None:
 
 
 def json_safe(value: Any) -> Any:
-    """A JSON-loggable copy: non-finite floats and big ints as strings, bytes as digests.
-
-    Client (statement) and server (comparison, entries) both use it, so they agree.
-    """
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value if abs(value) < 2**53 else str(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, (bytes, bytearray)):
-        return "sha256:" + hashlib.sha256(value).hexdigest()
-    return str(value)
+    """A JSON-loggable copy (`canonical.json_value`): client (statement) and server
+    (comparison, entries) both use it, so they agree."""
+    return json_value(value)
 
 
 def reply_metrics(content: RecordDict) -> dict[str, Any]:

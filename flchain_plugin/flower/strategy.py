@@ -33,7 +33,7 @@ from flwr.serverapp.strategy import Strategy
 
 from .. import entries as E
 from ..blobs import BlobStore
-from ..canonical import canonical_json
+from ..canonical import canonical_json, json_value
 from ..digest import DigestError
 from ..ledger import Ledger, SizeConflict
 from ..lineage import latest_model
@@ -99,12 +99,8 @@ def _scalars(obj: Any) -> dict[str, Any]:
     for k, v in sorted(vars(obj).items()):
         if k.startswith("_"):
             continue
-        if isinstance(v, float) and not math.isfinite(v):
-            out[k] = repr(v)
-        elif v is None or isinstance(v, (str, bool, float)) or (
-            isinstance(v, int) and abs(v) < 2**53
-        ):
-            out[k] = v
+        if v is None or isinstance(v, (str, bool, int, float)):
+            out[k] = json_value(v)
     return out
 
 

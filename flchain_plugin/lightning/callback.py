@@ -22,12 +22,11 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
 from .. import entries as E
-from ..canonical import canonical_json
+from ..canonical import canonical_json, json_value
 from ..datasets import SCHEME, DatasetError
 from ..digest import PREFIX, model_digest, parse_digest
 from ..ledger import Ledger
@@ -60,37 +59,11 @@ class FitSummary:
     checkpoints: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _jsonable(value: Any) -> Any:
-    """Hyper-parameters as JSON, deterministically; what JSON cannot hold becomes a string."""
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, int):
-        return value if abs(value) < 2**53 else str(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, Enum):
-        return _jsonable(value.value)
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = [_jsonable(v) for v in value]
-        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy/torch scalars
-        return _jsonable(value.item())
-    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
-        return _jsonable(vars(value))
-    text = repr(value)
-    # reprs with a memory address differ from run to run: keep only the type
-    return f"<{type(value).__module__}.{type(value).__qualname__}>" if " at 0x" in text else text
-
-
 def hparams_digest(hparams: Mapping[str, Any] | None) -> str | None:
     """SHA-256 of the hyper-parameters' canonical JSON, or None when there are none."""
     if not hparams:
         return None
-    return PREFIX + hashlib.sha256(canonical_json(_jsonable(dict(hparams)))).hexdigest()
+    return PREFIX + hashlib.sha256(canonical_json(json_value(dict(hparams)))).hexdigest()
 
 
 def _score(trainer: Any, checkpoint: Mapping[str, Any]) -> tuple[str | None, float | None]:

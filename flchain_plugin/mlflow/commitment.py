@@ -10,7 +10,6 @@ it is only trusted when it hashes to the committed `files` root.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from flchain_plugin import entries as E
-from flchain_plugin.canonical import canonical_json
+from flchain_plugin.canonical import canonical_json, json_value
 from flchain_plugin.digest import (
     DigestError,
     FileDigest,
@@ -110,12 +109,6 @@ def describe(changes: Sequence[FileChange], limit: int = 5) -> str:
     return names + (f" and {more} more" if more > 0 else "")
 
 
-def _json_number(v: float) -> float | str:
-    if math.isfinite(v):
-        return float(v)
-    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-
-
 def run_digest(params: Mapping[str, str], metrics: Mapping[str, float]) -> str:
     """SHA-256 of the canonical JSON `{"metrics": {k: latest value}, "params": {k: v}}`.
 
@@ -123,7 +116,7 @@ def run_digest(params: Mapping[str, str], metrics: Mapping[str, float]) -> str:
     so an auditor with the run's data can recompute the digest.
     """
     doc = {
-        "metrics": {k: _json_number(v) for k, v in metrics.items()},
+        "metrics": {k: json_value(v) for k, v in metrics.items()},
         "params": {k: str(v) for k, v in params.items()},
     }
     return "sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest()
