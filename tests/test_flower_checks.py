@@ -560,3 +560,30 @@ def test_unchanged_models_from_several_clients_are_not_replays(tmp_path: Path):
     with Ledger(tmp_path / "ledger.db", create=False) as led:
         acc, ref = outcome(led, LoopbackGrid(app, 3))
         assert ref == {} and len(acc) == 6
+
+
+def test_signed_num_examples_is_the_weight_the_server_uses(tmp_path: Path):
+    """Clients sign the metric the policy weights by (announced to them), and a statement
+    whose num_examples differs from it is refused."""
+    keys = tmp_path / "keys"
+
+    def lie(msg: Message, ctx: Context, call_next: Any) -> Message:  # outside signing_mod
+        reply = call_next(msg, ctx)
+        if int(ctx.node_config["partition-id"]) == 0:
+            return resign(reply, client_key(keys, 0), num_examples=1)
+        return reply
+
+    app = ClientApp(mods=[lie, signing_mod(keys)])
+
+    @app.train()
+    def fit(msg: Message, ctx: Context) -> Message:
+        pid = int(ctx.node_config["partition-id"])
+        return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": MetricRecord(
+            {"n": 20 + pid, "num-examples": 1})}), reply_to=msg)
+
+    run(tmp_path, app, 3, policy=Policy(weight_key="n"))
+    with Ledger(tmp_path / "ledger.db", create=False) as led:
+        acc, ref = outcome(led, LoopbackGrid(app, 3))
+        assert ref == {(1, 0): "malformed"} and set(acc) == {(1, 1), (1, 2)}
+        nums = sorted(le.entry.num_examples for le in led.iter_entries(type="update"))
+        assert nums == [21, 22]

@@ -222,7 +222,7 @@ class SigningMod:
         try:
             update = arrayrecord_digest(next(iter(rc.array_records.values())))
             metrics = json_safe(reply_metrics(rc))
-            n = metrics.get("num-examples", 0)
+            n = metrics.get(ann.weight_key, 0)
             st = Statement(run=ann.run, round=ann.round, node=str(ctx.node_id),
                            parent=ann.model, update=update,
                            num_examples=int(n) if isinstance(n, (int, float)) else 0,

@@ -32,10 +32,14 @@ ENTRY = "flchain-entry"
 ENTRY_INDEX = "flchain-entry-index"
 PROOF = "flchain-proof"
 SERVER_KEY = "flchain-server-key"
+WEIGHT_KEY = "flchain-weight-key"
+DEFAULT_WEIGHT_KEY = "num-examples"
 KEYS = (RUN, ROUND, MODEL, CHECKPOINT, ENTRY, ENTRY_INDEX, PROOF, SERVER_KEY)
 
 STATEMENT_RECORD = "flchain-statement"
 NODE_CONFIG_SERVER_KEY = "flchain-server-key"
+WEIGHT_KEY = "flchain-weight-key"
+DEFAULT_WEIGHT_KEY = "num-examples"
 """node_config key (deployment: `--node-config 'flchain-server-key="..."'`)."""
 
 MODEL_ENTRY_TYPES = ("run", "model", "rollback")
@@ -57,9 +61,12 @@ class Announcement:
     index: int | None
     proof: tuple[bytes, ...]
     server_key: str | None
+    weight_key: str = DEFAULT_WEIGHT_KEY  # the metric the server weights updates by
 
     def write(self, config: ConfigRecord) -> None:
         config[RUN] = self.run
+        if self.weight_key != DEFAULT_WEIGHT_KEY:
+            config[WEIGHT_KEY] = self.weight_key
         config[ROUND] = self.round
         config[MODEL] = self.model
         if self.server_key is not None:
@@ -94,10 +101,13 @@ class Announcement:
                 raise TypeError("entry index must be an integer")
             if key is not None and not isinstance(key, str):
                 raise TypeError("server key must be a string")
+            weight_key = config.get(WEIGHT_KEY, DEFAULT_WEIGHT_KEY)
+            if not isinstance(weight_key, str):
+                raise TypeError("weight key must be a string")
         except (KeyError, TypeError) as e:
             raise AnnouncementError(f"malformed flchain announcement: {e}") from None
         hashes = tuple(proof[i : i + 32] for i in range(0, len(proof), 32))
-        return cls(run, rnd, model, cp, entry, index, hashes, key)
+        return cls(run, rnd, model, cp, entry, index, hashes, key, weight_key)
 
     def verify(self, received: str, server: Verifier) -> Checkpoint:
         """Check the received model (digest `received`) against the signed log.

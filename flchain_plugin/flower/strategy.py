@@ -403,7 +403,8 @@ class LedgerStrategy(Strategy):
                                 "global model; its client will refuse it",
                                 msg.metadata.dst_node_id, digest)
                 Announcement(st.run, server_round, digest, self._checkpoint, entry, index,
-                             proof or (), self.verifier_key).write(new[config_name])
+                             proof or (), self.verifier_key,
+                             self.policy.weight_key).write(new[config_name])
             msg.content = new
         return out
 
@@ -544,6 +545,10 @@ class LedgerStrategy(Strategy):
             if not norm <= pol.max_update_norm:
                 raise Refused("out_of_bounds", f"update norm {norm:.6g} exceeds policy "
                                                f"max_update_norm {pol.max_update_norm}", update)
+        if signed is not None and signed.statement.num_examples != int(weight):
+            raise Refused("malformed", f"the statement signs num_examples "
+                                       f"{signed.statement.num_examples}, the reply weighs "
+                                       f"{pol.weight_key}={weight}", update)
         if pol.require_dataset and (signed is None or signed.statement.dataset is None):
             raise Refused("malformed", "the statement has no dataset commitment, which the "
                                        "policy requires", update)
