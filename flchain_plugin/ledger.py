@@ -288,10 +288,15 @@ class Ledger:
         return self.size
 
     def iter_entries(
-        self, start: int = 0, end: int | None = None, type: str | None = None
+        self,
+        start: int = 0,
+        end: int | None = None,
+        type: str | None = None,
+        reverse: bool = False,
     ) -> Iterator[LoggedEntry]:
+        """Entries in [start, end), oldest first, or newest first with `reverse`."""
         stop = self.size if end is None else end
-        for row in self.store.entries(start, stop, type):
+        for row in self.store.entries(start, stop, type, reverse):
             yield self._logged(row.index, row.data)
 
     def find(self, digest: str, type: str | None = None) -> list[LoggedEntry]:

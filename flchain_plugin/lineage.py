@@ -13,7 +13,6 @@ entries share this graph because they share model digests.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -352,7 +351,7 @@ def latest_model(ledger: Ledger, run: str | None = None) -> str | None:
     model a rollback moves away from."""
     newest: tuple[int, str] | None = None
     for t in ("model", "rollback", "run"):
-        for le in _iter_reverse_type(ledger, t):
+        for le in ledger.iter_entries(type=t, reverse=True):
             e = le.entry
             if run is not None and getattr(e, "run", None) != run:
                 continue
@@ -361,8 +360,3 @@ def latest_model(ledger: Ledger, run: str | None = None) -> str | None:
                 newest = (le.index, digest)
             break
     return newest[1] if newest else None
-
-
-def _iter_reverse_type(ledger: Ledger, type: str) -> Iterable[LoggedEntry]:
-    items = list(ledger.iter_entries(type=type))
-    return reversed(items)

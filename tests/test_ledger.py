@@ -327,3 +327,14 @@ def test_expect_size_refuses_a_batch_built_for_another_size(tmp_path: Path) -> N
     assert led.size == 5 and led.head().root == root  # nothing written
     assert led.append(entries(1, 5), expect_size=5).size == 6
     led.close()
+
+
+def test_iter_entries_newest_first(tmp_path: Path) -> None:
+    led, es = build(tmp_path / "l.db", [7, 30_000 - 7])  # spans several read pages
+    forward = [le.index for le in led.iter_entries(type="credit")]
+    assert [le.index for le in led.iter_entries(type="credit", reverse=True)] == forward[::-1]
+    assert [le.index for le in led.iter_entries(5, 12_345, reverse=True)] == list(
+        range(12_344, 4, -1))
+    newest = next(led.iter_entries(type="model", reverse=True))
+    assert newest.entry == [e for e in es if e.TYPE == "model"][-1]
+    led.close()

@@ -85,7 +85,9 @@ class Store(Protocol):
 
     def entry(self, index: int) -> EntryRow | None: ...
 
-    def entries(self, start: int, end: int, type: str | None = None) -> Iterator[EntryRow]: ...
+    def entries(
+        self, start: int, end: int, type: str | None = None, reverse: bool = False
+    ) -> Iterator[EntryRow]: ...
 
     def entry_count(self) -> int:
         """Stored entry rows; equals the latest tree size in an undamaged store."""

@@ -196,19 +196,23 @@ class SqliteStore:
             EntryRow(rows[0][0], rows[0][1], bytes(rows[0][2]), bytes(rows[0][3])) if rows else None
         )
 
-    def entries(self, start: int, end: int, type: str | None = None) -> Iterator[EntryRow]:
-        """Entries with start <= index < end, read in pages so memory stays flat."""
+    def entries(
+        self, start: int, end: int, type: str | None = None, reverse: bool = False
+    ) -> Iterator[EntryRow]:
+        """Entries with start <= index < end (newest first with `reverse`), read in pages
+        so memory stays flat and a reader that stops early reads little."""
         page = 10_000
-        while start < end:
-            stop = min(end, start + page)
-            sql = "SELECT idx, type, data, leaf FROM entries WHERE idx >= ? AND idx < ?"
-            args: list[object] = [start, stop]
-            if type is not None:
-                sql += " AND type = ?"
-                args.append(type)
-            for i, t, d, lf in self._read(sql + " ORDER BY idx", args):
+        sql = "SELECT idx, type, data, leaf FROM entries WHERE idx >= ? AND idx < ?"
+        if type is not None:
+            sql += " AND type = ?"
+        sql += " ORDER BY idx DESC" if reverse else " ORDER BY idx"
+        lo, hi = start, end
+        while lo < hi:
+            a, b = (max(lo, hi - page), hi) if reverse else (lo, min(hi, lo + page))
+            args: list[object] = [a, b] if type is None else [a, b, type]
+            for i, t, d, lf in self._read(sql, args):
                 yield EntryRow(i, t, bytes(d), bytes(lf))
-            start = stop
+            lo, hi = (lo, a) if reverse else (b, hi)
 
     def entry_count(self) -> int:
         with self._lock:
