@@ -419,3 +419,25 @@ def test_large_ledger_parallel_verify(big: Path, tmp_path: Path, case: str,
     assert problem is not None
     kind = {"entry": "entry", "leaf": "leaf", "deleted": "missing"}[case.split()[0]]
     assert (problem.kind, problem.index) == (kind, int(case.split()[1])), problem.detail
+
+
+# -- columns of another SQL type: hand edits with SQL functions ------------------------------
+
+@pytest.mark.parametrize(("table", "col", "key_col", "key", "kind"), [
+    ("entries", "data", "idx", 25, "entry"),
+    ("entries", "leaf", "idx", 26, "leaf"),
+    ("heads", "root", "size", HEAD_SIZES[0], "head"),
+])
+def test_a_column_turned_into_text_or_a_number_is_named(base: Base, table: str, col: str,
+                                                        key_col: str, key: int,
+                                                        kind: str) -> None:
+    """SQL's replace() or a careless UPDATE leaves TEXT (even invalid UTF-8) or a number
+    where a BLOB was: verify names the row instead of crashing on it."""
+    for value in ("'x'", "42", "CAST(x'ff00fe' AS TEXT)"):
+        def edit(c: sqlite3.Connection, value: str = value) -> None:
+            n = c.execute(f"UPDATE {table} SET {col} = {value} WHERE {key_col} = ?",
+                          (key,)).rowcount
+            assert n == 1
+
+        problem = tampered(base, edit)
+        assert (problem.kind, problem.index) == (kind, key), problem.detail

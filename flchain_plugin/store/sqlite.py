@@ -90,9 +90,24 @@ class _SqliteWriter:
         )
 
 
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _blob(value: object) -> bytes:
+    """A BLOB column's bytes. A file edited by hand may hold TEXT or a number there (SQL's
+    replace() turns a BLOB into TEXT): such a value is read as its bytes, or as no bytes,
+    so verification reports the row as changed instead of crashing on it."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return b""
+
+
 def _head(conn: sqlite3.Connection) -> HeadRow | None:
     row = conn.execute("SELECT size, root, ts FROM heads ORDER BY size DESC LIMIT 1").fetchone()
-    return HeadRow(row[0], bytes(row[1]), row[2]) if row else None
+    return HeadRow(row[0], _blob(row[1]), row[2]) if row else None
 
 
 def _entry_count(conn: sqlite3.Connection) -> int:
@@ -114,7 +129,7 @@ def _nodes(conn: sqlite3.Connection, keys: Sequence[int]) -> dict[int, bytes]:
             marks = ",".join("?" * len(part))
             sql = f"SELECT {col} FROM {table} WHERE {key_col} IN ({marks})"
             for k, h in conn.execute(sql, part):
-                out[k] = bytes(h)
+                out[k] = _blob(h)
     return out
 
 
@@ -133,6 +148,8 @@ class SqliteStore:
             self._conn = sqlite3.connect(
                 str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
             )
+            # TEXT a hand edit left in a BLOB column may not be UTF-8: read it losslessly.
+            self._conn.text_factory = _text
             schema = self._setup(create, timeout)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a flchain ledger ({e})") from e
@@ -188,12 +205,12 @@ class SqliteStore:
         rows = self._read(
             "SELECT size, root, ts FROM heads WHERE size >= ? ORDER BY size", (start_size,)
         )
-        return (HeadRow(s, bytes(r), t) for s, r, t in rows)
+        return (HeadRow(s, _blob(r), t) for s, r, t in rows)
 
     def entry(self, index: int) -> EntryRow | None:
         rows = self._read("SELECT idx, type, data, leaf FROM entries WHERE idx = ?", (index,))
         return (
-            EntryRow(rows[0][0], rows[0][1], bytes(rows[0][2]), bytes(rows[0][3])) if rows else None
+            EntryRow(rows[0][0], rows[0][1], _blob(rows[0][2]), _blob(rows[0][3])) if rows else None
         )
 
     def entries(
@@ -211,7 +228,7 @@ class SqliteStore:
             a, b = (max(lo, hi - page), hi) if reverse else (lo, min(hi, lo + page))
             args: list[object] = [a, b] if type is None else [a, b, type]
             for i, t, d, lf in self._read(sql, args):
-                yield EntryRow(i, t, bytes(d), bytes(lf))
+                yield EntryRow(i, t, _blob(d), _blob(lf))
             lo, hi = (lo, a) if reverse else (b, hi)
 
     def entry_count(self) -> int:
@@ -261,7 +278,7 @@ class SqliteStore:
         while True:
             rows = self._read(sql, (lo, hi, page))
             for k, h in rows:
-                yield k & mask, bytes(h)
+                yield k & mask, _blob(h)
             if len(rows) < page:
                 return
             lo = rows[-1][0] + 1
