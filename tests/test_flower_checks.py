@@ -587,3 +587,37 @@ def test_signed_num_examples_is_the_weight_the_server_uses(tmp_path: Path):
         assert ref == {(1, 0): "malformed"} and set(acc) == {(1, 1), (1, 2)}
         nums = sorted(le.entry.num_examples for le in led.iter_entries(type="update"))
         assert nums == [21, 22]
+
+
+class ForkingGrid(LoopbackGrid):
+    """Shows clients, from round 2 on, a consistency proof that does not link the log they
+    pinned to the one announced now: what a server presenting a forked log must send."""
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> Iterable[Message]:
+        from flchain_plugin.flower.protocol import CONSISTENCY
+
+        messages = list(messages)
+        for m in messages:
+            for cfg in m.content.config_records.values():
+                if isinstance(cfg.get(CONSISTENCY), bytes) and cfg[CONSISTENCY]:
+                    cfg[CONSISTENCY] = bytes([cfg[CONSISTENCY][0] ^ 1]) + cfg[CONSISTENCY][1:]
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_clients_prove_each_new_log_extends_the_one_they_saw(tmp_path: Path):
+    keys = tmp_path / "keys"
+    run(tmp_path / "honest", make_app(keys), 3, rounds=3)
+    with Ledger(tmp_path / "honest" / "ledger.db", create=False) as led:
+        assert not [e for e in led.iter_entries(type="rejected")]
+
+    app = make_app(keys)
+    grid = ForkingGrid(app, 3)
+    strategy = LedgerStrategy(
+        FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=3),
+        ledger=tmp_path / "ledger.db")
+    strategy.start(grid, initial(), num_rounds=3)
+    with Ledger(tmp_path / "ledger.db", create=False) as led:
+        refused = [le.entry for le in led.iter_entries(type="rejected")]
+        assert {r.round for r in refused} == {2, 3} and len(refused) == 6
+        assert all(r.reason == "client_error" and "forked log" in r.detail for r in refused)

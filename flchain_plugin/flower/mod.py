@@ -24,6 +24,7 @@ from flwr.app import ConfigRecord, Context, Error, Message
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
+from .. import merkle
 from ..digest import DigestError
 from ..notes import NoteError, Signer, Verifier, load_private_key
 from ..statement import Statement, StatementError
@@ -196,6 +197,17 @@ class SigningMod:
             server = self._server(ctx, ann, pinned)
             cp = ann.verify(received, server)
             last = pinned.get("size")
+            if isinstance(last, int) and cp.size > last and ann.consistency_from == last:
+                root = pinned.get("root")
+                try:
+                    merkle.verify_consistency(last, cp.size, ann.consistency,
+                                              root if isinstance(root, bytes) else b"",
+                                              cp.root_hash)
+                except merkle.ProofError as e:
+                    raise AnnouncementError(
+                        f"the log of size {cp.size} does not extend the one of size {last} "
+                        f"this client saw: a forked log ({e})"
+                    ) from None
             if isinstance(last, int):
                 if cp.size < last:
                     raise AnnouncementError(f"checkpoint size {cp.size} is older than the "

@@ -31,6 +31,8 @@ CHECKPOINT = "flchain-checkpoint"
 ENTRY = "flchain-entry"
 ENTRY_INDEX = "flchain-entry-index"
 PROOF = "flchain-proof"
+CONSISTENCY_FROM = "flchain-consistency-from"
+CONSISTENCY = "flchain-consistency"
 SERVER_KEY = "flchain-server-key"
 WEIGHT_KEY = "flchain-weight-key"
 DEFAULT_WEIGHT_KEY = "num-examples"
@@ -62,11 +64,18 @@ class Announcement:
     proof: tuple[bytes, ...]
     server_key: str | None
     weight_key: str = DEFAULT_WEIGHT_KEY  # the metric the server weights updates by
+    # RFC 9162 consistency proof from the checkpoint last announced to this node, so a
+    # client proves the log it sees now extends the one it pinned, not merely outgrew it.
+    consistency_from: int | None = None
+    consistency: tuple[bytes, ...] = ()
 
     def write(self, config: ConfigRecord) -> None:
         config[RUN] = self.run
         if self.weight_key != DEFAULT_WEIGHT_KEY:
             config[WEIGHT_KEY] = self.weight_key
+        if self.consistency_from is not None:
+            config[CONSISTENCY_FROM] = self.consistency_from
+            config[CONSISTENCY] = b"".join(self.consistency)
         config[ROUND] = self.round
         config[MODEL] = self.model
         if self.server_key is not None:
@@ -104,10 +113,16 @@ class Announcement:
             weight_key = config.get(WEIGHT_KEY, DEFAULT_WEIGHT_KEY)
             if not isinstance(weight_key, str):
                 raise TypeError("weight key must be a string")
+            cfrom, cproof = config.get(CONSISTENCY_FROM), config.get(CONSISTENCY, b"")
+            if cfrom is not None and (isinstance(cfrom, bool) or not isinstance(cfrom, int)):
+                raise TypeError("consistency-from must be an integer")
+            if not isinstance(cproof, bytes) or len(cproof) % 32:
+                raise TypeError("consistency proof must be 32-byte hashes")
         except (KeyError, TypeError) as e:
             raise AnnouncementError(f"malformed flchain announcement: {e}") from None
         hashes = tuple(proof[i : i + 32] for i in range(0, len(proof), 32))
-        return cls(run, rnd, model, cp, entry, index, hashes, key, weight_key)
+        chashes = tuple(cproof[i : i + 32] for i in range(0, len(cproof), 32))
+        return cls(run, rnd, model, cp, entry, index, hashes, key, weight_key, cfrom, chashes)
 
     def verify(self, received: str, server: Verifier) -> Checkpoint:
         """Check the received model (digest `received`) against the signed log.

@@ -245,6 +245,10 @@ class LedgerStrategy(Strategy):
         self._central = False  # an evaluate_fn wrapper exists: it commits evaluations
         self._checkpoint: str | None = None
         self._checkpoint_size = 0
+        # node id -> checkpoint size it last accepted (its reply carried no error), which
+        # is what its signing_mod pinned; and the size offered in the pending instruction
+        self._announced: dict[int, int] = {}
+        self._offered: dict[int, int] = {}
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -371,6 +375,7 @@ class LedgerStrategy(Strategy):
         out = list(messages)
         st.sent, st.sent_msgs = {}, out
         digests: dict[int, tuple[str, dict[str, TensorView]]] = {}
+        consistency: dict[int, tuple[bytes, ...]] = {}  # proofs from a size to the latest
         proof: tuple[bytes, ...] | None = None
         for msg in out:
             content = msg.content
@@ -402,9 +407,19 @@ class LedgerStrategy(Strategy):
                     log.warning("flchain: the model sent to node %s (%s) is not the recorded "
                                 "global model; its client will refuse it",
                                 msg.metadata.dst_node_id, digest)
+                node = msg.metadata.dst_node_id
+                before = self._announced.get(node)
+                if before is not None and 0 < before < self._checkpoint_size:
+                    if before not in consistency:
+                        consistency[before] = self.ledger.consistency_proof(
+                            before, self._checkpoint_size).hashes
+                    since = (before, consistency[before])
+                else:
+                    since = (None, ())
                 Announcement(st.run, server_round, digest, self._checkpoint, entry, index,
-                             proof or (), self.verifier_key,
-                             self.policy.weight_key).write(new[config_name])
+                             proof or (), self.verifier_key, self.policy.weight_key,
+                             *since).write(new[config_name])
+                self._offered[node] = self._checkpoint_size
             msg.content = new
         return out
 
@@ -581,6 +596,13 @@ class LedgerStrategy(Strategy):
 
     # -- aggregating ---------------------------------------------------------------------
 
+    def _confirm(self, replies: list[Message]) -> None:
+        """A reply without error means its node accepted (and pinned) what it was sent."""
+        for r in replies:
+            node = r.metadata.src_node_id
+            if not r.has_error() and node in self._offered:
+                self._announced[node] = self._offered[node]
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -589,6 +611,7 @@ class LedgerStrategy(Strategy):
         if st is None:
             raise RuntimeError("aggregate_train before configure_train: use strategy.start()")
         replies = list(replies)
+        self._confirm(replies)
         accepted: list[tuple[Message, E.Update]] = []
         rejected: list[E.Rejected] = []
         parsed = [_parse(r, self.policy.max_update_bytes) for r in replies]
@@ -700,6 +723,8 @@ class LedgerStrategy(Strategy):
         With a wrapped `evaluate_fn` (called right after), both evaluations of the round
         are committed as one batch; otherwise now.
         """
+        replies = list(replies)
+        self._confirm(replies)
         metrics = self.strategy.aggregate_evaluate(server_round, replies)
         st = self._run
         if metrics is not None and st is not None:
