@@ -1,9 +1,10 @@
 """The append-only ledger: batches of entries in an RFC 9162 Merkle log.
 
 `append` validates and hashes outside the lock, then in one write transaction reads the
-tree's right edge (O(log n) nodes), stores the entries, every newly completed subtree
-hash and one tree head. Proofs read O(log n) stored nodes; `verify` recomputes all of it
-and names the first stored thing that disagrees.
+tree's right edge (O(log n) nodes), stores the entries with their leaf hashes, the newly
+completed subtrees from level MIN_NODE_LEVEL up, and one tree head. Proofs read O(log n)
+stored hashes; `verify` recomputes all of it and names the first stored thing that
+disagrees.
 """
 
 from __future__ import annotations
