@@ -193,3 +193,38 @@ def test_permissive_mode_records_the_mismatch_and_warns(store: tuple[Path, str])
     # Strict load refuses a version that was only registered permissively.
     with pytest.raises(TamperedModelError, match="strict mode"):
         verify_model(f"models:/t-permissive/{mv.version}")
+
+
+def test_a_superseded_commitment_cannot_be_registered(store: tuple[Path, str]) -> None:
+    """A logged model re-finalized with other files: only its latest files register, as
+    only they load; the first files are refused (strict) or recorded (permissive)."""
+    from mlflow.entities import LoggedModelStatus
+
+    d, uri = store
+    model_id, stored = log(d, 11)
+    original = (stored / WEIGHTS).read_bytes()
+    flip_byte(stored)
+    mlflow.MlflowClient().finalize_logged_model(model_id, LoggedModelStatus.READY)
+    (stored / WEIGHTS).write_bytes(original)  # back to the superseded files
+
+    with pytest.raises(MlflowException) as refused:
+        mlflow.register_model(f"models:/{model_id}", "t-superseded")
+    assert f"{WEIGHTS} (changed)" in refused.value.message
+    assert "latest commitment" in refused.value.message
+    assert not mlflow.MlflowClient().search_model_versions("name='t-superseded'")
+
+    mlflow.set_tracking_uri(uri + "?flchain_mode=permissive")
+    try:
+        with pytest.warns(MismatchWarning, match=f"{WEIGHTS} \\(changed\\)"):
+            mv = mlflow.register_model(f"models:/{model_id}", "t-superseded")
+    finally:
+        mlflow.set_tracking_uri(uri)
+    assert mv.tags["flchain.status"] == "mismatch"
+    with Ledger(d / "mlflow.db.flchain.db", create=False) as led:
+        mine = [e for e in led.iter_entries(type="mlflow") if e.entry.model_id == model_id]
+    logged = [e for e in mine if e.entry.kind == "logged_model"]
+    assert len(logged) == 2
+    version = mine[-1].entry
+    assert (version.kind, version.status) == ("model_version", "mismatch")
+    assert version.detail["logged_model_entry"] == logged[-1].index
+    assert version.detail["reason"] == "files_changed"

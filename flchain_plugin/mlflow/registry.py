@@ -11,7 +11,6 @@ append fails after the version was created, the version is deleted again.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,7 +41,6 @@ from .commitment import (
 )
 from .config import PluginConfig, parse_store_uri
 from .store import FILES_TAG, STATUS_TAG
-from .view import LocalView
 
 
 def model_id_from_source(source: str) -> str | None:
@@ -68,23 +66,30 @@ def _first_logged(ledger: Ledger, digest: str, model_id: str | None) -> LoggedEn
     return None
 
 
+def latest_logged(ledger: Ledger, model_id: str) -> LoggedEntry | None:
+    """The newest logged-model commitment of `model_id`: the one `verify_directory` holds a
+    copy to, so the only one a version may match (a re-finalized model supersedes its older
+    files). Reads newest first and stops at the first hit."""
+    for got in ledger.iter_entries(type="mlflow", reverse=True):
+        e = got.entry
+        if isinstance(e, E.Mlflow) and e.kind == "logged_model" and e.model_id == model_id:
+            return got
+    return None
+
+
 def committed_logged_model(
-    ledger: Ledger, model_id: str | None, files: str,
-    hint: Callable[[], str | None] = lambda: None,
+    ledger: Ledger, model_id: str | None, files: str
 ) -> tuple[LoggedEntry | None, LoggedEntry | None]:
     """(the commitment these files match, the latest commitment of `model_id`).
 
-    On a miss, the `flchain.files` tag of the logged model (`hint()`) is only a pointer:
-    it is checked against the model id before it is used, and a full scan stands behind it.
-    """
-    match = _first_logged(ledger, files, model_id)
-    if match is not None or model_id is None:
+    With a model id, only its latest commitment counts; without one (a plain source), any
+    logged model with these files does."""
+    if model_id is None:
+        match = _first_logged(ledger, files, None)
         return match, match
-    pointer = hint()
-    latest = _first_logged(ledger, pointer, model_id) if pointer else None
-    if latest is None:
-        latest = LocalView(ledger).latest_mlflow(kind="logged_model", model_id=model_id)
-    return None, latest
+    latest = latest_logged(ledger, model_id)
+    files_match = latest is not None and latest.entry.files == files  # type: ignore[attr-defined]
+    return (latest if files_match else None), latest
 
 
 class LedgerRegistryMixin:
@@ -111,18 +116,6 @@ class LedgerRegistryMixin:
             return store.logged_model_location(model_id)  # type: ignore[no-any-return]
         lm = store.get_logged_model(model_id)
         return lm.artifact_location, lm.source_run_id
-
-    def _hint(self, model_id: str | None) -> Callable[[], str | None]:
-        def read() -> str | None:
-            if model_id is None:
-                return None
-            tag = (self._tracking_store().get_logged_model(model_id).tags or {}).get(FILES_TAG)
-            try:
-                return tag if tag and parse_digest(tag) else None
-            except DigestError:
-                return None
-
-        return read
 
     def create_model_version(
         self,
@@ -153,7 +146,7 @@ class LedgerRegistryMixin:
                 f"{location}: {e}", RESOURCE_CONFLICT
             ) from e
         digest = files_root(files)
-        match, latest = committed_logged_model(self.ledger, mid, digest, self._hint(mid))
+        match, latest = committed_logged_model(self.ledger, mid, digest)
 
         status, detail = "ok", {"source": source, "storage_location": location}
         changes: list[FileChange] = []
@@ -176,8 +169,8 @@ class LedgerRegistryMixin:
                 detail["logged_model_entry"] = latest.index
                 detail["changes"] = [c.__dict__ for c in changes[:50]]
                 named = describe(changes) if changes else f"files digest {digest}"
-                msg = (f"files of {what} changed since ledger entry {latest.index} committed "
-                       f"them at finalize: {named}")
+                msg = (f"files of {what} differ from its latest commitment, ledger entry "
+                       f"{latest.index} (made at finalize): {named}")
             if self.flchain.strict:
                 raise MlflowException(
                     f"flchain refused version of {name!r}: {msg}. Nothing was registered. "
