@@ -201,3 +201,23 @@ def test_safetensors_with_a_lying_header_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DigestError, match="size does not match"):
         safetensors_digest(tmp_path, model_files(tmp_path))
     assert safetensors_digest(tmp_path, []) is None
+
+
+def test_local_view_reuses_the_entry_the_ledger_decoded(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from flchain_plugin import entries as E
+    from flchain_plugin.ledger import Ledger
+    from flchain_plugin.mlflow import view as V
+
+    entry = logged_model_entry("m-1", [FileDigest("a", 1, "sha256:" + "1" * 64)], model=None,
+                               run_id=None, name="m", params=None, datasets=[], parents=[],
+                               detail={})
+    with Ledger(tmp_path / "l.db") as led:
+        led.append([entry])
+
+        def no_second_decode(data: bytes) -> E.Entry:
+            raise AssertionError("LocalView decoded an entry the ledger had already decoded")
+
+        monkeypatch.setattr(V, "decode", no_second_decode)
+        got = V.LocalView(led).get(0)
+    assert got.entry == entry and got.index == 0

@@ -79,6 +79,10 @@ class LedgerView:
     def _entry_bytes(self, index: int) -> bytes:
         raise NotImplementedError
 
+    def _read(self, index: int) -> tuple[bytes, LoggedEntry | None]:
+        """An entry's bytes, and its decoded form where the source already has one."""
+        return self._entry_bytes(index), None
+
     def _proof(self, index: int) -> list[bytes]:
         raise NotImplementedError
 
@@ -92,7 +96,7 @@ class LedgerView:
         """Entry `index`, after checking its inclusion in the pinned tree."""
         if not 0 <= index < self.size:
             raise IndexError(f"entry {index} is not in the pinned tree of size {self.size}")
-        data = self._entry_bytes(index)
+        data, got = self._read(index)
         try:
             merkle.verify_inclusion(index, self.size, merkle.leaf_hash(data),
                                     self._proof(index), self.root)
@@ -101,7 +105,7 @@ class LedgerView:
                 f"{self.location}: entry {index} is not in the tree of size {self.size} with "
                 f"root {self.root_digest} ({e}); the ledger was altered, run `flchain verify`"
             ) from e
-        return LoggedEntry(index, data, decode(data))
+        return got if got is not None else LoggedEntry(index, data, decode(data))
 
     def find(self, digest: str, type: str | None = None) -> list[LoggedEntry]:
         """Entries about `digest`, oldest first, each proven."""
@@ -127,8 +131,9 @@ class LocalView(LedgerView):
         head = ledger.head()
         self._pin(ledger.origin, head.size, head.root)
 
-    def _entry_bytes(self, index: int) -> bytes:
-        return self.ledger.get(index).data
+    def _read(self, index: int) -> tuple[bytes, LoggedEntry | None]:
+        got = self.ledger.get(index)  # already decoded once; decode it no more
+        return got.data, got
 
     def _proof(self, index: int) -> list[bytes]:
         return list(self.ledger.inclusion_proof(index, self.size).hashes)
