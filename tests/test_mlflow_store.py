@@ -338,6 +338,114 @@ def test_torch_model_links_to_flower_updates_and_checks_its_claim(env: Env) -> N
                                         tags={"flchain.model_digest": "sha256:" + "b" * 64})
     with pytest.raises(TamperedModelError, match="weights digest"):
         load_model(f"models:/{liar.model_id}", flavor="pytorch")
+    # ... and through the pyfunc wrapper, which has no state_dict of its own.
+    with pytest.raises(TamperedModelError, match="weights digest"):
+        load_model(f"models:/{liar.model_id}")
+
+
+def _safetensors(path: Path, value: float) -> dict[str, object]:
+    """A one-tensor safetensors file (JSON header, raw bytes); returns its state dict."""
+    import numpy as np
+
+    w = np.full(4, value, dtype="<f4")
+    head = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    path.write_bytes(len(head).to_bytes(8, "little") + head + w.tobytes())
+    return {"w": w}
+
+
+def test_a_weights_link_claimed_by_tag_is_marked_unverified(env: Env) -> None:
+    """Anyone can tag a model with a federated model's digest: the link is shown, as a claim."""
+    import numpy as np
+
+    from flchain_plugin.cli import cli
+
+    claimed = model_digest({"w": np.full(4, 8.0, dtype="<f4")})
+    with Ledger(env.ledger, create=False) as led:
+        fl_index = led.size
+        led.append([E.Model(run="fl-claim", round=1, model=E.Digest(claimed),
+                            parent=E.Digest("sha256:" + "c" * 64), inputs=[],
+                            aggregator="FedAvg")])
+    with mlflow.start_run():
+        model_id = log_scale(env.dir, 8.0, tags={"flchain.model_digest": claimed})
+    mv = mlflow.register_model(f"models:/{model_id}", "scale-claim")
+
+    check = verify_model(f"models:/scale-claim/{mv.version}")
+    assert check.entry.entry.model == claimed  # the digest stays recorded
+    step = next(s for s in check.lineage if s.relation == "same weights (model)")
+    assert step.index == fl_index and step.verified is False
+    assert step.note == "claimed by tag, weights not re-hashed"
+    assert [s.index for s in check.unverified_links] == [fl_index]
+    doc = check.to_json()
+    assert doc["unverified_links"] == [fl_index]
+    assert [s["verified"] for s in doc["lineage"]] == [True, True, False]
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["mlflow", "verify", f"models:/scale-claim/{mv.version}",
+                              "--json", "--tracking-uri", env.uri])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    link = next(s for s in out["lineage"] if s["index"] == fl_index)
+    assert link["verified"] is False and link["note"] == "claimed by tag, weights not re-hashed"
+    human = runner.invoke(cli, ["mlflow", "verify", f"models:/scale-claim/{mv.version}",
+                                "--tracking-uri", env.uri], terminal_width=200)
+    assert human.exit_code == 0, human.output
+    assert "UNVERIFIED: claimed by tag, weights not re-hashed" in human.stdout
+
+
+def test_a_weights_link_from_safetensors_is_verified(env: Env) -> None:
+    weights = env.dir / "link.safetensors"
+    digest = model_digest(_safetensors(weights, 5.0))
+    with Ledger(env.ledger, create=False) as led:
+        fl_index = led.size
+        led.append([E.Model(run="fl-st", round=1, model=E.Digest(digest),
+                            parent=E.Digest("sha256:" + "d" * 64), inputs=[],
+                            aggregator="FedAvg")])
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="st", python_model=Scale(),
+                                       artifacts={"weights": str(weights)},
+                                       pip_requirements=["numpy"])
+    check = verify_model(f"models:/{info.model_id}")
+    assert check.entry.entry.detail["model_from"] == "safetensors"
+    step = next(s for s in check.lineage if s.index == fl_index)
+    assert step.verified is True and step.note is None and not check.unverified_links
+
+
+# -- where a verified copy lives --------------------------------------------------------
+
+
+def test_load_reads_only_a_private_directory_and_copies_to_dst_path(env: Env,
+                                                                     tmp_path: Path) -> None:
+    import os
+    import stat
+    import tempfile
+
+    from flchain_plugin.digest import files_root
+    from flchain_plugin.mlflow.commitment import model_files
+
+    with mlflow.start_run():
+        model_id = log_scale(env.dir, 9.0)
+    read_from: list[Path] = []
+
+    def loader(path: str) -> object:
+        read_from.append(Path(path))
+        return mlflow.pyfunc.load_model(path)
+
+    dst = tmp_path / "keep"
+    model = verified(loader)(f"models:/{model_id}", dst_path=str(dst))
+    assert model.predict([1.0]) == [9.0 * 64]
+    (src,) = read_from
+    assert dst not in src.parents and src != dst
+    tmp = Path(tempfile.gettempdir()).resolve()
+    private = tmp / src.resolve().relative_to(tmp).parts[0]
+    info = private.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
+    assert files_root(model_files(dst)) == files_root(model_files(src))
+
+    kept = tmp_path / "kept"
+    v = verify_model(f"models:/{model_id}", dst_path=kept)
+    assert Path(v.path) == kept and files_root(model_files(kept)) == v.files
+    with pytest.raises(ValueError, match="not an empty directory"):
+        verify_model(f"models:/{model_id}", dst_path=kept)
 
 
 # -- the command line ------------------------------------------------------------------

@@ -60,7 +60,9 @@ def _lineage_table(v: Verification) -> Table:
                                                  "status") if k in e)
         digests = "\n".join(f"{k} {short_digest(e[k])}" for k in
                             ("files", "model", "file", "update", "parent", "params") if k in e)
-        t.add_row(s.relation, f"#{s.index} {e.get('type', '')}", what, digests)
+        relation = (Text(s.relation) if s.verified else
+                    Text(f"{s.relation}\nunverified: {s.note}", style="yellow"))
+        t.add_row(relation, f"#{s.index} {e.get('type', '')}", what, digests)
     return t
 
 
@@ -89,7 +91,7 @@ def _datasets_table(v: Verification) -> Table | None:
 @click.option("--permissive", is_flag=True,
               help="Accept a version recorded as a mismatch (warn instead of fail).")
 @click.option("--keep", "dst_path", default=None, type=click.Path(file_okay=False),
-              help="Download into this empty directory and keep the verified copy.")
+              help="Keep a copy of the verified model in this empty directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.pass_context
 def verify(ctx: click.Context, model_uri: str, ledger: str | None, tracking_uri: str | None,
@@ -138,6 +140,10 @@ def verify(ctx: click.Context, model_uri: str, ledger: str | None, tracking_uri:
             ("tree", f"size {v.size}, root {v.root}"),
             ("copy", v.path),
         ]
+        if v.unverified_links:
+            rows.insert(2, ("weights link", Text(
+                f"UNVERIFIED: {v.unverified_links[0].note} "
+                f"({len(v.unverified_links)} lineage entries)", style="yellow")))
         out.console.print(Panel(kv_table(rows), title="flchain mlflow verify", expand=False))
         out.console.print(_lineage_table(v))
         if (t := _datasets_table(v)) is not None:

@@ -2,16 +2,20 @@
 
 MLflow models are pickles more often than not, and unpickling runs code, so the check must
 come first and must look at the bytes that will be loaded: the model is downloaded to a
-fresh directory, that copy is hashed and matched to the ledger, and only that verified
-directory is handed to the flavor's loader. A tampered or unknown model raises before any
-pickle is opened.
+fresh private directory (`tempfile.mkdtemp`, mode 0700, so no other user can swap a file
+between hashing and loading), that copy is hashed and matched to the ledger, and only that
+verified directory is handed to the flavor's loader. A caller's `dst_path` receives a copy
+of the verified directory afterwards; nothing is ever read back from it. A tampered or
+unknown model raises before any pickle is opened.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -83,6 +87,47 @@ def resolve(model_uri: str) -> Target:
     return Target(uri=model_uri, name=got[0], version=str(got[1]))
 
 
+def _empty_destination(dst_path: str | os.PathLike[str] | None) -> Path | None:
+    """Checked before downloading, so a bad `dst_path` costs nothing."""
+    if dst_path is None:
+        return None
+    dst = Path(dst_path)
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise ValueError(f"dst_path {dst} is not an empty directory; pass an empty or new one")
+    return dst
+
+
+def _verify_private(
+    model_uri: str, ledger: LedgerArg, mode: str | None, tracking_uri: str | None
+) -> Verification:
+    """Download into a new 0700 directory and verify that copy; it is removed on failure."""
+    import mlflow
+
+    strict = _mode(mode, tracking_uri)
+    view = open_view(ledger, tracking_uri)
+    target = resolve(model_uri)
+    private = Path(tempfile.mkdtemp(prefix="flchain-"))
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=target.download_uri, dst_path=str(private), tracking_uri=tracking_uri
+        )
+        result = verify_directory(local, target, view, strict=strict)
+    except BaseException:
+        shutil.rmtree(private, ignore_errors=True)
+        raise
+    if result.status != "ok":
+        warnings.warn(f"flchain: loading {target}, recorded as {result.status!r} in the "
+                      "ledger (permissive mode)", MismatchWarning, stacklevel=3)
+    return result
+
+
+def _deliver(result: Verification, dst: Path) -> Verification:
+    """Copy the verified directory to the caller's `dst_path`, after all reads of it."""
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(result.path, dst, symlinks=True, dirs_exist_ok=True)
+    return dataclasses.replace(result, path=os.fspath(dst))
+
+
 def verify_model(
     model_uri: str,
     *,
@@ -91,31 +136,28 @@ def verify_model(
     mode: str | None = None,
     tracking_uri: str | None = None,
 ) -> Verification:
-    """Download `model_uri` into a fresh directory and verify that copy; nothing is
-    deserialized. Raises TamperedModelError (naming files) or UnknownModelError."""
-    import mlflow
-
-    strict = _mode(mode, tracking_uri)
-    view = open_view(ledger, tracking_uri)
-    target = resolve(model_uri)
-    dest = Path(dst_path) if dst_path is not None else Path(tempfile.mkdtemp(prefix="flchain-"))
-    dest.mkdir(parents=True, exist_ok=True)
-    if any(dest.iterdir()):
-        raise ValueError(f"dst_path {dest} is not empty; verify into an empty directory")
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=target.download_uri, dst_path=str(dest), tracking_uri=tracking_uri
-    )
-    result = verify_directory(local, target, view, strict=strict)
-    if result.status != "ok":
-        warnings.warn(f"flchain: loading {target}, recorded as {result.status!r} in the "
-                      "ledger (permissive mode)", MismatchWarning, stacklevel=2)
-    return result
+    """Download `model_uri` into a private directory and verify that copy; nothing is
+    deserialized. With `dst_path` (empty or new) the verified copy is then copied there.
+    Raises TamperedModelError (naming files) or UnknownModelError."""
+    dst = _empty_destination(dst_path)
+    result = _verify_private(model_uri, ledger, mode, tracking_uri)
+    if dst is None:
+        return result
+    try:
+        return _deliver(result, dst)
+    finally:
+        shutil.rmtree(Path(result.path), ignore_errors=True)
 
 
 def _check_weights(model: Any, result: Verification, strict: bool) -> None:
     """A tag-claimed weights digest is checked once the verified model is in memory."""
     entry: Any = result.entry.entry
     claimed = entry.model
+    if not hasattr(model, "state_dict") and hasattr(model, "get_raw_model"):
+        try:  # a pyfunc wrapper: its flavor's own model, e.g. the torch module
+            model = model.get_raw_model()
+        except NotImplementedError:
+            pass
     if not claimed or entry.detail.get("model_from") != "tag" or not hasattr(model, "state_dict"):
         return
     from flchain_plugin.digest import model_digest
@@ -136,9 +178,12 @@ def verified(load_fn: Callable[..., T], *, ledger: LedgerArg = None,
 
     @functools.wraps(load_fn)
     def load(model_uri: str, *args: Any, dst_path: str | None = None, **kwargs: Any) -> T:
-        result = verify_model(model_uri, ledger=ledger, dst_path=dst_path, mode=mode)
+        dst = _empty_destination(dst_path)
+        result = _verify_private(model_uri, ledger, mode, None)
         model = load_fn(result.path, *args, **kwargs)
         _check_weights(model, result, _mode(mode, None))
+        if dst is not None:  # the private copy stays: a model may read its files lazily
+            _deliver(result, dst)
         return model
 
     return load

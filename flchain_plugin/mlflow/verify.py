@@ -28,6 +28,9 @@ from .commitment import (
 from .view import LedgerView, MlflowQuery
 
 MAX_LINEAGE_UPDATES = 50
+CLAIMED_BY_TAG = "claimed by tag, weights not re-hashed"
+"""Why a weights link is unverified: its model digest is the logger's `flchain.model_digest`
+tag, which anyone can set, not a digest the store re-hashed from safetensors weights."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class LineageStep:
     relation: str
     index: int
     entry: dict[str, Any]
+    verified: bool = True
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,10 @@ class Verification:
     def status(self) -> str:
         return getattr(self.entry.entry, "status", "ok")
 
+    @property
+    def unverified_links(self) -> tuple[LineageStep, ...]:
+        return tuple(s for s in self.lineage if not s.verified)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": True,
@@ -99,8 +108,10 @@ class Verification:
             "status": self.status,
             "entry": {"index": self.entry.index, **self.entry.entry.to_json()},
             "ledger": {"location": self.ledger, "size": self.size, "root": self.root},
-            "lineage": [{"relation": s.relation, "index": s.index, **s.entry}
+            "lineage": [{"relation": s.relation, "index": s.index, **s.entry,
+                         "verified": s.verified, **({"note": s.note} if s.note else {})}
                         for s in self.lineage],
+            "unverified_links": [s.index for s in self.unverified_links],
         }
 
 
@@ -169,14 +180,17 @@ def _summary(entry: E.Entry) -> dict[str, Any]:
 
 def lineage(view: LedgerView, start: LoggedEntry) -> list[LineageStep]:
     """From a version or logged model back through its logged model, parent models, and
-    the Flower/Lightning entries of the same weights down to the client updates."""
+    the Flower/Lightning entries of the same weights down to the client updates.
+
+    Links through the weights digest are marked unverified unless the store re-hashed that
+    digest from safetensors files covered by the verified files digest."""
     steps = [LineageStep("self", start.index, _summary(start.entry))]
     seen = {start.index}
 
-    def add(relation: str, e: LoggedEntry) -> None:
+    def add(relation: str, e: LoggedEntry, note: str | None = None) -> None:
         if e.index not in seen:
             seen.add(e.index)
-            steps.append(LineageStep(relation, e.index, _summary(e.entry)))
+            steps.append(LineageStep(relation, e.index, _summary(e.entry), note is None, note))
 
     entry: Any = start.entry
     logged = None
@@ -190,13 +204,15 @@ def lineage(view: LedgerView, start: LoggedEntry) -> list[LineageStep]:
             for e in view.find(parent, type="mlflow"):
                 if e.entry.kind == "logged_model":  # type: ignore[attr-defined]
                     add("parent model", e)
-    weights = entry.model or (logged.entry.model if logged else None)  # type: ignore[union-attr]
+    holder: Any = start.entry if entry.model else (logged.entry if logged else None)
+    weights = holder.model if holder is not None else None
     if weights:
+        note = None if holder.detail.get("model_from") == "safetensors" else CLAIMED_BY_TAG
         for e in view.find(weights):
             if e.entry.TYPE in ("model", "checkpoint", "run", "rollback", "evaluation"):
-                add(f"same weights ({e.entry.TYPE})", e)
+                add(f"same weights ({e.entry.TYPE})", e, note)
                 inputs = getattr(e.entry, "inputs", [])
                 for i in inputs[:MAX_LINEAGE_UPDATES]:
                     if 0 <= i < view.size:
-                        add("aggregated update", view.get(i))
+                        add("aggregated update", view.get(i), note)
     return steps
