@@ -424,22 +424,23 @@ def test_load_reads_only_a_private_directory_and_copies_to_dst_path(env: Env,
 
     with mlflow.start_run():
         model_id = log_scale(env.dir, 9.0)
-    read_from: list[Path] = []
+    seen: list[tuple[Path, Path, os.stat_result, str]] = []
+    tmp = Path(tempfile.gettempdir()).resolve()
 
     def loader(path: str) -> object:
-        read_from.append(Path(path))
+        src = Path(path).resolve()
+        private = tmp / src.relative_to(tmp).parts[0]
+        seen.append((src, private, private.stat(), files_root(model_files(src))))
         return mlflow.pyfunc.load_model(path)
 
     dst = tmp_path / "keep"
     model = verified(loader)(f"models:/{model_id}", dst_path=str(dst))
     assert model.predict([1.0]) == [9.0 * 64]
-    (src,) = read_from
-    assert dst not in src.parents and src != dst
-    tmp = Path(tempfile.gettempdir()).resolve()
-    private = tmp / src.resolve().relative_to(tmp).parts[0]
-    info = private.stat()
+    ((src, private, info, loaded_files),) = seen
+    assert dst.resolve() not in src.parents and src != dst.resolve()
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
-    assert files_root(model_files(dst)) == files_root(model_files(src))
+    assert files_root(model_files(dst)) == loaded_files  # moved there after the load
+    assert not private.exists()
 
     kept = tmp_path / "kept"
     v = verify_model(f"models:/{model_id}", dst_path=kept)

@@ -4,9 +4,10 @@ MLflow models are pickles more often than not, and unpickling runs code, so the 
 come first and must look at the bytes that will be loaded: the model is downloaded to a
 fresh private directory (`tempfile.mkdtemp`, mode 0700, so no other user can swap a file
 between hashing and loading), that copy is hashed and matched to the ledger, and only that
-verified directory is handed to the flavor's loader. A caller's `dst_path` receives a copy
-of the verified directory afterwards; nothing is ever read back from it. A tampered or
-unknown model raises before any pickle is opened.
+verified directory is handed to the flavor's loader. Only after that is the verified
+directory moved to a caller's `dst_path`, which is never read from (a model that opens its
+files again after load finds them there, not at the path it was loaded from). A tampered
+or unknown model raises before any pickle is opened.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _empty_destination(dst_path: str | os.PathLike[str] | None) -> Path | None:
 
 def _verify_private(
     model_uri: str, ledger: LedgerArg, mode: str | None, tracking_uri: str | None
-) -> Verification:
+) -> tuple[Verification, Path]:
     """Download into a new 0700 directory and verify that copy; it is removed on failure."""
     import mlflow
 
@@ -118,13 +119,15 @@ def _verify_private(
     if result.status != "ok":
         warnings.warn(f"flchain: loading {target}, recorded as {result.status!r} in the "
                       "ledger (permissive mode)", MismatchWarning, stacklevel=3)
-    return result
+    return result, private
 
 
-def _deliver(result: Verification, dst: Path) -> Verification:
-    """Copy the verified directory to the caller's `dst_path`, after all reads of it."""
+def _deliver(result: Verification, private: Path, dst: Path) -> Verification:
+    """Move the verified directory to the caller's `dst_path`, after every read of it."""
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(result.path, dst, symlinks=True, dirs_exist_ok=True)
+    for child in Path(result.path).iterdir():
+        shutil.move(child, dst / child.name)
+    shutil.rmtree(private, ignore_errors=True)
     return dataclasses.replace(result, path=os.fspath(dst))
 
 
@@ -137,16 +140,11 @@ def verify_model(
     tracking_uri: str | None = None,
 ) -> Verification:
     """Download `model_uri` into a private directory and verify that copy; nothing is
-    deserialized. With `dst_path` (empty or new) the verified copy is then copied there.
+    deserialized. With `dst_path` (empty or new) the verified copy is then moved there.
     Raises TamperedModelError (naming files) or UnknownModelError."""
     dst = _empty_destination(dst_path)
-    result = _verify_private(model_uri, ledger, mode, tracking_uri)
-    if dst is None:
-        return result
-    try:
-        return _deliver(result, dst)
-    finally:
-        shutil.rmtree(Path(result.path), ignore_errors=True)
+    result, private = _verify_private(model_uri, ledger, mode, tracking_uri)
+    return result if dst is None else _deliver(result, private, dst)
 
 
 def _check_weights(model: Any, result: Verification, strict: bool) -> None:
@@ -179,11 +177,11 @@ def verified(load_fn: Callable[..., T], *, ledger: LedgerArg = None,
     @functools.wraps(load_fn)
     def load(model_uri: str, *args: Any, dst_path: str | None = None, **kwargs: Any) -> T:
         dst = _empty_destination(dst_path)
-        result = _verify_private(model_uri, ledger, mode, None)
+        result, private = _verify_private(model_uri, ledger, mode, None)
         model = load_fn(result.path, *args, **kwargs)
         _check_weights(model, result, _mode(mode, None))
-        if dst is not None:  # the private copy stays: a model may read its files lazily
-            _deliver(result, dst)
+        if dst is not None:
+            _deliver(result, private, dst)
         return model
 
     return load
