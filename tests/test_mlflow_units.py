@@ -221,3 +221,23 @@ def test_local_view_reuses_the_entry_the_ledger_decoded(tmp_path: Path,
         monkeypatch.setattr(V, "decode", no_second_decode)
         got = V.LocalView(led).get(0)
     assert got.entry == entry and got.index == 0
+
+
+def test_latest_commitment_is_read_newest_first(tmp_path: Path) -> None:
+    from flchain_plugin import entries as E
+    from flchain_plugin.ledger import Ledger
+    from flchain_plugin.mlflow.view import LocalView, MlflowQuery
+
+    def logged(mid: str, n: int) -> E.Entry:
+        return logged_model_entry(mid, [FileDigest("a", n, "sha256:" + f"{n:064x}")],
+                                  model=None, run_id=None, name="m", params=None, datasets=[],
+                                  parents=[], detail={})
+
+    with Ledger(tmp_path / "l.db") as led:
+        for n in range(30):  # m-0 committed three times, among other models
+            led.append([logged(f"m-{n % 10}", n)])
+        view = LocalView(led)
+        latest = view.latest_mlflow(kind="logged_model", model_id="m-0")
+        assert latest is not None and latest.entry.files == logged("m-0", 20).files
+        assert latest == view.mlflow(MlflowQuery(kind="logged_model", model_id="m-0"))[-1]
+        assert view.latest_mlflow(kind="logged_model", model_id="m-404") is None

@@ -132,13 +132,13 @@ def verify_directory(
             )
         entry = found[-1]
     else:
-        candidates = view.mlflow(query)
-        if not candidates:
+        latest = view.latest_mlflow(**query.params())
+        if latest is None:
             raise UnknownModelError(
                 f"{target}: the ledger at {view.location} has no commitment for it; it was "
                 "not logged or registered through a flchain+<db> store"
             )
-        entry = candidates[-1]
+        entry = latest
         committed: Any = entry.entry
         if committed.files != digest:
             expected = manifest_files(committed) or _logged_manifest(view, committed)

@@ -144,6 +144,15 @@ class LocalView(LedgerView):
     def _mlflow(self, query: MlflowQuery) -> list[int]:
         return select_mlflow(self.ledger.iter_entries(0, self.size, type="mlflow"), query)
 
+    def latest_mlflow(self, **query: str | None) -> LoggedEntry | None:
+        """Newest first, stopping at the first match: a load or a finalize reads the end of
+        the log, not every MLflow entry ever recorded."""
+        q = MlflowQuery(**query)
+        for le in self.ledger.iter_entries(0, self.size, type="mlflow", reverse=True):
+            if q.matches(le.entry):
+                return self.get(le.index)  # inclusion in the pinned tree checked
+        return None
+
 
 class HttpView(LedgerView):
     """The ledger of an `mlflow server ... --app-name flchain`, read over its REST routes
