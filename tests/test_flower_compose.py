@@ -9,8 +9,6 @@ resume from a Krum round's model.
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +47,7 @@ from flchain_plugin.flower.arrays import arrayrecord_digest, record_to_numpy
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.lineage import lineage
 
-pytestmark = [pytest.mark.flower, pytest.mark.xdist_group("flower")]
+pytestmark = [pytest.mark.flower, pytest.mark.usefixtures("quiet_flower")]
 
 NODES = 5
 CLIP = 0.05
@@ -196,14 +194,6 @@ def server_app(ledger: Path, result: dict[str, Any]) -> ServerApp:
         led.close()
 
     return app
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def test_composition_tamper_and_resume(tmp_path: Path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from flchain_plugin.ledger import Ledger
 from flchain_plugin.lineage import lineage
 from flchain_plugin.notes import generate_key
 
-pytestmark = [pytest.mark.flower, pytest.mark.xdist_group("flower")]
+pytestmark = [pytest.mark.flower, pytest.mark.usefixtures("quiet_flower")]
 
 NODES = 10
 ROUNDS = 3
@@ -259,14 +258,6 @@ def adversarial_server_app(ledger: Path, result: dict[str, Any]) -> ServerApp:
                       plain=plain, key=strategy.verifier_key)
 
     return app
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    logging.getLogger("flwr").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def test_adversarial_run_refuses_each_attack_and_aggregates_the_rest(tmp_path: Path):

@@ -20,6 +20,7 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 
 from click.testing import CliRunner  # noqa: E402
+from conftest import mlflow_store  # noqa: E402
 from mlflow.entities import LoggedModelInput  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
@@ -61,20 +62,8 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     d = tmp_path_factory.mktemp("mlflow-store")
-    uri = f"flchain+sqlite:///{d}/mlflow.db"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mp.delenv("FLCHAIN_LEDGER", raising=False)
-    mp.delenv("FLCHAIN_MLFLOW_MODE", raising=False)
-    mp.setenv("MLFLOW_EXPERIMENT_ID", "")  # set_experiment writes it; undo() restores
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.create_experiment("flchain-store", artifact_location=str(d / "artifacts"))
-    mlflow.set_experiment(experiment_id=exp)
-    try:
+    with mlflow_store(d, "flchain-store") as (uri, exp):
         yield Env(d, uri, d / "mlflow.db.flchain.db", exp)
-    finally:
-        mlflow.set_tracking_uri(None)
-        mp.undo()
 
 
 def log_scale(d: Path, value: float = 1.0, tags: dict[str, str] | None = None) -> str:

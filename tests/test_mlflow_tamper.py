@@ -15,6 +15,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
+from conftest import mlflow_store  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from flchain_plugin.ledger import Ledger  # noqa: E402
@@ -40,20 +41,8 @@ class Tripwire(mlflow.pyfunc.PythonModel):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     d = tmp_path_factory.mktemp("mlflow-tamper")
-    uri = f"flchain+sqlite:///{d}/mlflow.db"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    mp.delenv("FLCHAIN_LEDGER", raising=False)
-    mp.delenv("FLCHAIN_MLFLOW_MODE", raising=False)
-    mp.setenv("MLFLOW_EXPERIMENT_ID", "")  # set_experiment writes it; undo() restores
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.create_experiment("tamper", artifact_location=str(d / "artifacts"))
-    mlflow.set_experiment(experiment_id=exp)
-    try:
+    with mlflow_store(d, "tamper") as (uri, _):
         yield d, uri
-    finally:
-        mlflow.set_tracking_uri(None)
-        mp.undo()
 
 
 def log(d: Path, fill: int) -> tuple[str, Path]:
