@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 pytest.importorskip("flwr")
 from click.testing import CliRunner
@@ -21,6 +24,8 @@ from flchain_plugin.blobs import BlobError, BlobStore
 from flchain_plugin.digest import model_digest
 from flchain_plugin.flower.arrays import (
     ArrayFormatError,
+    _numpy_header,
+    _plain_header,
     arrayrecord_digest,
     record_views,
     tensor_view,
@@ -86,6 +91,53 @@ def test_malformed_array_bytes_are_refused(mutate, match):
     data = Array(np.ones(3, np.float32)).data
     with pytest.raises(ArrayFormatError, match=match):
         tensor_view("w", mutate(data))
+
+
+def _header(data: bytes) -> bytes:
+    return data[10:10 + int.from_bytes(data[8:10], "little")]
+
+
+_NUMERIC = st.one_of(hnp.boolean_dtypes(), hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(),
+                     hnp.floating_dtypes(), hnp.complex_number_dtypes())
+
+
+@settings(max_examples=300, deadline=None)
+@given(hnp.arrays(_NUMERIC, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)),
+       st.booleans())
+def test_headers_np_save_writes_are_read_without_numpy_and_alike(arr, fortran):
+    if fortran:
+        arr = np.asfortranarray(arr)
+    data = Array(arr).data
+    fast = _plain_header(_header(data))
+    assert fast is not None
+    shape, fortran_order, dtype = _numpy_header("a", data[:10 + len(_header(data))], 1)
+    assert fast == (tuple(shape), fortran_order, dtype) and fast[2].str == dtype.str
+    assert tensor_view("a", data).numpy().tobytes() == np.asarray(arr).tobytes()
+
+
+_TOKENS = [b"'<f4'", b"'>f8'", b"'=i2'", b"'|u1'", b"'|b1'", b"'<c16'", b"'<i3'", b"'<U4'",
+           b"'|O8'", b"'<f99'", b"'|f4'", b"(3,)", b"(3)", b"()", b"(007,)", b"(2, 3)",
+           b"(2,3)", b"(-1,)", b"(2, 3,)", b"True", b"False", b"1", b"None", b" ", b"\n",
+           b", ", b"}", b"{", b"'shape': ", b"'descr': ", b"'fortran_order': "]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_a_header_read_without_numpy_reads_as_numpy_reads_it(data):
+    """Mutated headers: whenever the fast reader accepts one, numpy's parser gives the
+    same shape, order and dtype (and refuses nothing the fast reader accepts)."""
+    base = _header(Array(np.ones((2, 3), np.float32)).data)
+    for _ in range(data.draw(st.integers(1, 3))):
+        tok = data.draw(st.sampled_from(_TOKENS))
+        i = data.draw(st.integers(0, len(base)))
+        j = data.draw(st.integers(i, min(len(base), i + 12)))
+        base = base[:i] + tok + base[j:]
+    fast = _plain_header(base)
+    if fast is None:
+        return
+    pad = b"\x93NUMPY\x01\x00" + len(base).to_bytes(2, "little") + base
+    shape, fortran_order, dtype = _numpy_header("a", pad, 1)
+    assert fast == (tuple(shape), fortran_order, dtype)
 
 
 def test_non_numpy_serialization_is_refused():

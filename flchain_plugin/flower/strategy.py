@@ -34,7 +34,7 @@ from flwr.serverapp.strategy import Strategy
 from .. import entries as E
 from ..blobs import BlobStore
 from ..canonical import canonical_json, json_value
-from ..digest import DigestError
+from ..digest import PARALLEL_MIN_BYTES, DigestError
 from ..ledger import Ledger, SizeConflict
 from ..lineage import latest_model
 from ..notes import Signer, generate_key, load_private_key
@@ -616,7 +616,7 @@ class LedgerStrategy(Strategy):
         rejected: list[E.Rejected] = []
         parsed = [_parse(r, self.policy.max_update_bytes) for r in replies]
         workers = min(len(replies), os.cpu_count() or 1, 8)
-        if workers > 1:
+        if workers > 1 and sum(p.nbytes for p in parsed if p) >= PARALLEL_MIN_BYTES:
             with ThreadPoolExecutor(workers) as pool:
                 prepared = list(pool.map(_hash, parsed))
         else:
