@@ -106,6 +106,7 @@ def make_client_app(keys: Path, server_vkey: str, attacks: bool = True) -> Clien
         x, y = dataset(int(ctx.node_config["partition-id"]), int(ctx.node_config["num-partitions"]))
         salt_file = keys / f"salt-{ctx.node_config['partition-id']}.bin"
         if not salt_file.exists():
+            keys.mkdir(parents=True, exist_ok=True)
             salt_file.write_bytes(os.urandom(32))
         return dataset_commitment(example_bytes(x, y), salt_file.read_bytes())
 
