@@ -79,6 +79,18 @@ def test_ledger_bench_quick_reuses_its_workdir(tmp_path: Path) -> None:
     assert {"inclusion_generate", "verify"} <= set(again["results"])
 
 
+def test_flower_bench_quick_times_both_kinds_and_the_work() -> None:
+    pytest.importorskip("flwr")
+    doc = json_line(run(str(BENCH / "bench_flower.py"), "--quick", "--json"))
+    results = check_results(doc, "flower", {"aggregate_overhead_vs_sha256", "e2e_round",
+                                            "e2e_run", "work_round_added", "work_share",
+                                            "work_client_added_per_message"})
+    for key in ("e2e_round", "e2e_run"):
+        assert results[key]["baseline_name"] == "plain FedAvg + no mods"
+        assert results[key]["target"].startswith("≤ 1.05×")
+    assert results["work_share"]["unit"] == "%" and doc["params"]["pauses"] is True
+
+
 def test_ledger_bench_refuses_unknown_part() -> None:
     proc = run(str(BENCH / "bench_ledger.py"), "--quick", "--only", "proofs,nonsense")
     assert proc.returncode == 2 and "nonsense" in proc.stderr
