@@ -53,6 +53,25 @@ def model_1m(seed: int) -> dict[str, np.ndarray]:
     return {k: rng.standard_normal(s, dtype=np.float32) * 0.01 for k, s in shapes.items()}
 
 
+def empty_run(run_id: int) -> Any:
+    """flwr's Run record (flwr.supercore.run from flwr 1.32, flwr.common.typing before)."""
+    try:
+        from flwr.supercore.run import Run
+    except ImportError:
+        from flwr.common.typing import Run  # type: ignore[no-redef]
+    return Run.create_empty(run_id)
+
+
+def as_server_app(run_id: int) -> None:
+    """Messages built in this process are the ServerApp's of `run_id`: flwr >= 1.38 takes
+    that from TaskIdentity; before, a Grid stamped it when pushing."""
+    try:
+        from flwr.supercore.task_identity import TaskIdentity
+    except ImportError:
+        return
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 0, run_id, 0
+
+
 class _Grid:
     """Just enough of a Grid for configure_train: the node ids and the run."""
 
@@ -64,15 +83,12 @@ class _Grid:
 
     @property
     def run(self) -> Any:
-        from flwr.supercore.run import Run
-
-        return Run.create_empty(4242)
+        return empty_run(4242)
 
 
 def aggregation(replies_n: int, runs: int, small: bool) -> dict[str, Any]:
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
     from flwr.serverapp.strategy import FedAvg
-    from flwr.supercore.task_identity import TaskIdentity
 
     from flchain_plugin.flower import LedgerStrategy
     from flchain_plugin.flower.arrays import arrayrecord_digest
@@ -80,7 +96,7 @@ def aggregation(replies_n: int, runs: int, small: bool) -> dict[str, Any]:
     from flchain_plugin.notes import generate_key
     from flchain_plugin.statement import Statement
 
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 0, 4242, 0
+    as_server_app(4242)
     logging.getLogger("flwr").setLevel(logging.ERROR)
     base = model_1m(0)
     if small:
@@ -392,7 +408,6 @@ def _direct_grid(app: Any, clients: int) -> Any:
 
     from flwr.app import Context, RecordDict
     from flwr.serverapp import Grid
-    from flwr.supercore.run import Run
 
     class DirectGrid(Grid):
         def __init__(self) -> None:
@@ -407,7 +422,7 @@ def _direct_grid(app: Any, clients: int) -> Any:
 
         @property
         def run(self) -> Any:
-            return Run.create_empty(4242)
+            return empty_run(4242)
 
         def create_message(self, *args: Any, **kwargs: Any) -> Any:
             raise NotImplementedError
@@ -437,9 +452,7 @@ def _direct_grid(app: Any, clients: int) -> Any:
 
 def work(clients: int, rounds: int, repeats: int = 2) -> dict[str, tuple[float, float]]:
     """Mean (round, client) seconds of rounds 3.., both kinds alternated, in this process."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 0, 4242, 0
+    as_server_app(4242)
     demo = load_demo()
     tmp = Path(tempfile.mkdtemp(prefix="bench-flower-work-"))
     got: dict[str, list[tuple[float, float]]] = {"plain": [], "ledger": []}

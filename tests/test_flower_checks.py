@@ -42,8 +42,15 @@ from flwr.serverapp.strategy import (
     MultiKrum,
     Strategy,
 )
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
+
+try:
+    from flwr.supercore.run import Run  # flwr >= 1.32
+except ImportError:  # flwr 1.22-1.31
+    from flwr.common.typing import Run  # type: ignore[no-redef]
+try:
+    from flwr.supercore.task_identity import TaskIdentity  # flwr >= 1.38
+except ImportError:  # before 1.38 a Grid stamps run_id and src_node_id when it pushes
+    TaskIdentity = None  # type: ignore[assignment,misc]
 
 from flchain_plugin import entries as E
 from flchain_plugin.datasets import dataset_commitment, new_salt
@@ -106,6 +113,9 @@ class LoopbackGrid(Grid):
 @pytest.fixture(autouse=True)
 def server_identity():
     """Flower stamps instructions with the process's task identity (the ServerApp's)."""
+    if TaskIdentity is None:
+        yield
+        return
     saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 0, RUN_ID, 0
     yield
