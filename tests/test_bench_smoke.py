@@ -34,15 +34,19 @@ def json_line(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return json.loads(lines[0])
 
 
-def check_results(doc: dict[str, Any], bench: str, keys: set[str]) -> dict[str, Any]:
+def check_results(doc: dict[str, Any], bench: str, keys: set[str],
+                  differences: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """`differences`: figures that are a difference of two timings, which a quick run on a
+    busy machine may well find negative."""
     assert doc["bench"] == bench and doc["quick"] is True
     results = doc["results"]
     assert keys <= set(results), f"missing {sorted(keys - set(results))}"
     for key, r in results.items():
         assert set(r) == RESULT_FIELDS and r["key"] == key
-        assert isinstance(r["value"], (int, float)) and r["value"] > 0, r
+        assert isinstance(r["value"], (int, float)), r
+        assert key in differences or r["value"] > 0, r
         if r["baseline"] is not None:
-            assert r["baseline"] > 0 and r["ratio"] > 0, r
+            assert r["baseline"] > 0 and (key in differences or r["ratio"] > 0), r
         assert r["passed"] is None, "a quick run must not judge targets"
     return results
 
@@ -84,7 +88,9 @@ def test_flower_bench_quick_times_both_kinds_and_the_work() -> None:
     doc = json_line(run(str(BENCH / "bench_flower.py"), "--quick", "--json"))
     results = check_results(doc, "flower", {"aggregate_overhead_vs_sha256", "e2e_round",
                                             "e2e_run", "work_round_added", "work_share",
-                                            "work_client_added_per_message"})
+                                            "work_client_added_per_message"},
+                            differences=frozenset(k for k in doc["results"]
+                                                  if k.startswith(("work_", "aggregate_over"))))
     for key in ("e2e_round", "e2e_run"):
         assert results[key]["baseline_name"] == "plain FedAvg + no mods"
         assert results[key]["target"].startswith("≤ 1.05×")
