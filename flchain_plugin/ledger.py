@@ -541,6 +541,16 @@ class Ledger:
         self.store.add_checkpoint(cp.size, note)
         return cp
 
+    def checkpoint_sizes(self, last: int) -> list[int]:
+        """Tree sizes of the `last` most recent signed checkpoints, oldest first."""
+        sizes: list[int] = []
+        for size, _ in reversed(self.store.checkpoints()):
+            if size not in sizes:
+                sizes.append(size)
+            if len(sizes) == last:
+                break
+        return sizes[::-1]
+
     def latest_checkpoint(self) -> str | None:
         """The most recently stored signed checkpoint note, if any."""
         notes = self.store.checkpoints()

@@ -610,8 +610,8 @@ class ForkingGrid(LoopbackGrid):
         messages = list(messages)
         for m in messages:
             for cfg in m.content.config_records.values():
-                if isinstance(cfg.get(CONSISTENCY), bytes) and cfg[CONSISTENCY]:
-                    cfg[CONSISTENCY] = bytes([cfg[CONSISTENCY][0] ^ 1]) + cfg[CONSISTENCY][1:]
+                if cfg.get(CONSISTENCY):
+                    cfg[CONSISTENCY] = [bytes([p[0] ^ 1]) + p[1:] for p in cfg[CONSISTENCY]]
         return super().send_and_receive(messages, timeout=timeout)
 
 
@@ -631,3 +631,87 @@ def test_clients_prove_each_new_log_extends_the_one_they_saw(tmp_path: Path):
         refused = [le.entry for le in led.iter_entries(type="rejected")]
         assert {r.round for r in refused} == {2, 3} and len(refused) == 6
         assert all(r.reason == "client_error" and "forked log" in r.detail for r in refused)
+
+
+class OmittingGrid(LoopbackGrid):
+    """Sends no consistency proofs: a server hiding that its log forked would."""
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> Iterable[Message]:
+        from flchain_plugin.flower.protocol import CONSISTENCY, CONSISTENCY_FROM
+
+        messages = list(messages)
+        for m in messages:
+            for cfg in m.content.config_records.values():
+                for k in (CONSISTENCY, CONSISTENCY_FROM):
+                    if k in cfg:
+                        del cfg[k]
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_clients_refuse_a_bigger_log_sent_without_a_consistency_proof(tmp_path: Path,
+                                                                       required: bool):
+    app = make_app(tmp_path / "keys", require_consistency=required)
+    strategy = LedgerStrategy(
+        FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=3),
+        ledger=tmp_path / "ledger.db")
+    strategy.start(OmittingGrid(app, 3), initial(), num_rounds=3)
+    with Ledger(tmp_path / "ledger.db", create=False) as led:
+        refused = [le.entry for le in led.iter_entries(type="rejected")]
+        if required:
+            assert {r.round for r in refused} == {2, 3} and len(refused) == 6
+            assert all("no consistency proof from the checkpoint of size" in r.detail
+                       for r in refused)
+        else:
+            assert refused == []
+
+
+class LossyGrid(LoopbackGrid):
+    """Loses node 0's round-1 reply after its client handled the instruction, and node 1's
+    handler raises in round 1 after its mod accepted the model: both clients pinned the
+    round-1 checkpoint although the server never heard them confirm it."""
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
+                         ) -> Iterable[Message]:
+        messages = list(messages)
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        first = bool(messages) and int(messages[0].content["config"]["server-round"]) == 1
+        lost = self.ids[0]
+        return [r for r in replies if not (first and r.metadata.src_node_id == lost)]
+
+
+def test_a_client_whose_reply_was_lost_still_gets_a_proof_from_what_it_pinned(tmp_path: Path):
+    def behaviour(pid: int, rnd: int, msg: Message, ctx: Context, signed: Any) -> Message:
+        if pid == 1 and rnd == 1:
+            def boom(m: Message, c: Context) -> Message:
+                raise RuntimeError("the handler failed after the mod pinned the checkpoint")
+            return signing_mod(tmp_path / "keys")(msg, ctx, boom)
+        return signed(msg, ctx)
+
+    app = make_app(tmp_path / "keys", behaviour)
+    grid = LossyGrid(app, 3)
+    for n in grid.ids:
+        grid.contexts[n].node_config["num-partitions"] = 3
+    strategy = LedgerStrategy(
+        FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=3,
+               min_train_nodes=2),
+        ledger=tmp_path / "ledger.db")
+    strategy.start(grid, initial(), num_rounds=3)
+    with Ledger(tmp_path / "ledger.db", create=False) as led:
+        acc, ref = outcome(led, grid)
+        assert ref == {(1, 1): "client_error"}
+        assert set(acc) == {(1, 2)} | {(r, p) for r in (2, 3) for p in range(3)}
+
+
+def test_a_restarted_server_proves_its_log_extends_what_clients_pinned(tmp_path: Path):
+    """Same run, same clients (their ctx.state keeps the pins), a new LedgerStrategy on the
+    same ledger: it announces proofs from its latest checkpoints, and clients go on."""
+    grid = LoopbackGrid(make_app(tmp_path / "keys"), 3)
+    opts = {"fraction_train": 1.0, "fraction_evaluate": 0.0, "min_available_nodes": 3}
+    for _ in range(2):
+        LedgerStrategy(FedAvg(**opts), ledger=tmp_path / "ledger.db").start(
+            grid, initial(), num_rounds=2)
+    with Ledger(tmp_path / "ledger.db", create=False) as led:
+        assert [le.entry for le in led.iter_entries(type="rejected")] == []
+        assert len(list(led.iter_entries(type="update"))) == 12

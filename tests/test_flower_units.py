@@ -253,6 +253,27 @@ def test_a_checkpoint_signed_by_another_key_is_refused(announced):
         ann.verify(ann.model, generate_key(led.origin).verifier)
 
 
+def test_consistency_proofs_travel_by_size_and_malformed_ones_are_named(announced):
+    from flwr.app import ConfigRecord
+
+    from flchain_plugin.flower.protocol import CONSISTENCY, CONSISTENCY_FROM
+
+    led, _key, ann = announced
+    proofs = ((1, led.consistency_proof(1, 2).hashes), (2, ()))
+    cfg = ConfigRecord()
+    dataclasses.replace(ann, consistency=proofs).write(cfg)
+    back = Announcement.read(cfg)
+    assert back is not None and back.consistency == proofs
+    assert back.consistency_from(1) == proofs[0][1] and back.consistency_from(3) is None
+    for key, value, match in [(CONSISTENCY_FROM, [1], "one proof"),
+                              (CONSISTENCY, [b"x" * 31, b""], "one proof"),
+                              (CONSISTENCY_FROM, 1, "list of integers")]:
+        bad = ConfigRecord(dict(cfg))
+        bad[key] = value
+        with pytest.raises(AnnouncementError, match=match):
+            Announcement.read(bad)
+
+
 # -- blobs ---------------------------------------------------------------------------------
 
 

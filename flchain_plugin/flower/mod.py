@@ -2,7 +2,8 @@
 
 Before training (and evaluating) it checks the global model it received: its digest must be
 the announced one, the announcing checkpoint must be signed by the server's key, the entry
-recording the model must be in the checkpoint's tree, and checkpoints must never shrink. A
+recording the model must be in the checkpoint's tree, and each checkpoint must be proven
+(RFC 9162 consistency) to extend the one the client pinned before. A
 model that fails is refused with `Message(Error(6, "flchain: ..."), reply_to=msg)` and
 the handler never runs. After training it signs the client statement over the reply's
 arrays and metrics (flchain_plugin.statement) and attaches it as a ConfigRecord.
@@ -25,6 +26,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
 from .. import merkle
+from ..checkpoint import Checkpoint
 from ..digest import DigestError
 from ..notes import NoteError, Signer, Verifier, load_private_key
 from ..statement import Statement, StatementError
@@ -73,6 +75,7 @@ class SigningMod:
         server_key: str | Verifier | None = None,
         dataset: DatasetSource = None,
         create_keys: bool = True,
+        require_consistency: bool = True,
     ) -> None:
         self._raw: tuple[str, bytes] | None = None
         self._path: Path | None = None
@@ -102,6 +105,7 @@ class SigningMod:
                              "digest")
         self.dataset = dataset
         self.create_keys = create_keys
+        self.require_consistency = require_consistency
         self._cache: dict[Any, Signer] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -197,17 +201,8 @@ class SigningMod:
             server = self._server(ctx, ann, pinned)
             cp = ann.verify(received, server)
             last = pinned.get("size")
-            if isinstance(last, int) and cp.size > last and ann.consistency_from == last:
-                root = pinned.get("root")
-                try:
-                    merkle.verify_consistency(last, cp.size, ann.consistency,
-                                              root if isinstance(root, bytes) else b"",
-                                              cp.root_hash)
-                except merkle.ProofError as e:
-                    raise AnnouncementError(
-                        f"the log of size {cp.size} does not extend the one of size {last} "
-                        f"this client saw: a forked log ({e})"
-                    ) from None
+            if isinstance(last, int) and cp.size > last:
+                self._check_extends(last, pinned.get("root"), cp, ann)
             if isinstance(last, int):
                 if cp.size < last:
                     raise AnnouncementError(f"checkpoint size {cp.size} is older than the "
@@ -224,6 +219,31 @@ class SigningMod:
         if kind != "train" or reply.has_error():
             return reply
         return self._sign(msg, reply, ctx, ann, pinned)
+
+    def _check_extends(self, last: int, root: Any, cp: Checkpoint, ann: Announcement) -> None:
+        """The announced tree extends the one of size `last` (root `root`) pinned before.
+
+        Requires 0 < last < cp.size. Without a proof from `last`, only a client built with
+        `require_consistency=False` goes on (checking then only that trees never shrink).
+        """
+        proof = ann.consistency_from(last)
+        if proof is None:
+            if self.require_consistency:
+                raise AnnouncementError(
+                    f"no consistency proof from the checkpoint of size {last} this client "
+                    f"saw to the announced one of size {cp.size} (proofs sent from sizes "
+                    f"{[n for n, _ in ann.consistency]}): the server must prove its log "
+                    "extends the one it showed before"
+                )
+            return
+        try:
+            merkle.verify_consistency(last, cp.size, proof,
+                                      root if isinstance(root, bytes) else b"", cp.root_hash)
+        except merkle.ProofError as e:
+            raise AnnouncementError(
+                f"the log of size {cp.size} does not extend the one of size {last} this "
+                f"client saw: a forked log ({e})"
+            ) from None
 
     def _sign(self, msg: Message, reply: Message, ctx: Context, ann: Announcement,
               pinned: ConfigRecord) -> Message:
@@ -254,6 +274,7 @@ def signing_mod(
     server_key: str | Verifier | None = None,
     dataset: DatasetSource = None,
     create_keys: bool = True,
+    require_consistency: bool = True,
 ) -> SigningMod:
     """A ClientApp mod that verifies the received model and signs the client statement.
 
@@ -266,5 +287,10 @@ def signing_mod(
     dataset: a salted dataset commitment (flchain_plugin.datasets.dataset_commitment) or a
         function `Context -> commitment`, called once per node and run; signed into every
         statement and recorded as a `dataset` entry.
+    require_consistency: refuse a checkpoint larger than the one pinned before unless the
+        announcement proves (RFC 9162 consistency) that its log extends the pinned one.
+        False accepts a missing proof (a server that is not LedgerStrategy), still refusing
+        a proof that fails, a smaller tree and a second root at one size.
     """
-    return SigningMod(key, server_key=server_key, dataset=dataset, create_keys=create_keys)
+    return SigningMod(key, server_key=server_key, dataset=dataset, create_keys=create_keys,
+                      require_consistency=require_consistency)

@@ -64,18 +64,23 @@ class Announcement:
     proof: tuple[bytes, ...]
     server_key: str | None
     weight_key: str = DEFAULT_WEIGHT_KEY  # the metric the server weights updates by
-    # RFC 9162 consistency proof from the checkpoint last announced to this node, so a
-    # client proves the log it sees now extends the one it pinned, not merely outgrew it.
-    consistency_from: int | None = None
-    consistency: tuple[bytes, ...] = ()
+    # RFC 9162 consistency proofs to this checkpoint, one from each size this node may have
+    # pinned (the checkpoint it last confirmed, and those offered since whose replies did
+    # not come back clean), so a client proves the log it sees now extends the one it
+    # pinned, not merely outgrew it: ((from size, proof hashes), ...).
+    consistency: tuple[tuple[int, tuple[bytes, ...]], ...] = ()
+
+    def consistency_from(self, size: int) -> tuple[bytes, ...] | None:
+        """The proof from a tree of `size` entries to the checkpoint's, None if not sent."""
+        return next((proof for first, proof in self.consistency if first == size), None)
 
     def write(self, config: ConfigRecord) -> None:
         config[RUN] = self.run
         if self.weight_key != DEFAULT_WEIGHT_KEY:
             config[WEIGHT_KEY] = self.weight_key
-        if self.consistency_from is not None:
-            config[CONSISTENCY_FROM] = self.consistency_from
-            config[CONSISTENCY] = b"".join(self.consistency)
+        if self.consistency:
+            config[CONSISTENCY_FROM] = [size for size, _ in self.consistency]
+            config[CONSISTENCY] = [b"".join(proof) for _, proof in self.consistency]
         config[ROUND] = self.round
         config[MODEL] = self.model
         if self.server_key is not None:
@@ -113,16 +118,20 @@ class Announcement:
             weight_key = config.get(WEIGHT_KEY, DEFAULT_WEIGHT_KEY)
             if not isinstance(weight_key, str):
                 raise TypeError("weight key must be a string")
-            cfrom, cproof = config.get(CONSISTENCY_FROM), config.get(CONSISTENCY, b"")
-            if cfrom is not None and (isinstance(cfrom, bool) or not isinstance(cfrom, int)):
-                raise TypeError("consistency-from must be an integer")
-            if not isinstance(cproof, bytes) or len(cproof) % 32:
-                raise TypeError("consistency proof must be 32-byte hashes")
+            sizes, proofs = config.get(CONSISTENCY_FROM, []), config.get(CONSISTENCY, [])
+            if not isinstance(sizes, list) or not all(
+                isinstance(n, int) and not isinstance(n, bool) for n in sizes
+            ):
+                raise TypeError("consistency-from must be a list of integers")
+            if not isinstance(proofs, list) or len(proofs) != len(sizes) or not all(
+                isinstance(p, bytes) and len(p) % 32 == 0 for p in proofs
+            ):
+                raise TypeError("consistency must be one proof of 32-byte hashes per size")
         except (KeyError, TypeError) as e:
             raise AnnouncementError(f"malformed flchain announcement: {e}") from None
-        hashes = tuple(proof[i : i + 32] for i in range(0, len(proof), 32))
-        chashes = tuple(cproof[i : i + 32] for i in range(0, len(cproof), 32))
-        return cls(run, rnd, model, cp, entry, index, hashes, key, weight_key, cfrom, chashes)
+        consistency = tuple((n, _hashes(p)) for n, p in zip(sizes, proofs, strict=True))
+        return cls(run, rnd, model, cp, entry, index, _hashes(proof), key, weight_key,
+                   consistency)
 
     def verify(self, received: str, server: Verifier) -> Checkpoint:
         """Check the received model (digest `received`) against the signed log.
@@ -168,6 +177,10 @@ class Announcement:
                 f"{getattr(entry, 'run', None)}, not this run {self.run}"
             )
         return cp
+
+
+def _hashes(joined: bytes) -> tuple[bytes, ...]:
+    return tuple(joined[i : i + 32] for i in range(0, len(joined), 32))
 
 
 def statement_record(signed: SignedStatement) -> ConfigRecord:

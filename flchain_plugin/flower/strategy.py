@@ -47,6 +47,12 @@ from .protocol import STATEMENT_RECORD, Announcement, json_safe, read_statement,
 log = logging.getLogger("flchain.flower")
 
 
+UNCONFIRMED_KEPT = 8
+"""Checkpoint sizes offered to a node since its last clean reply that announcements keep
+proving consistency from; a node that missed more replies in a row than this may be left
+without a proof from the size it pinned, and its signing_mod then refuses."""
+
+
 class Refused(Exception):
     """A reply failed a lineage check: `reason` is one of E.REJECT_REASONS."""
 
@@ -245,10 +251,12 @@ class LedgerStrategy(Strategy):
         self._central = False  # an evaluate_fn wrapper exists: it commits evaluations
         self._checkpoint: str | None = None
         self._checkpoint_size = 0
-        # node id -> checkpoint size it last accepted (its reply carried no error), which
-        # is what its signing_mod pinned; and the size offered in the pending instruction
-        self._announced: dict[int, int] = {}
-        self._offered: dict[int, int] = {}
+        # node id -> the checkpoint sizes its signing_mod may have pinned: the one it last
+        # confirmed (a reply without error) and those offered since (a reply that was lost,
+        # or an error after the mod had pinned). Announcements prove consistency from each.
+        self._confirmed: dict[int, int] = {}
+        self._unconfirmed: dict[int, list[int]] = {}
+        self._resumed: list[int] = []  # a restarted run: sizes any node may have pinned
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -333,6 +341,9 @@ class LedgerStrategy(Strategy):
         first = self._commit(batch)
         st = _Run(run_id, digest, record, first, run_entry.encode())
         self._load_history(st)
+        if st.members or st.seen_updates:  # this run's server restarted: its clients
+            # pinned checkpoints this process never announced; prove from the latest ones
+            self._resumed = self.ledger.checkpoint_sizes(UNCONFIRMED_KEPT + 1)
         self._run = st
         log.info("flchain: run %s recorded in %s (entry %d), model %s", run_id,
                  self.ledger.origin, first, digest)
@@ -408,18 +419,19 @@ class LedgerStrategy(Strategy):
                                 "global model; its client will refuse it",
                                 msg.metadata.dst_node_id, digest)
                 node = msg.metadata.dst_node_id
-                before = self._announced.get(node)
-                if before is not None and 0 < before < self._checkpoint_size:
-                    if before not in consistency:
-                        consistency[before] = self.ledger.consistency_proof(
-                            before, self._checkpoint_size).hashes
-                    since = (before, consistency[before])
-                else:
-                    since = (None, ())
+                pinned = self._unconfirmed.setdefault(node, list(self._resumed))
+                sizes = sorted({n for n in (self._confirmed.get(node, 0), *pinned)
+                                if 0 < n < self._checkpoint_size})
+                for n in sizes:
+                    if n not in consistency:
+                        consistency[n] = self.ledger.consistency_proof(
+                            n, self._checkpoint_size).hashes
                 Announcement(st.run, server_round, digest, self._checkpoint, entry, index,
                              proof or (), self.verifier_key, self.policy.weight_key,
-                             *since).write(new[config_name])
-                self._offered[node] = self._checkpoint_size
+                             tuple((n, consistency[n]) for n in sizes)).write(new[config_name])
+                if self._checkpoint_size not in pinned:
+                    pinned.append(self._checkpoint_size)
+                    del pinned[:-UNCONFIRMED_KEPT]
             msg.content = new
         return out
 
@@ -600,8 +612,9 @@ class LedgerStrategy(Strategy):
         """A reply without error means its node accepted (and pinned) what it was sent."""
         for r in replies:
             node = r.metadata.src_node_id
-            if not r.has_error() and node in self._offered:
-                self._announced[node] = self._offered[node]
+            if not r.has_error() and self._unconfirmed.get(node):
+                self._confirmed[node] = self._unconfirmed[node][-1]
+                self._unconfirmed[node] = []
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
