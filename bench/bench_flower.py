@@ -451,7 +451,9 @@ def _direct_grid(app: Any, clients: int) -> Any:
 
 
 def work(clients: int, rounds: int, repeats: int = 2) -> dict[str, tuple[float, float]]:
-    """Mean (round, client) seconds of rounds 3.., both kinds alternated, in this process."""
+    """Median (round, client) seconds of rounds 3.., both kinds alternated, in this process:
+    without the engine's polls a round's time is its work, and the median keeps a stray
+    disk stall or a Ray process still shutting down out of it."""
     as_server_app(4242)
     demo = load_demo()
     tmp = Path(tempfile.mkdtemp(prefix="bench-flower-work-"))
@@ -467,7 +469,8 @@ def work(clients: int, rounds: int, repeats: int = 2) -> dict[str, tuple[float, 
             if probe.faults:
                 sys.exit(f"the in-process {kind} run had failed replies: {probe.faults[:3]}")
             d = probe.rounds()[2:]
-            got[kind].append((statistics.fmean(x for x, _ in d), statistics.fmean(c for _, c in d)))
+            got[kind].append((statistics.median(x for x, _ in d),
+                              statistics.median(c for _, c in d)))
     return {k: (statistics.fmean(x for x, _ in v), statistics.fmean(c for _, c in v))
             for k, v in got.items()}
 
@@ -511,10 +514,10 @@ def main(replies: int, runs: int, e2e_runs: int, rounds: int, round_runs: int,
         Result("aggregate_ledger", "LedgerStrategy(FedAvg).aggregate_train", m["ledger"] * 1e3,
                "ms", m["fedavg"] * 1e3, "plain FedAvg", m["ledger"] / m["fedavg"]),
     ]
+    w = work(clients, max(rounds, 10) if not quick else 4, repeats=1 if quick else 3)
     e2e = end_to_end(e2e_runs, clients, rounds, round_runs, long_rounds, pauses)
     pr, lr_ = e2e["round"]["plain"], e2e["round"]["ledger"]
     pt, lt = e2e["run"]["plain"], e2e["run"]["ledger"]
-    w = work(clients, max(rounds, 10) if not quick else 4, repeats=1 if quick else 3)
     (wp, cp), (wl, cl) = w["plain"], w["ledger"]
     results += [
         Result("e2e_round", "end to end, per round (mean" + (", poll phase randomized)"
