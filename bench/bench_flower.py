@@ -184,23 +184,14 @@ def load_demo() -> Any:
 
 def _plain_client(demo: Any) -> Any:
     """The demo's ClientApp as it would be without the plugin: same task, no mods."""
-    import torch
     from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
     client = ClientApp()
 
-    def received(msg: Message, ctx: Context) -> tuple[Any, Any, Any]:
-        """The model sent, loaded, and this client's partition."""
-        torch.set_num_threads(1)
-        pid, n = int(ctx.node_config["partition-id"]), int(ctx.node_config["num-partitions"])
-        net = demo.model()
-        net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        return (net, *demo.dataset(pid, n))
-
     @client.train()
     def fit(msg: Message, ctx: Context) -> Message:
-        net, x, y = received(msg, ctx)
+        net, x, y = demo.received(msg, ctx)
         loss = demo.train(net, x, y)
         return Message(RecordDict({"arrays": ArrayRecord(net.state_dict()), "metrics":
                                    MetricRecord({"train_loss": loss, "num-examples": len(x)})}),
@@ -208,7 +199,7 @@ def _plain_client(demo: Any) -> Any:
 
     @client.evaluate()
     def ev(msg: Message, ctx: Context) -> Message:
-        net, x, y = received(msg, ctx)
+        net, x, y = demo.received(msg, ctx)
         loss, acc = demo.evaluate(net, x, y)
         return Message(RecordDict({"metrics": MetricRecord(
             {"eval_loss": loss, "eval_acc": acc, "num-examples": len(x)})}), reply_to=msg)

@@ -97,6 +97,15 @@ def evaluate(net: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float,
     return loss, acc
 
 
+def received(msg: Message, ctx: Context) -> tuple[torch.nn.Module, np.ndarray, np.ndarray]:
+    """The global model a client was sent, loaded, and the client's own partition."""
+    torch.set_num_threads(1)
+    pid, n = int(ctx.node_config["partition-id"]), int(ctx.node_config["num-partitions"])
+    net = model()
+    net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    return (net, *dataset(pid, n))
+
+
 # -- the ClientApp ---------------------------------------------------------------------------
 
 
@@ -141,14 +150,11 @@ def make_client_app(keys: Path, server_vkey: str, attacks: bool = True) -> Clien
 
     @app.train()
     def fit(msg: Message, ctx: Context) -> Message:
-        torch.set_num_threads(1)
-        pid, n = int(ctx.node_config["partition-id"]), int(ctx.node_config["num-partitions"])
-        net = model()
-        net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        x, y = dataset(pid, n)
+        net, x, y = received(msg, ctx)
         loss = train(net, x, y)
         sd = net.state_dict()
         rnd = int(msg.content["config"]["server-round"])
+        pid, n = int(ctx.node_config["partition-id"]), int(ctx.node_config["num-partitions"])
         attacker = attacks and pid == n - 1
         if attacker and ATTACKS.get(rnd) == "NaN weights":
             sd["0.weight"][0, 0] = float("nan")
@@ -162,11 +168,7 @@ def make_client_app(keys: Path, server_vkey: str, attacks: bool = True) -> Clien
 
     @app.evaluate()
     def evaluate_local(msg: Message, ctx: Context) -> Message:
-        torch.set_num_threads(1)
-        pid, n = int(ctx.node_config["partition-id"]), int(ctx.node_config["num-partitions"])
-        net = model()
-        net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        x, y = dataset(pid, n)
+        net, x, y = received(msg, ctx)
         loss, acc = evaluate(net, x, y)
         return Message(RecordDict({"metrics": MetricRecord(
             {"eval_loss": loss, "eval_acc": acc, "num-examples": len(x)})}), reply_to=msg)

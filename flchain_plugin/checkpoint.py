@@ -10,7 +10,6 @@ cosigned the same size saw the same tree (https://c2sp.org/tlog-witness).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -90,11 +89,9 @@ class Checkpoint:
         if int(size) > MAX_SIZE:
             raise CheckpointError(f"checkpoint size {size} exceeds 2^64-1")
         try:
-            raw = base64.b64decode(root, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise CheckpointError(f"checkpoint root hash {root!r} is not base64: {e}") from None
-        if base64.b64encode(raw).decode("ascii") != root:
-            raise CheckpointError(f"checkpoint root hash {root!r} is not canonical base64")
+            raw = notes.b64decode_strict(root, f"checkpoint root hash {root!r}")
+        except notes.NoteError as e:
+            raise CheckpointError(str(e)) from None
         for i, ext in enumerate(extensions, 4):
             if not ext:
                 raise CheckpointError(f"checkpoint extension line {i} is empty")

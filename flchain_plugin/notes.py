@@ -129,7 +129,7 @@ def cosignature_message(timestamp: int, text: str) -> bytes:
     return f"cosignature/v1\ntime {timestamp}\n{text}".encode()
 
 
-def _b64decode(s: str, what: str) -> bytes:
+def b64decode_strict(s: str, what: str) -> bytes:
     """Strict standard base64: alphabet, padding and canonical encoding."""
     try:
         raw = base64.b64decode(s, validate=True)
@@ -198,7 +198,7 @@ class Verifier:
             raise NoteError(f"verifier key name {name!r} is invalid: want non-empty, no spaces")
         if not _HEX8.fullmatch(hex_id):
             raise NoteError(f"verifier key id {hex_id!r} is not 8 lowercase hex digits")
-        raw = _b64decode(key64, "verifier public key")
+        raw = b64decode_strict(key64, "verifier public key")
         if not raw:
             raise NoteError("verifier public key is empty")
         v = cls(name, raw[0], raw[1:])
@@ -375,7 +375,7 @@ def _split(note: str | bytes) -> tuple[str, list[Signature]]:
             raise NoteError(f"signature line {n} has no signature after the key name")
         if " " in b64:
             raise NoteError(f"signature line {n} has more than 2 spaces (key names have none)")
-        raw = _b64decode(b64, f"signature line {n}")
+        raw = b64decode_strict(b64, f"signature line {n}")
         if len(raw) <= KEY_ID_SIZE:
             raise NoteError(f"signature line {n} has {len(raw)} bytes, want more than 4")
         sigs.append(Signature(name, int.from_bytes(raw[:KEY_ID_SIZE], "big"), raw[KEY_ID_SIZE:]))

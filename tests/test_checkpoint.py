@@ -115,7 +115,7 @@ def test_extension_lines_round_trip():
             "Log\n3438945738945739845734895735\n" + SOFA_BODY.split("\n")[2] + "\n",
             "exceeds 2^64-1",
         ),
-        ("Log\n123\nThisIsn'tBase64\n", "is not base64"),
+        ("Log\n123\nThisIsn'tBase64\n", "is not valid base64"),
         # the spec: extension lines MUST be non-empty (formats accepts trailing newlines)
         (SOFA_BODY + "\n\n\n", "extension line 4 is empty"),
         # strictness beyond the formats tests
