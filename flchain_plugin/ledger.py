@@ -544,7 +544,8 @@ class Ledger:
     def checkpoint_sizes(self, last: int) -> list[int]:
         """Tree sizes of the `last` most recent signed checkpoints, oldest first."""
         sizes: list[int] = []
-        for size, _ in reversed(self.store.checkpoints()):
+        # a size may have been signed more than once: read a few more notes than sizes
+        for size, _ in reversed(self.store.checkpoints(last=4 * last)):
             if size not in sizes:
                 sizes.append(size)
             if len(sizes) == last:
@@ -553,7 +554,7 @@ class Ledger:
 
     def latest_checkpoint(self) -> str | None:
         """The most recently stored signed checkpoint note, if any."""
-        notes = self.store.checkpoints()
+        notes = self.store.checkpoints(last=1)
         return notes[-1][1] if notes else None
 
     # -- metadata ----------------------------------------------------------------------

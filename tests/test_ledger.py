@@ -316,6 +316,16 @@ def test_signed_checkpoint_of_the_head(tmp_path: Path) -> None:
     led.close()
 
 
+def test_latest_checkpoints_come_newest_last_and_sizes_once(tmp_path: Path) -> None:
+    led, _ = build(tmp_path / "l.db", [2, 3, 4])
+    signer = generate_key(led.origin)
+    notes = [led.sign_checkpoint(signer, size=n) for n in (2, 5, 5, 9)]
+    assert led.latest_checkpoint() == notes[-1]
+    assert led.store.checkpoints(last=2) == [(5, notes[2]), (9, notes[3])]
+    assert led.checkpoint_sizes(2) == [5, 9] and led.checkpoint_sizes(8) == [2, 5, 9]
+    led.close()
+
+
 def test_expect_size_refuses_a_batch_built_for_another_size(tmp_path: Path) -> None:
     led, _ = build(tmp_path / "l.db", [3])
     with Ledger(tmp_path / "l.db", create=False) as other:

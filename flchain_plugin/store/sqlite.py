@@ -298,7 +298,12 @@ class SqliteStore:
         with self.writer():
             self._conn.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (size, note))
 
-    def checkpoints(self, size: int | None = None) -> list[tuple[int, str]]:
+    def checkpoints(self, size: int | None = None, last: int | None = None
+                    ) -> list[tuple[int, str]]:
+        if last is not None:
+            rows = self._read("SELECT size, note FROM checkpoints ORDER BY id DESC LIMIT ?",
+                              (last,))
+            return [(s, n) for s, n in reversed(rows)]
         if size is None:
             return [(s, n) for s, n in self._read("SELECT size, note FROM checkpoints ORDER BY id")]
         return [
