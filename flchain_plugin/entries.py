@@ -60,28 +60,32 @@ def check_digest(value: object, name: str = "digest") -> str:
     return value
 
 
-Checker = typing.Callable[[object, str], None]
+Checker = typing.Callable[[object, str], Any]
+"""Checks one field's value and returns it as the entry holds it (normalised)."""
 
 
 def _fail(path: str, want: str, value: object) -> typing.NoReturn:
     raise EntryError(f"{path}: want {want}, got {type(value).__name__}")
 
 
-def _check_str(value: object, path: str) -> None:
+def _check_str(value: object, path: str) -> object:
     if type(value) is not str:
         _fail(path, "a string", value)
+    return value
 
 
-def _check_int(value: object, path: str) -> None:
+def _check_int(value: object, path: str) -> object:
     if type(value) is not int:
         _fail(path, "an integer", value)
     if not -(2**53) < value < 2**53:  # type: ignore[operator]
         raise EntryError(f"{path}: integer {value} beyond 2^53, use a string")
+    return value
 
 
-def _check_bool(value: object, path: str) -> None:
+def _check_bool(value: object, path: str) -> object:
     if type(value) is not bool:
         _fail(path, "a boolean", value)
+    return value
 
 
 def _exact_double(value: int) -> bool:
@@ -91,21 +95,27 @@ def _exact_double(value: int) -> bool:
         return False
 
 
-def _check_number(value: object, path: str) -> None:
+def _check_number(value: object, path: str) -> object:
+    """JCS numbers are doubles: a large integral number becomes the double it equals."""
     if type(value) is int:
-        if not -(2**53) < value < 2**53 and not _exact_double(value):  # type: ignore[operator]
+        if -(2**53) < value < 2**53:
+            return value
+        if not _exact_double(value):
             raise EntryError(f"{path}: integer {value} is not exactly a double; use a string")
-    elif type(value) is not float:
+        return float(value)
+    if type(value) is not float:
         _fail(path, "a number", value)
-    elif not math.isfinite(value):  # type: ignore[arg-type]
+    if not math.isfinite(value):  # type: ignore[arg-type]
         raise EntryError(f"{path}: non-finite number {value!r}")
+    return value
 
 
-def _check_object(value: object, path: str) -> None:
+def _check_object(value: object, path: str) -> object:
     # Contents (finite numbers, safe integers, string keys) are checked by the canonical
     # encoder, which walks the value anyway when the entry is encoded at construction.
     if type(value) is not dict:
         _fail(path, "an object", value)
+    return value
 
 
 def _checker(tp: Any) -> Checker:
@@ -117,19 +127,18 @@ def _checker(tp: Any) -> Checker:
             raise TypeError(f"unsupported union {tp!r}")
         check = _checker(inner[0])
 
-        def optional(value: object, path: str) -> None:
-            if value is not None:
-                check(value, path)
+        def optional(value: object, path: str) -> object:
+            return None if value is None else check(value, path)
 
         return optional
     if origin is list or origin is tuple:
         item = _checker(typing.get_args(tp)[0])
 
-        def each(value: object, path: str) -> None:
+        def each(value: object, path: str) -> object:
             if type(value) is not list:
                 _fail(path, "a list", value)
-            for i, v in enumerate(value):  # type: ignore[arg-type]
-                item(v, f"{path}[{i}]")
+            out = [item(v, f"{path}[{i}]") for i, v in enumerate(value)]  # type: ignore[arg-type]
+            return value if all(a is b for a, b in zip(out, value, strict=True)) else out
 
         return each
     simple: dict[Any, Checker] = {
@@ -164,10 +173,9 @@ class Entry:
             if type(v) is tuple:  # accept tuples where lists are meant
                 v = list(v)
                 object.__setattr__(self, name, v)
-            check(v, path)
-            if check is _check_number and type(v) is int and not -(2**53) < v < 2**53:
-                # JCS numbers are doubles: a large integral number is the double it equals.
-                object.__setattr__(self, name, float(v))
+            checked = check(v, path)
+            if checked is not v:
+                object.__setattr__(self, name, checked)
         self._check(self.__dict__)
         # Encode once, at construction: an entry that exists can be logged, and appending
         # (hot path, under the write lock's shadow) reuses these bytes.

@@ -184,6 +184,15 @@ def test_large_integral_float_round_trips(x: float, tmp_path: Path) -> None:
         assert led.verify().ok
 
 
+def test_a_large_integral_int_in_any_number_field_is_the_double_it_equals() -> None:
+    """Optional (`float | None`) and plain `float` fields alike: 2**60 is stored as 2.0**60."""
+    for e in (dataclasses.replace(BY_TYPE["credit"], amount=2**60),
+              dataclasses.replace(BY_TYPE["checkpoint"], score=2**60)):
+        value = getattr(e, "amount", None) or e.score  # type: ignore[attr-defined]
+        assert type(value) is float and value == 2.0**60
+        assert E.decode(e.encode()) == e
+
+
 def test_python_ints_beyond_2_53_are_refused() -> None:
     """In Python values an int is an int: beyond 2^53 it must be given as a string."""
     for big in (2**53, -(2**53), 2**64):
