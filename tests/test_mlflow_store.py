@@ -11,6 +11,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +204,12 @@ def test_log_register_load_commits_and_verifies(env: Env) -> None:
     assert model.predict([1.0, 2.0]) == [128.0, 256.0]
     assert not (stored / "registered_model_meta").exists(), "load must not touch storage"
 
-    check = verify_model("models:/scale-ok/1")
+    private = env.dir / "tmp"
+    private.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tempfile, "tempdir", str(private))
+        check = verify_model("models:/scale-ok/1")
+    assert list(private.iterdir()) == [] and check.path == "", "the verified copy is removed"
     assert check.entry.entry.kind == "model_version" and check.files == c.files
     assert [s.relation for s in check.lineage] == ["self", "logged model"]
     with Ledger(env.ledger, create=False) as led:

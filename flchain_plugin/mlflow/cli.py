@@ -138,7 +138,7 @@ def verify(ctx: click.Context, model_uri: str, ledger: str | None, tracking_uri:
             ("entry", f"#{v.entry.index}"),
             ("ledger", v.ledger),
             ("tree", f"size {v.size}, root {v.root}"),
-            ("copy", v.path),
+            ("copy", v.path or "removed (--keep DIR keeps it)"),
         ]
         if v.unverified_links:
             rows.insert(2, ("weights link", Text(

@@ -41,7 +41,8 @@ class PluginConfig:
         return self.mode == "strict"
 
 
-def _mode(value: str, source: str) -> str:
+def parse_mode(value: str, source: str) -> str:
+    """`strict` or `permissive`, case and spaces aside; the error names `source`."""
     mode = value.strip().lower()
     if mode not in MODES:
         raise ConfigError(f"{source}={value!r}: want one of {', '.join(MODES)}")
@@ -75,9 +76,9 @@ def parse_store_uri(uri: str, env: dict[str, str] | None = None) -> PluginConfig
     inner = base + ("?" + kept if kept else "")  # urlunsplit would eat sqlite:////abs's slash
 
     if _QUERY_MODE in ours:
-        mode = _mode(ours[_QUERY_MODE], _QUERY_MODE)
+        mode = parse_mode(ours[_QUERY_MODE], _QUERY_MODE)
     elif environ.get(MODE_ENV):
-        mode = _mode(environ[MODE_ENV], MODE_ENV)
+        mode = parse_mode(environ[MODE_ENV], MODE_ENV)
     else:
         mode = "strict"
 

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from flchain_plugin.ledger import Ledger
 
 from .commitment import MismatchWarning, TamperedModelError
-from .config import LEDGER_ENV, MODE_ENV, MODES, PREFIX, ConfigError, parse_store_uri
+from .config import LEDGER_ENV, MODE_ENV, PREFIX, ConfigError, parse_mode, parse_store_uri
 from .verify import Target, Verification, verify_directory
 from .view import HttpView, LedgerView, LocalView
 from .weights import MODEL_DIGEST_TAG
@@ -69,10 +69,8 @@ def _mode(mode: str | None, tracking_uri: str | None) -> bool:
         uri = tracking_uri or mlflow.get_tracking_uri()
         if uri.startswith(PREFIX):
             return parse_store_uri(uri).strict
-        mode = os.environ.get(MODE_ENV, "strict")
-    if mode not in MODES:
-        raise ConfigError(f"mode={mode!r}: want one of {', '.join(MODES)}")
-    return mode == "strict"
+        return parse_mode(os.environ.get(MODE_ENV) or "strict", MODE_ENV) == "strict"
+    return parse_mode(mode, "mode") == "strict"
 
 
 def resolve(model_uri: str) -> Target:
@@ -140,11 +138,15 @@ def verify_model(
     tracking_uri: str | None = None,
 ) -> Verification:
     """Download `model_uri` into a private directory and verify that copy; nothing is
-    deserialized. With `dst_path` (empty or new) the verified copy is then moved there.
-    Raises TamperedModelError (naming files) or UnknownModelError."""
+    deserialized. With `dst_path` (empty or new) the verified copy is then moved there;
+    without, it is removed and `path` is "". Raises TamperedModelError (naming files) or
+    UnknownModelError."""
     dst = _empty_destination(dst_path)
     result, private = _verify_private(model_uri, ledger, mode, tracking_uri)
-    return result if dst is None else _deliver(result, private, dst)
+    if dst is None:
+        shutil.rmtree(private, ignore_errors=True)
+        return dataclasses.replace(result, path="")
+    return _deliver(result, private, dst)
 
 
 def _check_weights(model: Any, result: Verification, strict: bool) -> None:
@@ -178,7 +180,11 @@ def verified(load_fn: Callable[..., T], *, ledger: LedgerArg = None,
     def load(model_uri: str, *args: Any, dst_path: str | None = None, **kwargs: Any) -> T:
         dst = _empty_destination(dst_path)
         result, private = _verify_private(model_uri, ledger, mode, None)
-        model = load_fn(result.path, *args, **kwargs)
+        try:
+            model = load_fn(result.path, *args, **kwargs)
+        except BaseException:
+            shutil.rmtree(private, ignore_errors=True)
+            raise
         _check_weights(model, result, _mode(mode, None))
         if dst is not None:
             _deliver(result, private, dst)
