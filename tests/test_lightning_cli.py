@@ -48,6 +48,8 @@ def test_verify_names_recorded_and_unrecorded_files(tmp_path: Path) -> None:
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(good.read_bytes() + b"\0")
 
+    with Ledger(ledger) as led:
+        before = led.head()
     run = CliRunner().invoke(lightning, ["verify", "--ledger", str(ledger), str(good), str(bad),
                                          "--json"])
     assert run.exit_code == 1, run.output
@@ -60,12 +62,12 @@ def test_verify_names_recorded_and_unrecorded_files(tmp_path: Path) -> None:
 
     ok = CliRunner().invoke(lightning, ["verify", "--ledger", str(ledger), str(good)])
     assert ok.exit_code == 0 and "verified" in ok.output
-    with Ledger(ledger) as led:
-        size = led.size
     missing = CliRunner().invoke(lightning, ["verify", "--ledger", str(tmp_path / "no.db"),
                                              str(good)])
     assert missing.exit_code == 2 and "no ledger" in missing.output
-    assert size == Ledger(ledger).size
+    assert not (tmp_path / "no.db").exists(), "verify must not create a ledger"
+    with Ledger(ledger) as led:
+        assert led.head() == before, "verify must not write to the ledger"
 
 
 def test_cli_and_dataset_helpers_need_no_lightning(tmp_path: Path) -> None:

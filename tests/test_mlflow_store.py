@@ -26,7 +26,7 @@ from mlflow.entities import LoggedModelInput  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from flchain_plugin import entries as E  # noqa: E402
-from flchain_plugin.digest import directory_digest, model_digest  # noqa: E402
+from flchain_plugin.digest import directory_digest, file_digest, model_digest  # noqa: E402
 from flchain_plugin.ledger import Ledger  # noqa: E402
 from flchain_plugin.mlflow import (  # noqa: E402
     TamperedModelError,
@@ -466,13 +466,15 @@ def test_cli_verify_prints_lineage_and_fails_on_tamper(env: Env) -> None:
     assert human.exit_code == 0 and "verified (ok)" in human.stdout and "lineage" in human.stdout
 
     stored = Path(mlflow.MlflowClient().get_logged_model(model_id).artifact_location)
-    (stored / "artifacts" / "weights-6.0.bin").write_bytes(b"\0" * 256)
+    weights = stored / "artifacts" / "weights-6.0.bin"
+    committed = file_digest(weights)
+    weights.write_bytes(b"\0" * 256)
     bad = runner.invoke(cli, ["mlflow", "verify", "models:/scale-cli/1", "--json",
                               "--tracking-uri", env.uri])
     assert bad.exit_code == 1
     doc = json.loads(bad.stdout.strip().splitlines()[-1])
     assert doc["ok"] is False
     assert doc["changes"] == [{"path": "artifacts/weights-6.0.bin", "change": "changed",
-                               "expected": doc["changes"][0]["expected"],
-                               "actual": doc["changes"][0]["actual"]}]
+                               "expected": committed, "actual": file_digest(weights)}]
+    assert committed != file_digest(weights)
     assert "artifacts/weights-6.0.bin" in bad.stderr
