@@ -245,15 +245,12 @@ def _apps(demo: Any, with_ledger: bool, out: Path, clients: int, rounds: int,
     from flwr.serverapp.strategy import FedAvg
 
     from flchain_plugin.flower import LedgerStrategy
-    from flchain_plugin.flower.keys import server_key
-    from flchain_plugin.ledger import Ledger
+    from flchain_plugin.flower.keys import ledger_key
 
     out.mkdir(parents=True, exist_ok=True)
     opts = {"fraction_train": 1.0, "fraction_evaluate": 1.0, "min_available_nodes": clients}
     if with_ledger:
-        with Ledger(out / "ledger.db") as led:
-            origin = led.origin
-        vkey = server_key(Path(str(out / "ledger.db") + ".key"), origin).verifier_key
+        vkey = ledger_key(out / "ledger.db").verifier_key
         client = demo.make_client_app(out / "keys", vkey, attacks=False)
     else:
         client = _plain_client(demo)

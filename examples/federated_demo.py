@@ -44,7 +44,7 @@ from flchain_plugin import entries as E
 from flchain_plugin.blobs import BlobStore, default_root
 from flchain_plugin.datasets import dataset_commitment, example_bytes
 from flchain_plugin.flower import LedgerStrategy, Policy, client_verifier_keys, signing_mod
-from flchain_plugin.flower.keys import server_key
+from flchain_plugin.flower.keys import ledger_key
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.lineage import lineage
 
@@ -220,9 +220,7 @@ def run(out: Path, rounds: int, clients: int, quiet: bool = True) -> dict[str, A
     """Run the federation; return the run id, final model digest and wall time."""
     out.mkdir(parents=True, exist_ok=True)
     ledger_path = out / "ledger.db"
-    with Ledger(ledger_path) as led:
-        origin = led.origin
-    vkey = server_key(Path(str(ledger_path) + ".key"), origin).verifier_key
+    vkey = ledger_key(ledger_path).verifier_key
     keys = out / "keys"
     allowed = client_verifier_keys(keys, clients)
     result: dict[str, Any] = {}

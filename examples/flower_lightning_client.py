@@ -48,7 +48,7 @@ from sklearn.datasets import load_breast_cancer
 from flchain_plugin import entries as E
 from flchain_plugin.flower import LedgerStrategy, Policy, client_verifier_keys, signing_mod
 from flchain_plugin.flower.arrays import arrayrecord_digest
-from flchain_plugin.flower.keys import server_key
+from flchain_plugin.flower.keys import ledger_key
 from flchain_plugin.ledger import Ledger
 
 SEED = 7
@@ -163,9 +163,7 @@ def make_server_app(ledger_path: Path, rounds: int, clients: int, allowed: list[
 def run(out: Path, rounds: int, clients: int, quiet: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     ledger_path = out / "ledger.db"
-    with Ledger(ledger_path) as led:
-        origin = led.origin
-    vkey = server_key(Path(str(ledger_path) + ".key"), origin).verifier_key
+    vkey = ledger_key(ledger_path).verifier_key
     keys, work = out / "keys", out / "clients"
     work.mkdir(exist_ok=True)
     allowed = client_verifier_keys(keys, clients)

@@ -147,8 +147,8 @@ def verify_update(entry: E.Update) -> bool | None:
         return None
     try:
         sig = base64.b64decode(entry.signature, validate=True)
-        data = Statement.from_update(entry).encode()
-        SignedStatement(Statement.from_update(entry), data, entry.key, sig).verify()
+        st = Statement.from_update(entry)
+        SignedStatement(st, st.encode(), entry.key, sig).verify()
     except (StatementError, binascii.Error, ValueError):
         return False
     return True

@@ -691,8 +691,6 @@ def test_a_client_whose_reply_was_lost_still_gets_a_proof_from_what_it_pinned(tm
 
     app = make_app(tmp_path / "keys", behaviour)
     grid = LossyGrid(app, 3)
-    for n in grid.ids:
-        grid.contexts[n].node_config["num-partitions"] = 3
     strategy = LedgerStrategy(
         FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=3,
                min_train_nodes=2),

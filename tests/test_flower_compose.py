@@ -198,11 +198,9 @@ def server_app(ledger: Path, result: dict[str, Any]) -> ServerApp:
 
 def test_composition_tamper_and_resume(tmp_path: Path):
     ledger = tmp_path / "ledger.db"
-    with Ledger(ledger) as led:
-        origin = led.origin
-    from flchain_plugin.flower.keys import server_key
+    from flchain_plugin.flower.keys import ledger_key
 
-    vkey = server_key(Path(str(ledger) + ".key"), origin).verifier_key
+    vkey = ledger_key(ledger).verifier_key
     result: dict[str, Any] = {}
     run_simulation(server_app=server_app(ledger, result),
                    client_app=client_app(tmp_path, tmp_path / "keys", vkey),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .arrays import arrayrecord_digest
-    from .keys import client_key, client_verifier_keys
+    from .keys import client_key, client_verifier_keys, ledger_key
     from .mod import SigningMod, signing_mod
     from .policy import Policy
     from .strategy import LedgerStrategy
@@ -27,6 +27,7 @@ _NAMES = {
     "arrayrecord_digest": ".arrays",
     "client_key": ".keys",
     "client_verifier_keys": ".keys",
+    "ledger_key": ".keys",
 }
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "arrayrecord_digest",
     "client_key",
     "client_verifier_keys",
+    "ledger_key",
     "signing_mod",
 ]
 

@@ -60,3 +60,18 @@ def server_key(path: str | os.PathLike[str], origin: str) -> Signer:
             "a checkpoint key must be named after its log"
         )
     return signer
+
+
+def ledger_key_path(ledger_path: str | os.PathLike[str]) -> Path:
+    """Where a ledger file's checkpoint key lives: `<ledger file>.key`."""
+    return Path(os.fspath(ledger_path) + ".key")
+
+
+def ledger_key(ledger_path: str | os.PathLike[str]) -> Signer:
+    """The checkpoint key of the ledger file at `ledger_path` (both created if missing):
+    what LedgerStrategy signs with, so `ledger_key(p).verifier_key` is what clients pin."""
+    from ..ledger import Ledger
+
+    with Ledger(ledger_path) as led:
+        origin = led.origin
+    return server_key(ledger_key_path(ledger_path), origin)

@@ -201,8 +201,6 @@ class SigningMod:
             server = self._server(ctx, ann, pinned)
             cp = ann.verify(received, server)
             last = pinned.get("size")
-            if isinstance(last, int) and cp.size > last:
-                self._check_extends(last, pinned.get("root"), cp, ann)
             if isinstance(last, int):
                 if cp.size < last:
                     raise AnnouncementError(f"checkpoint size {cp.size} is older than the "
@@ -210,8 +208,9 @@ class SigningMod:
                 if cp.size == last and pinned.get("root") != cp.root_hash:
                     raise AnnouncementError(f"two different trees of size {cp.size}: the "
                                             "server shows clients different logs")
-            if not isinstance(last, int) or cp.size >= last:
-                pinned["size"], pinned["root"] = cp.size, cp.root_hash
+                if cp.size > last:
+                    self._check_extends(last, pinned.get("root"), cp, ann)
+            pinned["size"], pinned["root"] = cp.size, cp.root_hash
             pinned["server-key"] = server.vkey
         except (AnnouncementError, DigestError) as e:
             return _refuse(msg, f"refusing to {kind}: {e}")

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..canonical import canonical_json
 from ..notes import NoteError, Verifier
+from .protocol import DEFAULT_WEIGHT_KEY
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Policy:
     max_update_norm: float | None = None
     max_update_bytes: int | None = None
     max_examples: int | None = None
-    weight_key: str = "num-examples"
+    weight_key: str = DEFAULT_WEIGHT_KEY
     require_dataset: bool = False
     _verifiers: dict[str, Verifier] = field(
         default_factory=dict, init=False, repr=False, compare=False

@@ -36,12 +36,9 @@ CONSISTENCY = "flchain-consistency"
 SERVER_KEY = "flchain-server-key"
 WEIGHT_KEY = "flchain-weight-key"
 DEFAULT_WEIGHT_KEY = "num-examples"
-KEYS = (RUN, ROUND, MODEL, CHECKPOINT, ENTRY, ENTRY_INDEX, PROOF, SERVER_KEY)
 
 STATEMENT_RECORD = "flchain-statement"
 NODE_CONFIG_SERVER_KEY = "flchain-server-key"
-WEIGHT_KEY = "flchain-weight-key"
-DEFAULT_WEIGHT_KEY = "num-examples"
 """node_config key (deployment: `--node-config 'flchain-server-key="..."'`)."""
 
 MODEL_ENTRY_TYPES = ("run", "model", "rollback")

@@ -23,7 +23,6 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ from ..lineage import latest_model
 from ..notes import Signer, generate_key, load_private_key
 from ..statement import SignedStatement, StatementError
 from .arrays import TensorView, numpy_to_record, record_to_numpy, record_views, views_digest
-from .keys import server_key
+from .keys import ledger_key_path, server_key
 from .policy import Policy
 from .protocol import STATEMENT_RECORD, Announcement, json_safe, read_statement, reply_metrics
 
@@ -66,7 +65,6 @@ class _Sent:
     """What one node was sent this round."""
 
     digest: str
-    record: ArrayRecord
     views: dict[str, TensorView]
 
 
@@ -268,7 +266,7 @@ class LedgerStrategy(Strategy):
             key = load_private_key(signer)
         elif signer is None:
             path = getattr(self.ledger.store, "path", None)
-            return server_key(Path(str(path) + ".key"), origin) if path else generate_key(origin)
+            return server_key(ledger_key_path(path), origin) if path else generate_key(origin)
         else:
             raise ValueError(f"signer must be a notes.Signer or a key file path, got {signer!r}")
         if key.name != origin:
@@ -387,6 +385,7 @@ class LedgerStrategy(Strategy):
         st.sent, st.sent_msgs = {}, out
         digests: dict[int, tuple[str, dict[str, TensorView]]] = {}
         consistency: dict[int, tuple[bytes, ...]] = {}  # proofs from a size to the latest
+        vkey = self.verifier_key
         proof: tuple[bytes, ...] | None = None
         for msg in out:
             content = msg.content
@@ -407,7 +406,7 @@ class LedgerStrategy(Strategy):
                         views = record_views(record)
                         digests[id(record)] = (views_digest(views), views)
                 digest, views = digests[id(record)]
-                st.sent[msg.metadata.dst_node_id] = _Sent(digest, record, views)
+                st.sent[msg.metadata.dst_node_id] = _Sent(digest, views)
                 entry = index = None
                 if digest == st.model:
                     if proof is None:
@@ -427,7 +426,7 @@ class LedgerStrategy(Strategy):
                         consistency[n] = self.ledger.consistency_proof(
                             n, self._checkpoint_size).hashes
                 Announcement(st.run, server_round, digest, self._checkpoint, entry, index,
-                             proof or (), self.verifier_key, self.policy.weight_key,
+                             proof or (), vkey, self.policy.weight_key,
                              tuple((n, consistency[n]) for n in sizes)).write(new[config_name])
                 if self._checkpoint_size not in pinned:
                     pinned.append(self._checkpoint_size)
