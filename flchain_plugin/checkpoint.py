@@ -10,7 +10,6 @@ cosigned the same size saw the same tree (https://c2sp.org/tlog-witness).
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from flchain_plugin import merkle, notes
 
 MAX_SIZE = 2**64 - 1
-EMPTY_ROOT = hashlib.sha256().digest()
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _CONTROL = re.compile(r"[\x00-\x1f]")
@@ -168,7 +166,7 @@ class Witness:
         except CheckpointError as e:
             raise WitnessError(f"refusing to cosign: {e}") from e
         if last is None:
-            last = Checkpoint(new.origin, 0, EMPTY_ROOT)
+            last = Checkpoint(new.origin, 0, merkle.SHA256.empty_root())
         if last.origin != new.origin:
             raise WitnessError(
                 f"refusing to cosign: checkpoint origin {new.origin!r}, "

@@ -543,14 +543,7 @@ class Ledger:
 
     def checkpoint_sizes(self, last: int) -> list[int]:
         """Tree sizes of the `last` most recent signed checkpoints, oldest first."""
-        sizes: list[int] = []
-        # a size may have been signed more than once: read a few more notes than sizes
-        for size, _ in reversed(self.store.checkpoints(last=4 * last)):
-            if size not in sizes:
-                sizes.append(size)
-            if len(sizes) == last:
-                break
-        return sizes[::-1]
+        return self.store.checkpoint_sizes(last)
 
     def latest_checkpoint(self) -> str | None:
         """The most recently stored signed checkpoint note, if any."""

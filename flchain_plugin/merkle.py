@@ -8,6 +8,7 @@ O(log n) stored nodes a proof needs and fold them with `fold_range`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,16 +28,21 @@ class Hasher:
 
     name: str = "sha256"
 
+    def __post_init__(self) -> None:
+        # hashlib.sha256 itself: hashlib.new(name) costs a third more per node hash.
+        new = getattr(hashlib, self.name, None) or functools.partial(hashlib.new, self.name)
+        object.__setattr__(self, "_new", new)
+
     def leaf(self, data: bytes | memoryview) -> bytes:
-        h = hashlib.new(self.name, LEAF_PREFIX)
+        h = self._new(LEAF_PREFIX)  # type: ignore[attr-defined]
         h.update(data)
-        return h.digest()
+        return h.digest()  # type: ignore[no-any-return]
 
     def node(self, left: bytes, right: bytes) -> bytes:
-        return hashlib.new(self.name, NODE_PREFIX + left + right).digest()
+        return self._new(NODE_PREFIX + left + right).digest()  # type: ignore[attr-defined,no-any-return]
 
     def empty_root(self) -> bytes:
-        return hashlib.new(self.name).digest()
+        return self._new().digest()  # type: ignore[attr-defined,no-any-return]
 
 
 SHA256 = Hasher()
@@ -322,19 +328,7 @@ class Frontier:
 
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
         """Add one leaf hash; return the completed nodes, leaf (level 0) first."""
-        i = self.size
-        out = [(0, i, leaf)]
-        acc = leaf
-        level = 0
-        hashes = self.hashes
-        node = self._hasher.node
-        while (i >> level) & 1:
-            acc = node(hashes.pop(), acc)
-            level += 1
-            out.append((level, i >> level, acc))
-        hashes.append(acc)
-        self.size = i + 1
-        return out
+        return [(0, self.size, leaf), *self.extend([leaf])]
 
     def extend(self, leaves: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
         """Add leaf hashes; return the completed nodes above the leaves (level >= 1)."""

@@ -201,10 +201,8 @@ class SqliteStore:
         with self._lock:
             return _head(self._conn)
 
-    def heads(self, start_size: int = 0) -> Iterator[HeadRow]:
-        rows = self._read(
-            "SELECT size, root, ts FROM heads WHERE size >= ? ORDER BY size", (start_size,)
-        )
+    def heads(self) -> Iterator[HeadRow]:
+        rows = self._read("SELECT size, root, ts FROM heads ORDER BY size")
         return (HeadRow(s, _blob(r), t) for s, r, t in rows)
 
     def entry(self, index: int) -> EntryRow | None:
@@ -298,20 +296,16 @@ class SqliteStore:
         with self.writer():
             self._conn.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (size, note))
 
-    def checkpoints(self, size: int | None = None, last: int | None = None
-                    ) -> list[tuple[int, str]]:
-        if last is not None:
-            rows = self._read("SELECT size, note FROM checkpoints ORDER BY id DESC LIMIT ?",
-                              (last,))
-            return [(s, n) for s, n in reversed(rows)]
-        if size is None:
+    def checkpoints(self, last: int | None = None) -> list[tuple[int, str]]:
+        if last is None:
             return [(s, n) for s, n in self._read("SELECT size, note FROM checkpoints ORDER BY id")]
-        return [
-            (s, n)
-            for s, n in self._read(
-                "SELECT size, note FROM checkpoints WHERE size = ? ORDER BY id", (size,)
-            )
-        ]
+        rows = self._read("SELECT size, note FROM checkpoints ORDER BY id DESC LIMIT ?", (last,))
+        return [(s, n) for s, n in reversed(rows)]
+
+    def checkpoint_sizes(self, last: int) -> list[int]:
+        rows = self._read("SELECT size FROM checkpoints GROUP BY size ORDER BY MAX(id) DESC "
+                          "LIMIT ?", (last,))
+        return [s for (s,) in reversed(rows)]
 
     def close(self) -> None:
         with self._lock:
