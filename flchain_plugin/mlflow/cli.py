@@ -9,6 +9,8 @@ model does not verify, 2 for bad input.
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 from click.core import ParameterSource
 from rich import box
@@ -106,22 +108,17 @@ def verify(ctx: click.Context, model_uri: str, ledger: str | None, tracking_uri:
     if tracking_uri:
         _mlflow.set_tracking_uri(tracking_uri)
     chosen = _ledger_choice(ctx, ledger)
+    status = (contextlib.nullcontext() if out.json
+              else out.err.status(f"downloading and hashing {model_uri} …"))
     try:
-        if out.json:
+        with status:
             v = verify_model(model_uri, ledger=chosen, dst_path=dst_path,
                              mode="permissive" if permissive else None)
-        else:
-            with out.err.status(f"downloading and hashing {model_uri} …"):
-                v = verify_model(model_uri, ledger=chosen, dst_path=dst_path,
-                                 mode="permissive" if permissive else None)
     except TamperedModelError as e:
         doc = {"ok": False, "uri": model_uri, "error": str(e),
                "changes": [c.__dict__ for c in e.changes]}
         raise VerificationFailed(str(e), doc) from e
-    except UnknownModelError as e:
-        raise VerificationFailed(str(e), {"ok": False, "uri": model_uri, "error": str(e),
-                                          "changes": []}) from e
-    except LedgerUnavailableError as e:
+    except (UnknownModelError, LedgerUnavailableError) as e:
         raise VerificationFailed(str(e), {"ok": False, "uri": model_uri, "error": str(e),
                                           "changes": []}) from e
     except (ConfigError, ValueError) as e:

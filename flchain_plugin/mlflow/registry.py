@@ -41,6 +41,7 @@ from .commitment import (
 )
 from .config import PluginConfig, parse_store_uri
 from .store import FILES_TAG, STATUS_TAG
+from .view import MlflowQuery, newest_mlflow
 
 
 def model_id_from_source(source: str) -> str | None:
@@ -69,12 +70,8 @@ def _first_logged(ledger: Ledger, digest: str, model_id: str | None) -> LoggedEn
 def latest_logged(ledger: Ledger, model_id: str) -> LoggedEntry | None:
     """The newest logged-model commitment of `model_id`: the one `verify_directory` holds a
     copy to, so the only one a version may match (a re-finalized model supersedes its older
-    files). Reads newest first and stops at the first hit."""
-    for got in ledger.iter_entries(type="mlflow", reverse=True):
-        e = got.entry
-        if isinstance(e, E.Mlflow) and e.kind == "logged_model" and e.model_id == model_id:
-            return got
-    return None
+    files)."""
+    return newest_mlflow(ledger, MlflowQuery(kind="logged_model", model_id=model_id))
 
 
 def committed_logged_model(

@@ -60,6 +60,17 @@ def select_mlflow(entries: Iterable[LoggedEntry], query: MlflowQuery) -> list[in
     return [e.index for e in entries if query.matches(e.entry)]
 
 
+def newest_mlflow(ledger: Ledger, query: MlflowQuery, end: int | None = None
+                  ) -> LoggedEntry | None:
+    """The newest `mlflow` entry below `end` that `query` matches: read newest first,
+    stopping at the first match, so a load or a registration reads the end of the log."""
+    stop = ledger.size if end is None else end
+    for le in ledger.iter_entries(0, stop, type="mlflow", reverse=True):
+        if query.matches(le.entry):
+            return le
+    return None
+
+
 class LedgerView:
     """Entries of one pinned tree head, each checked by an inclusion proof."""
 
@@ -147,11 +158,8 @@ class LocalView(LedgerView):
     def latest_mlflow(self, **query: str | None) -> LoggedEntry | None:
         """Newest first, stopping at the first match: a load or a finalize reads the end of
         the log, not every MLflow entry ever recorded."""
-        q = MlflowQuery(**query)
-        for le in self.ledger.iter_entries(0, self.size, type="mlflow", reverse=True):
-            if q.matches(le.entry):
-                return self.get(le.index)  # inclusion in the pinned tree checked
-        return None
+        le = newest_mlflow(self.ledger, MlflowQuery(**query), self.size)
+        return None if le is None else self.get(le.index)  # inclusion in the pinned tree
 
 
 class HttpView(LedgerView):
