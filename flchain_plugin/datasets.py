@@ -51,7 +51,18 @@ def _check_salt(salt: bytes) -> bytes:
 
 def leaf_key(salt: bytes, index: int) -> bytes:
     """The per-example key `k_i`: revealing it opens example `index` and no other."""
-    return hmac.new(_check_salt(salt), _TAG + index.to_bytes(8, "big"), hashlib.sha256).digest()
+    return _leaf_key(_keyed(salt), index)
+
+
+def _keyed(salt: bytes) -> hmac.HMAC:
+    """HMAC keyed with the salt and fed the tag: copied per example, keyed once."""
+    return hmac.new(_check_salt(salt), _TAG, hashlib.sha256)
+
+
+def _leaf_key(keyed: hmac.HMAC, index: int) -> bytes:
+    mac = keyed.copy()
+    mac.update(index.to_bytes(8, "big"))
+    return mac.digest()
 
 
 def _leaf(key: bytes, item: bytes | memoryview) -> bytes:
@@ -59,7 +70,7 @@ def _leaf(key: bytes, item: bytes | memoryview) -> bytes:
 
 
 def _leaves(items: Iterable[bytes | memoryview], salt: bytes) -> list[bytes]:
-    salt = _check_salt(salt)
+    keyed = _keyed(salt)
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, (bytes, bytearray, memoryview)):
@@ -67,7 +78,7 @@ def _leaves(items: Iterable[bytes | memoryview], salt: bytes) -> list[bytes]:
                 f"example {i} is a {type(item).__name__}, want bytes "
                 "(use example_bytes(...) for numpy arrays)"
             )
-        out.append(_leaf(leaf_key(salt, i), item))
+        out.append(_leaf(_leaf_key(keyed, i), item))
     if not out:
         raise DatasetError("the dataset is empty: a commitment needs at least one example")
     return out
