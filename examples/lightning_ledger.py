@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 from sklearn.datasets import load_breast_cancer
 from torch.utils.data import DataLoader, TensorDataset
 
-from flchain_plugin.digest import file_digest
 from flchain_plugin.ledger import Ledger
-from flchain_plugin.lightning import LedgerCallback, UnverifiedCheckpointError, checkpoint_lineage
+from flchain_plugin.lightning import LedgerCallback, UnverifiedCheckpointError
+from flchain_plugin.lightning.cli import check, render
 
 
 def loaders() -> tuple[DataLoader, DataLoader]:
@@ -112,33 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     except UnverifiedCheckpointError as e:
         refused = e.reason
 
-    with Ledger(out / "ledger.db") as led:
-        lin = checkpoint_lineage(led, file_digest(mc.last_model_path))
+    with Ledger(out / "ledger.db") as led:  # what `flchain lightning verify` does
+        doc = check(led, Path(mc.last_model_path))
         ok = led.verify().ok
-        summary = {
-            "ok": ok and refused is not None, "verify": ok, "entries": led.size,
-            "refused_tampered": refused,
-            "lineage": [{"index": e.index, "name": e.entry.name, "step": e.entry.step,
-                         "file": e.entry.file, "model": e.entry.model,
-                         "parent": e.entry.parent} for e in lin.chain],
-            "datasets": [{"index": d.index, "name": d.entry.name, "dataset": d.entry.dataset,
-                          "examples": d.entry.examples} for d in lin.datasets],
-        }
+        summary = {"ok": ok and doc["ok"] and refused is not None, "verify": ok,
+                   "entries": led.size, "refused_tampered": refused,
+                   "lineage": doc.get("chain", []), "datasets": doc.get("datasets", [])}
     if args.json:
         print(json.dumps(summary))
         return 0 if summary["ok"] else 1
     console = Console()
-    console = console if console.is_terminal else Console(width=140)
-    t = Table(title=f"lineage of {Path(mc.last_model_path).name} (newest first)")
-    for col in ("entry", "checkpoint", "step", "file", "weights", "parent weights"):
-        t.add_column(col)
-    for c in summary["lineage"]:
-        t.add_row(str(c["index"]), c["name"], str(c["step"]), c["file"][7:19],
-                  c["model"][7:19], (c["parent"] or "-")[7:19] or "-")
-    for d in summary["datasets"]:
-        t.add_row(str(d["index"]), f"dataset {d['name']} ({d['examples']} examples)", "",
-                  d["dataset"][7:19], "", "")
-    console.print(t)
+    render(doc, console if console.is_terminal else Console(width=140))
     console.print(f"ledger verifies: {ok}; {summary['entries']} entries")
     console.print(f"tampered checkpoint refused before loading: {refused}")
     return 0 if summary["ok"] else 1

@@ -39,7 +39,8 @@ def check(led: Ledger, path: Path) -> dict[str, Any]:
     return {
         "path": str(path), "file": digest, "ok": True, "tree_size": lin.size,
         "chain": [{"index": c.index, "name": c.entry.name, "epoch": c.entry.epoch,
-                   "step": c.entry.step, "model": c.entry.model, "parent": c.entry.parent}
+                   "step": c.entry.step, "file": c.entry.file, "model": c.entry.model,
+                   "parent": c.entry.parent}
                   for c in lin.chain],
         "datasets": [{"index": d.index, "dataset": d.entry.dataset, "name": d.entry.name,
                       "examples": d.entry.examples} for d in lin.datasets],
@@ -48,7 +49,8 @@ def check(led: Ledger, path: Path) -> dict[str, Any]:
     }
 
 
-def _render(result: dict[str, Any], console: Console) -> None:
+def render(result: dict[str, Any], console: Console) -> None:
+    """`check`'s verdict as the table `flchain lightning verify` prints."""
     if not result["ok"]:
         console.print(f"[red]UNVERIFIED[/red] {result['path']} ({result['file']}): "
                       f"{result['problem']}")
@@ -97,6 +99,6 @@ def verify(checkpoints: tuple[Path, ...], ledger: Path, as_json: bool) -> None:
     else:
         console = Console()
         for r in results:
-            _render(r, console)
+            render(r, console)
     if not ok:
         sys.exit(1)
