@@ -142,7 +142,17 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
                         type=click.Path(dir_okay=False, path_type=Path))(wrapper)
 
 
-def open_ledger(settings: Settings) -> Ledger:
+ledger_option = click.option(
+    "--ledger", "ledger", type=click.Path(dir_okay=False, path_type=Path), envvar=LEDGER_ENV,
+    default=DEFAULT_LEDGER, show_default=True, help="The ledger file.")
+"""`--ledger` of the integration groups (`flchain lightning`, `flchain lineage` ...), which
+also run on their own, outside `flchain`'s root options."""
+
+
+def open_ledger(settings: Settings | Path) -> Ledger:
+    """The existing ledger the settings (or a path) name; a clear error if there is none."""
+    if isinstance(settings, Path):
+        settings = Settings(settings, False)
     path = settings.ledger
     if not path.exists():
         raise InputError(

@@ -17,14 +17,11 @@ from rich.tree import Tree
 
 from .. import entries as E
 from ..blobs import BlobError, BlobStore, default_root
+from ..cli import ledger_option, open_ledger
 from ..digest import DigestError, parse_digest
 from ..ledger import Ledger
 from ..lineage import Lineage, LineageError, latest_model
 from ..lineage import lineage as trace
-from ..store import StoreError
-
-LEDGER_ENV = "FLCHAIN_LEDGER"
-DEFAULT_LEDGER = "flchain.db"
 
 
 def _short(d: str | None) -> str:
@@ -100,16 +97,6 @@ def render_lineage(lin: Lineage, console: Console) -> None:
                       "round, every signature verifies")
 
 
-def _open(ledger: Path) -> Ledger:
-    if not ledger.exists():
-        raise click.UsageError(
-            f"no ledger at {ledger}: point --ledger or ${LEDGER_ENV} at an existing ledger")
-    try:
-        return Ledger(ledger, create=False)
-    except StoreError as e:
-        raise click.UsageError(str(e)) from None
-
-
 def _resolve(led: Ledger, digest: str) -> str:
     if digest == "latest":
         found = latest_model(led)
@@ -127,9 +114,6 @@ def _blob_store(ledger: Path, blobs: Path | None) -> BlobStore:
     return BlobStore(blobs if blobs is not None else default_root(ledger))
 
 
-_ledger_option = click.option(
-    "--ledger", "ledger", type=click.Path(dir_okay=False, path_type=Path), envvar=LEDGER_ENV,
-    default=DEFAULT_LEDGER, show_default=True, help="The ledger file.")
 _json_option = click.option("--json", "as_json", is_flag=True,
                             help="Machine output: one JSON document.")
 _blobs_option = click.option(
@@ -139,7 +123,7 @@ _blobs_option = click.option(
 
 @click.command("lineage")
 @click.argument("digest")
-@_ledger_option
+@ledger_option
 @_json_option
 @_blobs_option
 @click.option("--dot", "dot", is_flag=True, help="Print a Graphviz DOT graph instead.")
@@ -147,7 +131,7 @@ _blobs_option = click.option(
 def lineage(digest: str, ledger: Path, as_json: bool, blobs: Path | None, dot: bool,
             no_signatures: bool) -> None:
     """Trace model DIGEST (or 'latest') back through rounds, updates and refusals."""
-    with _open(ledger) as led:
+    with open_ledger(ledger) as led:
         digest = _resolve(led, digest)
         try:
             lin = trace(led, digest, blobs=_blob_store(ledger, blobs),
@@ -166,7 +150,7 @@ def lineage(digest: str, ledger: Path, as_json: bool, blobs: Path | None, dot: b
 
 @click.command("rollback")
 @click.argument("digest")
-@_ledger_option
+@ledger_option
 @_json_option
 @_blobs_option
 @click.option("--reason", default="operator rollback", show_default=True,
@@ -178,7 +162,7 @@ def rollback(digest: str, ledger: Path, as_json: bool, blobs: Path | None, reaso
     LedgerStrategy(..., resume_from=DIGEST).
     """
     store = _blob_store(ledger, blobs)
-    with _open(ledger) as led:
+    with open_ledger(ledger) as led:
         digest = _resolve(led, digest)
         known = [le for le in led.find(digest) if le.entry.TYPE in ("model", "run", "rollback")]
         if not known:

@@ -16,13 +16,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..cli import ledger_option, open_ledger
 from ..digest import file_digest
 from ..ledger import Ledger
-from ..store import StoreError
 from .lineage import CheckpointLineageError, checkpoint_lineage
-
-LEDGER_ENV = "FLCHAIN_LEDGER"
-DEFAULT_LEDGER = "flchain.db"
 
 
 def _short(d: str | None) -> str:
@@ -78,21 +75,15 @@ def lightning() -> None:
 @lightning.command("verify")
 @click.argument("checkpoints", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), envvar=LEDGER_ENV,
-              default=DEFAULT_LEDGER, show_default=True, help="The ledger file.")
+@ledger_option
 @click.option("--json", "as_json", is_flag=True, help="Machine output: one JSON document.")
 def verify(checkpoints: tuple[Path, ...], ledger: Path, as_json: bool) -> None:
     """Check CHECKPOINTS: recorded, and their lineage back to the datasets verifies.
 
     Exit status 1 if any does not verify.
     """
-    if not ledger.exists():
-        raise click.UsageError(f"no ledger at {ledger}: pass --ledger or set ${LEDGER_ENV}")
-    try:
-        with Ledger(ledger, create=False) as led:
-            results = [check(led, p) for p in checkpoints]
-    except StoreError as e:
-        raise click.UsageError(str(e)) from None
+    with open_ledger(ledger) as led:
+        results = [check(led, p) for p in checkpoints]
     ok = all(r["ok"] for r in results)
     if as_json:
         click.echo(json.dumps({"ok": ok, "checkpoints": results}, indent=2))
