@@ -348,6 +348,15 @@ def _safetensors(path: Path, value: float) -> dict[str, object]:
     return {"w": w}
 
 
+def record_federated_model(env: Env, run: str, digest: str) -> int:
+    """Append the `model` entry a Flower round would (no inputs); return its index."""
+    with Ledger(env.ledger, create=False) as led:
+        led.append([E.Model(run=run, round=1, model=E.Digest(digest),
+                            parent=E.Digest("sha256:" + "c" * 64), inputs=[],
+                            aggregator="FedAvg")])
+        return led.size - 1
+
+
 def test_a_weights_link_claimed_by_tag_is_marked_unverified(env: Env) -> None:
     """Anyone can tag a model with a federated model's digest: the link is shown, as a claim."""
     import numpy as np
@@ -355,11 +364,7 @@ def test_a_weights_link_claimed_by_tag_is_marked_unverified(env: Env) -> None:
     from flchain_plugin.cli import cli
 
     claimed = model_digest({"w": np.full(4, 8.0, dtype="<f4")})
-    with Ledger(env.ledger, create=False) as led:
-        fl_index = led.size
-        led.append([E.Model(run="fl-claim", round=1, model=E.Digest(claimed),
-                            parent=E.Digest("sha256:" + "c" * 64), inputs=[],
-                            aggregator="FedAvg")])
+    fl_index = record_federated_model(env, "fl-claim", claimed)
     with mlflow.start_run():
         model_id = log_scale(env.dir, 8.0, tags={"flchain.model_digest": claimed})
     mv = mlflow.register_model(f"models:/{model_id}", "scale-claim")
@@ -390,11 +395,7 @@ def test_a_weights_link_claimed_by_tag_is_marked_unverified(env: Env) -> None:
 def test_a_weights_link_from_safetensors_is_verified(env: Env) -> None:
     weights = env.dir / "link.safetensors"
     digest = model_digest(_safetensors(weights, 5.0))
-    with Ledger(env.ledger, create=False) as led:
-        fl_index = led.size
-        led.append([E.Model(run="fl-st", round=1, model=E.Digest(digest),
-                            parent=E.Digest("sha256:" + "d" * 64), inputs=[],
-                            aggregator="FedAvg")])
+    fl_index = record_federated_model(env, "fl-st", digest)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="st", python_model=Scale(),
                                        artifacts={"weights": str(weights)},
