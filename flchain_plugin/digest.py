@@ -37,16 +37,28 @@ class DigestError(ValueError):
     """A digest string, tensor or path cannot be digested; the message says which."""
 
 
+def is_digest(value: object) -> bool:
+    """Whether `value` is a digest string `sha256:<64 lowercase hex>`: the one check of
+    the format, which entries, statements, policies and commands all call."""
+    return (
+        isinstance(value, str)
+        and value.startswith(PREFIX)
+        and len(value) == len(PREFIX) + 64
+        and _HEX.issuperset(value[len(PREFIX) :])
+    )
+
+
 def parse_digest(text: str) -> bytes:
     """The 32 hash bytes of a digest string `sha256:<64 lowercase hex>`."""
-    if (
-        not isinstance(text, str)
-        or not text.startswith(PREFIX)
-        or len(text) != len(PREFIX) + 64
-        or not _HEX.issuperset(text[len(PREFIX) :])
-    ):
+    if not is_digest(text):
         raise DigestError(f"{text!r} is not a digest: want 'sha256:' + 64 lowercase hex")
     return bytes.fromhex(text[len(PREFIX) :])
+
+
+def json_digest(value: Any) -> str:
+    """The digest of `value`'s canonical JSON (RFC 8785): how a configuration, a policy or
+    hyper-parameters are named in an entry without logging them."""
+    return PREFIX + hashlib.sha256(canonical_json(value)).hexdigest()
 
 
 def format_digest(raw: bytes) -> str:

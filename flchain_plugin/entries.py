@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, NewType, Union
 
 from .canonical import CanonicalError, canonical_json, canonical_object
+from .digest import is_digest
 
 FORMAT_VERSION = 1
 MAX_ENTRY_BYTES = 64 * 1024
@@ -29,7 +29,6 @@ Digest = NewType("Digest", str)
 JsonObject = dict[str, Any]
 """A JSON object (e.g. metrics); numbers must be finite."""
 
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
 
 REJECT_REASONS = frozenset(
     {
@@ -55,7 +54,7 @@ class EntryError(ValueError):
 
 def check_digest(value: object, name: str = "digest") -> str:
     """Return `value` if it is a digest string, else raise EntryError naming `name`."""
-    if not isinstance(value, str) or not _DIGEST_RE.match(value):
+    if not is_digest(value):
         raise EntryError(f"{name}: {value!r} is not a digest ('sha256:' + 64 lowercase hex)")
     return value
 
@@ -214,6 +213,12 @@ class Entry:
             )
         return data
 
+    def rebased(self, delta: int) -> Entry:
+        """This entry with every leaf index it names moved by `delta`: how a batch built
+        for one log size is appended after another writer grew the log. Entries that name
+        no leaf index are returned as they are."""
+        return self
+
     @property
     def subjects(self) -> tuple[str, ...]:
         """Digests this entry is about (indexed for `Ledger.find`)."""
@@ -323,6 +328,11 @@ class Model(Entry):
     inputs: list[int]
     aggregator: str
     metrics: JsonObject = field(default_factory=dict)
+
+    def rebased(self, delta: int) -> Model:
+        if not self.inputs or not delta:
+            return self
+        return replace(self, inputs=[i + delta for i in self.inputs])
 
 
 @entry_type

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..canonical import canonical_json
+from ..digest import json_digest
 from ..notes import NoteError, Verifier
 from .protocol import DEFAULT_WEIGHT_KEY
 
@@ -90,8 +89,7 @@ class Policy:
         keys = sorted(self.allowed_keys)
         if len(keys) <= 32:
             return keys
-        digest = hashlib.sha256(canonical_json(keys)).hexdigest()
-        return {"allowlist": len(keys), "digest": "sha256:" + digest}
+        return {"allowlist": len(keys), "digest": json_digest(keys)}
 
     def to_json(self) -> dict[str, Any]:
         """The policy as the `run` entry records it."""

@@ -16,7 +16,6 @@ does not override `start` (so `start` calls the wrapper's methods), and delegate
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -32,14 +31,14 @@ from flwr.serverapp.strategy import Strategy
 
 from .. import entries as E
 from ..blobs import BlobStore
-from ..canonical import canonical_json, json_value
-from ..digest import PARALLEL_MIN_BYTES, DigestError
-from ..ledger import Ledger, SizeConflict
+from ..canonical import json_value
+from ..commit import commit, log_signer, open_ledger
+from ..digest import PARALLEL_MIN_BYTES, DigestError, json_digest
+from ..ledger import Ledger
 from ..lineage import latest_model
-from ..notes import Signer, generate_key, load_private_key
+from ..notes import Signer
 from ..statement import SignedStatement, StatementError
 from .arrays import TensorView, numpy_to_record, record_to_numpy, record_views, views_digest
-from .keys import ledger_key_path, server_key
 from .policy import Policy
 from .protocol import STATEMENT_RECORD, Announcement, json_safe, read_statement, reply_metrics
 
@@ -208,17 +207,12 @@ class LedgerStrategy(Strategy):
         if isinstance(strategy, LedgerStrategy):
             raise ValueError("strategy is already a LedgerStrategy: wrap the inner strategy once")
         self.strategy = strategy
-        if isinstance(ledger, Ledger):
-            self.ledger = ledger
-        elif isinstance(ledger, (str, os.PathLike)):
-            self.ledger = Ledger(ledger)
-        else:
-            raise ValueError(f"ledger must be a Ledger or a file path, got {type(ledger).__name__}")
+        self.ledger = open_ledger(ledger)
         policy = Policy() if policy is None else policy
         if not isinstance(policy, Policy):
             raise ValueError(f"policy must be a flchain_plugin.flower.Policy, got {policy!r}")
         self.policy = policy
-        self.signer = self._signer(signer)
+        self.signer = log_signer(self.ledger, signer)
         if blobs is None or blobs is True:
             self.blobs: BlobStore | None = BlobStore.beside(self.ledger)
         elif blobs is False:
@@ -258,22 +252,6 @@ class LedgerStrategy(Strategy):
 
     # -- keys ----------------------------------------------------------------------------
 
-    def _signer(self, signer: Signer | str | os.PathLike[str] | None) -> Signer:
-        origin = self.ledger.origin
-        if isinstance(signer, Signer):
-            key = signer
-        elif isinstance(signer, (str, os.PathLike)):
-            key = load_private_key(signer)
-        elif signer is None:
-            path = getattr(self.ledger.store, "path", None)
-            return server_key(ledger_key_path(path), origin) if path else generate_key(origin)
-        else:
-            raise ValueError(f"signer must be a notes.Signer or a key file path, got {signer!r}")
-        if key.name != origin:
-            raise ValueError(f"signer: key is named {key.name!r}, but checkpoints of this ledger "
-                             f"need a key named after its origin {origin!r}")
-        return key
-
     @property
     def verifier_key(self) -> str:
         """The server's verifier key, for clients' `signing_mod(server_key=...)`."""
@@ -287,26 +265,10 @@ class LedgerStrategy(Strategy):
         leaf indices (a model's `inputs`) were computed against."""
         batch = self._pending + batch
         pending, self._pending = len(self._pending), []
-        base = built_for
-        while True:
-            try:
-                head = self.ledger.append(batch, expect_size=base)
-                break
-            except SizeConflict as conflict:
-                # Another writer shares the ledger: shift the leaf indices this batch names.
-                delta, base = conflict.size - conflict.expected, conflict.size
-                batch = [
-                    dataclasses.replace(e, inputs=[i + delta for i in e.inputs])
-                    if isinstance(e, E.Model) and e.inputs
-                    else e
-                    for e in batch
-                ]
-        first = head.size - len(batch)
-        # Sign this batch's head exactly: the announced inclusion proofs are for this size,
-        # whatever another writer may have appended since.
-        self._checkpoint = self.ledger.sign_checkpoint(self.signer, size=head.size)
-        self._checkpoint_size = head.size
-        return first + pending
+        done = commit(self.ledger, batch, built_for=built_for, signer=self.signer)
+        self._checkpoint = done.checkpoint
+        self._checkpoint_size = done.head.size
+        return done.first + pending
 
     def _store(self, record: ArrayRecord, digest: str) -> None:
         if self.blobs is not None:
@@ -323,9 +285,8 @@ class LedgerStrategy(Strategy):
             digest = self.resume_from
         else:
             record, digest = arrays, views_digest(record_views(arrays))
-        cfg = canonical_json(_config_json(self.strategy, config))
         run_entry = E.Run(run=run_id, strategy=describe(self.strategy),
-                          config="sha256:" + hashlib.sha256(cfg).hexdigest(), model=digest,
+                          config=json_digest(_config_json(self.strategy, config)), model=digest,
                           policy=self.policy.to_json())
         batch: list[E.Entry] = [run_entry]
         if self.resume_from is not None:

@@ -15,7 +15,6 @@ own package's class (and ddp_spawn pickles callbacks by their module-level name)
 from __future__ import annotations
 
 import atexit
-import hashlib
 import importlib
 import math
 import os
@@ -26,9 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .. import entries as E
-from ..canonical import canonical_json, json_value
+from ..canonical import json_value
 from ..datasets import SCHEME, DatasetError
-from ..digest import PREFIX, model_digest, parse_digest
+from ..digest import json_digest, model_digest, parse_digest
 from ..ledger import Ledger
 from . import checkpoint_io
 from .dataset import Commitment, ItemBytes, commit_dataset, load_salt, loader_datasets
@@ -63,7 +62,7 @@ def hparams_digest(hparams: Mapping[str, Any] | None) -> str | None:
     """SHA-256 of the hyper-parameters' canonical JSON, or None when there are none."""
     if not hparams:
         return None
-    return PREFIX + hashlib.sha256(canonical_json(json_value(dict(hparams)))).hexdigest()
+    return json_digest(json_value(dict(hparams)))
 
 
 def _score(trainer: Any, checkpoint: Mapping[str, Any]) -> tuple[str | None, float | None]:

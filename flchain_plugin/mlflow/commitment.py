@@ -9,7 +9,6 @@ it is only trusted when it hashes to the committed `files` root.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from flchain_plugin.digest import (
     directory_files,
     file_digest,
     files_root,
+    json_digest,
 )
 
 EXCLUDED_FILES = ("registered_model_meta",)
@@ -119,7 +119,7 @@ def run_digest(params: Mapping[str, str], metrics: Mapping[str, float]) -> str:
         "metrics": {k: json_value(v) for k, v in metrics.items()},
         "params": {k: str(v) for k, v in params.items()},
     }
-    return "sha256:" + hashlib.sha256(canonical_json(doc)).hexdigest()
+    return json_digest(doc)
 
 
 def _local_path(source: str) -> Path | None:

@@ -1,0 +1,155 @@
+"""How every integration opens a ledger, finds its key and commits a batch.
+
+These are the ledger's conventions, not its mechanics (`Ledger` appends, reads, proves and
+signs): a ledger is named by a `Ledger`, a file path or a `sqlite:///` URI; its
+checkpoint key lives beside the file as `<ledger file>.key`, named after the log's origin;
+and a batch is committed with a retry when another writer grew the log first, then a
+signed checkpoint of exactly that batch's tree head. Flower, MLflow and Lightning call
+these three, so each rule is written once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .entries import Entry
+from .ledger import Ledger, SizeConflict, TreeHead
+from .notes import KeyFileError, Signer, generate_key, load_private_key, save_private_key
+
+LedgerTarget = Ledger | str | os.PathLike[str]
+"""What a user may hand an integration as its ledger."""
+
+MAX_REBASES = 1000
+"""How many times `commit` rebases a batch on a log that keeps growing under it before it
+gives up: a bound, so a runaway writer cannot hold a round forever."""
+
+
+def open_ledger(target: LedgerTarget, *, create: bool = True) -> Ledger:
+    """`target` as a Ledger: a Ledger as it is, a path or `sqlite:///` URI opened.
+
+    `create=False` for readers: a missing file is an error, never a new empty ledger.
+    """
+    if isinstance(target, Ledger):
+        return target
+    if isinstance(target, (str, os.PathLike)):
+        return Ledger(target, create=create)
+    raise ValueError(
+        f"ledger must be a Ledger, a file path or a sqlite:/// URI, got {type(target).__name__}"
+    )
+
+
+def ledger_path(ledger: Ledger) -> Path | None:
+    """The ledger's file, or None for a store that has none (a server database)."""
+    path = getattr(ledger.store, "path", None)
+    return Path(path) if path is not None else None
+
+
+def key_path(ledger_file: str | os.PathLike[str]) -> Path:
+    """Where a ledger file's checkpoint key lives: `<ledger file>.key`."""
+    return Path(os.fspath(ledger_file) + ".key")
+
+
+def load_or_create_key(path: str | os.PathLike[str], name: str, *, create: bool = True) -> Signer:
+    """The key in `path`, created (mode 0600, atomically) on first use when `create`.
+
+    Several processes may race to create it: one file wins and every caller loads it.
+    """
+    path = Path(path)
+    if path.exists():
+        return load_private_key(path)
+    if not create:
+        raise KeyFileError(
+            f"no key file {path}: create one with `flchain keygen {name} --out {path}`"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        save_private_key(generate_key(name), path, None)
+    except KeyFileError:
+        if not path.exists():
+            raise
+    return load_private_key(path)
+
+
+def log_signer(ledger: Ledger, signer: Signer | str | os.PathLike[str] | None = None) -> Signer:
+    """The key that signs `ledger`'s checkpoints: `signer` (a Signer or key file) if
+    given, else `<ledger file>.key`, created on first use (an in-memory key for a ledger
+    without a file). A key named other than the log's origin is refused: C2SP verifiers
+    look a checkpoint's signature up by the origin."""
+    origin = ledger.origin
+    if isinstance(signer, Signer):
+        key = signer
+    elif isinstance(signer, (str, os.PathLike)):
+        key = load_private_key(signer)
+    elif signer is None:
+        path = ledger_path(ledger)
+        if path is None:
+            return generate_key(origin)
+        key = load_or_create_key(key_path(path), origin)
+        if key.name != origin:
+            raise KeyFileError(
+                f"key file {key_path(path)} is named {key.name!r}, but the ledger origin is "
+                f"{origin!r}: a checkpoint key must be named after its log"
+            )
+        return key
+    else:
+        raise ValueError(f"signer must be a notes.Signer or a key file path, got {signer!r}")
+    if key.name != origin:
+        raise ValueError(
+            f"signer: key is named {key.name!r}, but checkpoints of this ledger need a key "
+            f"named after its origin {origin!r}"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A committed batch: the tree head it made, the index of its first entry (after any
+    rebase), the entries as logged, and the signed checkpoint of that head (or None)."""
+
+    head: TreeHead
+    first: int
+    entries: tuple[Entry, ...]
+    checkpoint: str | None
+
+
+def commit(
+    ledger: Ledger,
+    batch: list[Entry],
+    *,
+    built_for: int | None = None,
+    signer: Signer | None = None,
+) -> Committed:
+    """Append `batch` as one batch and sign a checkpoint of its tree head.
+
+    `built_for`: the ledger size against which the batch's leaf indices (a `model`
+    entry's `inputs`) were computed. If another writer grew the log since, every entry is
+    rebased by the difference (`Entry.rebased`) and the append retried, at most
+    MAX_REBASES times. The checkpoint is of this batch's head exactly, whatever another
+    writer appends after it, so proofs announced for that size stay valid.
+    """
+    base = built_for
+    for _ in range(MAX_REBASES):
+        try:
+            head = ledger.append(batch, expect_size=base)
+            break
+        except SizeConflict as conflict:
+            delta, base = conflict.size - conflict.expected, conflict.size
+            batch = [e.rebased(delta) for e in batch]
+    else:
+        raise SizeConflict(ledger.size, base or 0)
+    note = ledger.sign_checkpoint(signer, size=head.size) if signer is not None else None
+    return Committed(head, head.size - len(batch), tuple(batch), note)
+
+
+__all__ = [
+    "Committed",
+    "LedgerTarget",
+    "commit",
+    "key_path",
+    "ledger_path",
+    "load_or_create_key",
+    "log_signer",
+    "open_ledger",
+]
