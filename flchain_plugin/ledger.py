@@ -3,8 +3,7 @@
 `append` validates and hashes outside the lock, then in one write transaction reads the
 tree's right edge (O(log n) nodes), stores the entries with their leaf hashes, the newly
 completed subtrees from level MIN_NODE_LEVEL up, and one tree head. Proofs read O(log n)
-stored hashes; `verify` recomputes all of it and names the first stored thing that
-disagrees.
+stored hashes. Auditing (recomputing all of it) lives apart, in `ledger_audit`.
 """
 
 from __future__ import annotations
@@ -12,18 +11,19 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from . import merkle
 from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from .digest import format_digest, parse_digest
 from .entries import ENTRY_TYPES, Entry, EntryError, decode
-from .leafscan import REFS_MOD, LeafScan, Problem, ref_hash, scan, scan_in_workers
-from .notes import Signer, Verifier
-from .store import HeadRow, Store, StoreError, node_key, ref_key
+from .ledger_audit import Problem, VerifyReport, verify_ledger
+from .notes import NoteError, Signer, Verifier
+from .store import HeadRow, Store, StoreError, node_key
+from .subtrees import MIN_NODE_LEVEL, subtree_hashes
 
 
 @dataclass(frozen=True)
@@ -77,18 +77,6 @@ class ConsistencyProof:
         merkle.verify_consistency(self.size1, self.size2, self.hashes, self.root1, self.root2)
 
 
-@dataclass(frozen=True)
-class VerifyReport:
-    size: int
-    root: bytes
-    heads: int
-    problem: Problem | None
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
-
-
 ProgressFn = Callable[[int, int], None]
 
 
@@ -101,16 +89,11 @@ class SizeConflict(StoreError):
         self.expected = expected
 
 
-MIN_NODE_LEVEL = 4
-"""Subtrees below this level (up to 8 leaves) are not stored but recomputed from the leaf
-hashes beside the entries when a proof or an append needs them: a node row per 16 entries
-instead of one per entry, for at most 15 extra leaf reads per proof."""
-
-PARALLEL_VERIFY_MIN = 200_000
-"""Below this many entries `verify` hashes in-process; above, entries are decoded and
-hashed by one worker process per core (decoding dominates and holds the GIL)."""
+PINNED_VERIFIER_META = "verifier"
+"""Meta key of the log's verifier key pinned at creation (`Ledger.pin_verifier`)."""
 
 __all__ = [
+    "MIN_NODE_LEVEL",
     "ConsistencyProof",
     "InclusionProof",
     "Ledger",
@@ -122,29 +105,7 @@ __all__ = [
 ]
 
 
-class _NodeReader(Protocol):
-    def nodes(self, keys: Sequence[int]) -> dict[int, bytes]: ...
-
-
-def _subtrees(reader: _NodeReader, keys: Sequence[int]) -> dict[int, bytes]:
-    """Perfect subtree hashes by node key: leaves and stored levels are read, the levels in
-    between recomputed from the leaf hashes they cover. Missing keys are left out."""
-    low = [k for k in keys if 0 < k >> 40 < MIN_NODE_LEVEL]
-    if not low:
-        return reader.nodes(keys)
-    mask = (1 << 40) - 1
-    spans = {k: range((k & mask) << (k >> 40), ((k & mask) + 1) << (k >> 40)) for k in low}
-    want = [k for k in keys if not 0 < k >> 40 < MIN_NODE_LEVEL]
-    want += [node_key(0, i) for span in spans.values() for i in span]
-    got = reader.nodes(want)
-    for k, span in spans.items():
-        leaves = [got.get(node_key(0, i)) for i in span]
-        if all(leaf is not None for leaf in leaves):
-            got[k] = merkle.root(leaves)  # type: ignore[arg-type]
-    return got
-
-
-def _open_store(target: str | os.PathLike[str] | Store, create: bool) -> Store:
+def _open_store(target: str | os.PathLike[str] | Store, create: bool, read_only: bool) -> Store:
     if not isinstance(target, (str, os.PathLike)):
         return target
     text = os.fspath(target)
@@ -154,7 +115,7 @@ def _open_store(target: str | os.PathLike[str] | Store, create: bool) -> Store:
         text = text[len("sqlite:///") :]
     from .store.sqlite import SqliteStore
 
-    return SqliteStore(Path(text), create=create)
+    return SqliteStore(Path(text), create=create, read_only=read_only)
 
 
 class Ledger:
@@ -162,6 +123,8 @@ class Ledger:
 
     Safe for several threads and processes on one file: appends are serialized by the
     store's write lock, and the tree state is re-read inside every write transaction.
+    `read_only=True` opens an existing file for reading only (an archive, an auditor's
+    read-only mount): reads, proofs and `verify` work, writes raise StoreError.
     """
 
     def __init__(
@@ -170,11 +133,12 @@ class Ledger:
         *,
         create: bool = True,
         origin: str | None = None,
+        read_only: bool = False,
     ):
-        self.store: Store = _open_store(target, create)
+        self.store: Store = _open_store(target, create and not read_only, read_only)
         stored = self.store.meta("origin")
         if stored is None:
-            if not create:
+            if not create or read_only:
                 raise StoreError("ledger has no origin; it was not created by `flchain init`")
             # First writer wins, so processes creating one ledger at once agree on it.
             self.store.set_meta(
@@ -235,7 +199,7 @@ class Ledger:
                     f"tree head has {size}; run `flchain verify`"
                 )
             keys = [node_key(lv, ix) for lv, ix in merkle.Frontier.nodes_for(size)]
-            stored = _subtrees(w, keys)
+            stored = subtree_hashes(w, keys)
             try:
                 frontier = merkle.Frontier(size, [stored[k] for k in keys])
             except KeyError as e:
@@ -276,7 +240,13 @@ class Ledger:
             raise StoreError(f"entry {index} does not decode: {e}; run `flchain verify`") from e
 
     def get(self, index: int) -> LoggedEntry:
-        """The entry at `index`. Requires 0 <= index < size."""
+        """The entry at `index`. Requires 0 <= index < size: a negative index is refused,
+        not counted from the end, so no stored row outside the tree is ever returned."""
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(f"entry index must be an int, got {type(index).__name__}")
+        if index < 0:
+            raise IndexError(f"no entry {index}: indices run from 0 to size - 1 "
+                             f"({self.size} entries)")
         row = self.store.entry(index)
         if row is None:
             raise IndexError(f"no entry {index}: the ledger has {self.size} entries")
@@ -312,7 +282,7 @@ class Ledger:
     def _range_hashes(self, ranges: list[tuple[int, int]]) -> list[bytes]:
         plans = [merkle.perfect_subtrees(a, b) for a, b in ranges]
         keys = [node_key(lv, ix) for plan in plans for lv, ix in plan]
-        got = _subtrees(self.store, keys)
+        got = subtree_hashes(self.store, keys)
         try:
             return [merkle.fold_range([got[node_key(lv, ix)] for lv, ix in p]) for p in plans]
         except KeyError as e:
@@ -359,156 +329,16 @@ class Ledger:
     # -- verification ------------------------------------------------------------------
 
     def verify(
-        self, progress: ProgressFn | None = None, decode_entries: bool = True
-    ) -> VerifyReport:
-        """Recompute every leaf, node and tree head from the stored entry bytes.
-
-        Returns a report naming the first disagreement: an entry whose bytes do not decode
-        or do not match its leaf hash, a stored node or tree head that differs from the
-        recomputed one, or a missing row. `progress(done, total)` is called as entries pass.
-        """
-        heads = list(self.store.heads())
-        size = heads[-1].size if heads else 0
-        total = size
-        problem = self._verify_levels(size, heads, progress, decode_entries, total)
-        root = heads[-1].root if heads else merkle.SHA256.empty_root()
-        return VerifyReport(size, root, len(heads), problem)
-
-    def _scan_all_leaves(
-        self, size: int, decode_entries: bool, progress: ProgressFn | None, total: int
-    ) -> LeafScan:
-        from .store.sqlite import SqliteStore
-
-        workers = min(os.cpu_count() or 1, 8)
-        if size < PARALLEL_VERIFY_MIN or workers < 2 or not isinstance(self.store, SqliteStore):
-            return scan(self.store, 0, size, decode_entries, progress, total)
-        return scan_in_workers(str(self.store.path), size, workers, decode_entries, progress)
-
-    def _verify_levels(
         self,
-        size: int,
-        heads: list[HeadRow],
-        progress: ProgressFn | None,
-        decode_entries: bool,
-        total: int,
-    ) -> Problem | None:
-        scan = self._scan_all_leaves(size, decode_entries, progress, total)
-        if scan.problem is not None:
-            if scan.suspect is not None and scan.suspect < scan.problem.index:
-                i = scan.suspect
-                return Problem("entry", i, f"entry {i}: stored bytes do not match its leaf hash")
-            return scan.problem
-        if progress:
-            progress(size, total)
-        computed = scan.hashes
-        suspect = scan.suspect
-        stored_count = self.store.entry_count()
-        if stored_count != size:
-            return Problem(
-                "head",
-                size,
-                f"the store holds {stored_count} entries but the latest tree head has {size}: "
-                f"a tree head was removed or entries were added outside a batch",
-            )
-
-        levels: list[bytes] = [bytes(computed)]
-        if suspect is not None:
-            # Bytes and stored leaf hash disagree. Rebuild the latest root from the stored
-            # tree, except the subtree holding this entry, which is rebuilt from the bytes:
-            # if that gives the signed-off root, the bytes are intact and the leaf row changed.
-            i = suspect
-            plan = merkle.perfect_subtrees(0, size)
-            mine = next(p for p in plan if p[1] == i >> p[0])
-            others = _subtrees(
-                self.store, [node_key(lv, ix) for lv, ix in plan if (lv, ix) != mine]
-            )
-            lo, hi = mine[1] << mine[0], (mine[1] + 1) << mine[0]
-            rebuilt = merkle.root([levels[0][j * 32 : j * 32 + 32] for j in range(lo, hi)])
-            parts = [
-                others.get(node_key(lv, ix)) if (lv, ix) != mine else rebuilt for lv, ix in plan
-            ]
-            if heads and None not in parts and merkle.fold_range(parts) == heads[-1].root:  # type: ignore[arg-type]
-                return Problem("leaf", i, f"entry {i}: stored leaf hash was changed", 0)
-            return Problem("entry", i, f"entry {i}: stored bytes do not match its leaf hash")
-
-        # Higher levels: pair the level below, compare with stored rows in order.
-        level, width = 0, size
-        while width > 1:
-            below = levels[level]
-            level += 1
-            width //= 2
-            cur = bytearray()
-            node = merkle.node_hash
-            if level < MIN_NODE_LEVEL:  # not stored: recomputed only
-                for ix in range(width):
-                    cur += node(below[ix * 64 : ix * 64 + 32], below[ix * 64 + 32 : ix * 64 + 64])
-                if any(True for _ in self.store.level(level)):
-                    return Problem("node", 0, f"unexpected node rows at level {level}", level)
-                levels.append(bytes(cur))
-                continue
-            stored = self.store.level(level)
-            for ix in range(width):
-                h = node(below[ix * 64 : ix * 64 + 32], below[ix * 64 + 32 : ix * 64 + 64])
-                cur += h
-                sidx, sh = next(stored, (None, b""))
-                if sidx != ix:
-                    return Problem("missing", ix, f"node level {level} index {ix}: missing", level)
-                if sh != h:
-                    first, last = ix << level, ((ix + 1) << level) - 1
-                    return Problem(
-                        "node",
-                        ix,
-                        f"node level {level} index {ix} (entries {first}..{last}): "
-                        f"stored hash differs from recomputed",
-                        level,
-                    )
-            if next(stored, None) is not None:
-                return Problem("node", width, f"node row beyond the tree at level {level}", level)
-            levels.append(bytes(cur))
-
-        def sub(lv: int, ix: int) -> bytes:
-            return levels[lv][ix * 32 : ix * 32 + 32]
-
-        for h in heads:
-            if h.size > size:  # pragma: no cover - heads are read in order
-                break
-            want = (
-                merkle.fold_range([sub(lv, ix) for lv, ix in merkle.perfect_subtrees(0, h.size)])
-                if h.size
-                else merkle.SHA256.empty_root()
-            )
-            if want != h.root:
-                return Problem(
-                    "head",
-                    h.size,
-                    f"tree head at size {h.size}: stored root {h.root.hex()}, "
-                    f"recomputed {want.hex()}",
-                )
-        # Last: the digest index is derived data, checked once the tree itself holds.
-        return self._verify_refs(size, scan.refs) if decode_entries else None
-
-    def _verify_refs(self, size: int, expected: int) -> Problem | None:
-        """Compare the digest index (used by `find`) with the digests the entries name."""
-        got = 0
-        for key, index in self.store.ref_rows():
-            if index >= size:
-                return Problem("index", index, f"digest index names entry {index}, beyond {size}")
-            got += ref_hash(key, index)
-        if got % REFS_MOD == expected:
-            return None
-        # Slow path, only on failure: find the first entry whose index rows differ.
-        rows: dict[int, set[int]] = {}
-        for key, index in self.store.ref_rows():
-            rows.setdefault(index, set()).add(key)
-        for logged in self.iter_entries(0, size):
-            want = {ref_key(bytes.fromhex(d[7:])) for d in logged.entry.subjects}
-            if rows.get(logged.index, set()) != want:
-                return Problem(
-                    "index",
-                    logged.index,
-                    f"entry {logged.index}: digest index rows differ from the digests it names",
-                )
-        return Problem("index", size, "digest index differs from the entries")  # pragma: no cover
+        progress: ProgressFn | None = None,
+        decode_entries: bool = True,
+        *,
+        verifier: Verifier | None = None,
+    ) -> VerifyReport:
+        """`ledger_audit.verify_ledger(self, ...)`, kept here so callers need not know
+        where the audit lives: the audit trusts nothing this class stores."""
+        return verify_ledger(self, verifier=verifier, progress=progress,
+                             decode_entries=decode_entries)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -529,15 +359,24 @@ class Ledger:
                 f"make the key with `flchain keygen {self.origin}`"
             )
         cp = self.checkpoint(size)
+        self._require_head(cp.size)
         note = sign_checkpoint(cp, signer)
         self.store.add_checkpoint(cp.size, note)
         return note
+
+    def _require_head(self, size: int) -> None:
+        """A checkpoint signs a batch's tree head, never a size between two batches: so a
+        deleted tree head shows as a checkpoint without its head (see ledger_audit)."""
+        if size and size not in {h.size for h in self.store.heads()}:
+            raise ValueError(f"tree size {size} is not the size after a batch: sign the "
+                             "tree head of a batch (`Ledger.heads()`)")
 
     def add_checkpoint_note(self, note: str, verifier: Verifier) -> Checkpoint:
         """Store a note (e.g. cosigned by witnesses) after checking it against this log."""
         cp, _ = open_checkpoint(note, verifier, origin=self.origin)
         if cp.size > self.size or self.root_at(cp.size) != cp.root_hash:
             raise ValueError(f"checkpoint at size {cp.size} does not match this ledger's tree")
+        self._require_head(cp.size)
         self.store.add_checkpoint(cp.size, note)
         return cp
 
@@ -551,6 +390,33 @@ class Ledger:
         return notes[-1][1] if notes else None
 
     # -- metadata ----------------------------------------------------------------------
+
+    @property
+    def pinned_verifier(self) -> Verifier | None:
+        """The log's verifier key pinned in the file at creation, if any.
+
+        Worth nothing against whoever can write the file (they rewrite the pin with the
+        history); it saves an honest auditor from looking the key up, and a pin held by
+        another party (`--key-verifier`, a client's configuration) is the one that counts.
+        """
+        text = self.store.meta(PINNED_VERIFIER_META)
+        if text is None:
+            return None
+        try:
+            return Verifier.parse(text)
+        except NoteError as e:
+            raise StoreError(f"the pinned verifier key does not parse: {e}; "
+                             "run `flchain verify --key-verifier VKEY`") from e
+
+    def pin_verifier(self, verifier: Verifier) -> None:
+        """Pin the log's checkpoint key in the file (once: a different key is refused)."""
+        if verifier.name != self.origin:
+            raise ValueError(f"verifier key is named {verifier.name!r}, not the ledger origin "
+                             f"{self.origin!r}")
+        self.store.set_meta(PINNED_VERIFIER_META, verifier.vkey, replace=False)
+        pinned = self.store.meta(PINNED_VERIFIER_META)
+        if pinned != verifier.vkey:
+            raise ValueError(f"the ledger already pins another verifier key: {pinned}")
 
     def info(self) -> dict[str, Any]:
         head = self.head()

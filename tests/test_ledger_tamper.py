@@ -23,6 +23,7 @@ from flchain_plugin import entries as E
 from flchain_plugin import merkle
 from flchain_plugin.checkpoint import verify_checkpoint
 from flchain_plugin.ledger import MIN_NODE_LEVEL, Ledger, Problem
+from flchain_plugin.ledger_audit import verify_ledger
 from flchain_plugin.notes import generate_key
 from flchain_plugin.store import NODE_LEVEL_SHIFT, StoreError
 
@@ -303,7 +304,20 @@ def test_full_rehash_with_heads_is_caught_by_a_signed_checkpoint(base: Base, ind
         rehash(c, rewrite_heads=True)
     c.close()
     with Ledger(path, create=False) as led:
+        # the stored checkpoint no longer matches the rewritten tree
+        problem = led.verify().problem
+        assert problem is not None and (problem.kind, problem.index) == ("checkpoint", SIZE)
+    # so the writer re-signs it with a key of its own, as one who holds the file can
+    attacker = generate_key(led.origin)
+    with sqlite3.connect(path) as c:
+        c.execute("DELETE FROM checkpoints")
+    c.close()
+    with Ledger(path, create=False) as led:
+        led.sign_checkpoint(attacker)
         assert led.verify().ok  # self-consistent: the file alone cannot tell
+        pinned = led.verify(verifier=signer.verifier).problem  # a pin held by another party
+        assert pinned is not None and pinned.kind == "checkpoint", pinned
+        assert "no signature by log key" in pinned.detail
         assert [x.index for x in led.find(FORGED_BLOB)] == [index]
         cp = verify_checkpoint(note, signer.verifier)
         assert cp.size == SIZE and cp.root_hash == base_root(base)
@@ -384,8 +398,6 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def big_problem(big: Path, tmp_path: Path, edit: Callable[[sqlite3.Connection], None],
                 monkeypatch: pytest.MonkeyPatch) -> Problem | None:
-    from flchain_plugin import ledger as ledger_module
-
     if (os.cpu_count() or 1) < 2:
         pytest.skip("verify uses worker processes only with two or more cores")
     path = tmp_path / "copy.db"
@@ -393,9 +405,8 @@ def big_problem(big: Path, tmp_path: Path, edit: Callable[[sqlite3.Connection], 
     with sqlite3.connect(path) as c:
         edit(c)
     c.close()
-    monkeypatch.setattr(ledger_module, "PARALLEL_VERIFY_MIN", 1000)
     with Ledger(path, create=False) as led:
-        report = led.verify()
+        report = verify_ledger(led, parallel_min=1000)
         assert report.size == BIG_BATCH * BIG_BATCHES and report.heads == BIG_BATCHES
         return report.problem
 

@@ -109,6 +109,12 @@ class Store(Protocol):
         """(index, hash) of stored nodes at one level, in index order."""
         ...
 
+    def first_key_outside(self, table: str, allowed: Sequence[tuple[int, int]]) -> int | None:
+        """The smallest key of `table` ("entries", "nodes", "heads" or "checkpoints") that
+        lies in none of the `allowed` [first, end) ranges, or None. The audit's question
+        "is every stored row part of the tree?" in O(log n) per gap between the ranges."""
+        ...
+
     def meta(self, key: str) -> str | None: ...
 
     def set_meta(self, key: str, value: str, *, replace: bool = True) -> None:

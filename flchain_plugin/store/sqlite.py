@@ -4,6 +4,16 @@ One writer at a time (BEGIN IMMEDIATE takes SQLite's write lock, so a second pro
 waits instead of forking the tree); readers see the last committed batch while a write
 is under way. A crash at any instant leaves the file as of its last committed batch.
 
+Read-only opening (audits of an archive or a read-only mount) never changes the journal
+mode and never writes: the file is opened with SQLite's `mode=ro`, or `immutable=1` when
+its directory is not writable and no `-wal` file is beside it (SQLite could not create the
+`-shm` index it needs, and with no `-wal` there is nothing it would read from one). A
+`-wal` left beside a file in a read-only directory without its `-shm` holds committed
+batches SQLite cannot read there: that is refused, never silently read without them.
+
+Any SQLite error (a damaged page, a locked or read-only file) leaves this module as a
+StoreError whose one line says what to do.
+
 Layout, chosen for append speed (rows and pages written per batch are the cost): an entry
 row carries its leaf hash; `nodes` holds the subtrees the ledger chooses to keep; the
 digest index is log-structured: new keys are appended to the unindexed `refs_recent`
@@ -14,9 +24,11 @@ one large index cost four times the append rate.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +58,51 @@ REFS_MERGE_ROWS = 65_536
 
 # IN (...) lists longer than this are split; SQLite's default limit is 32766 variables.
 _MAX_VARS = 900
+
+
+_KEY_COLUMNS = {"entries": "idx", "nodes": "id", "heads": "size", "checkpoints": "id"}
+"""Each table's integer key, for `first_key_outside`."""
+
+_INT64 = (-(2**63), 2**63)
+
+
+def _store_error(path: Path, e: sqlite3.Error) -> StoreError:
+    """One line that says what went wrong with the file and what to do about it."""
+    text = str(e) or type(e).__name__
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"{path}: the ledger is read-only here ({text}); this command writes "
+                          "to it: run it where the file and its directory are writable")
+    if "locked" in text or "busy" in text:
+        return StoreError(f"{path}: another process holds the ledger's lock ({text}); "
+                          "try again when it is done")
+    return StoreError(f"{path}: the ledger file is damaged ({text}); restore it from a backup "
+                      "or a mirror, and keep the damaged copy for `flchain verify` to examine")
+
+
+@contextmanager
+def _sqlite_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise _store_error(path, e) from e
+
+
+def _read_only_uri(path: Path) -> str:
+    """A `file:` URI opening `path` read-only (see the module docstring for `immutable`)."""
+    quoted = urllib.parse.quote(str(path.resolve()))
+    directory_writable = os.access(path.parent, os.W_OK)
+    if directory_writable:
+        return f"file:{quoted}?mode=ro"
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if wal.exists() and wal.stat().st_size > 0:
+        if shm.exists():
+            return f"file:{quoted}?mode=ro"
+        raise StoreError(
+            f"{path}: its -wal file holds committed batches that SQLite cannot read in a "
+            "read-only directory without the -shm file: copy the ledger with its -wal to a "
+            "writable directory, or let its writer close it cleanly before archiving"
+        )
+    return f"file:{quoted}?mode=ro&immutable=1"
 
 
 class _SqliteWriter:
@@ -137,22 +194,42 @@ class SqliteStore:
     """A ledger store in one SQLite file. Thread-safe within a process; safe across
     processes through SQLite's own locking."""
 
-    def __init__(self, path: str | Path, *, create: bool = True, timeout: float = 120.0):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        create: bool = True,
+        timeout: float = 120.0,
+        read_only: bool = False,
+    ):
+        """`read_only`: open for reading only (an archive, an auditor's mount); implies
+        not `create`. Every write then fails with a StoreError saying so."""
         self.path = Path(path)
+        self.read_only = read_only
         self._lock = threading.RLock()
+        create = create and not read_only
         if not create and not self.path.exists():
             raise StoreError(f"{self.path}: no ledger here; create one with `flchain init`")
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(
-                str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
-            )
+            if read_only:
+                self._conn = sqlite3.connect(
+                    _read_only_uri(self.path), uri=True, timeout=timeout,
+                    isolation_level=None, check_same_thread=False,
+                )
+            else:
+                self._conn = sqlite3.connect(
+                    str(self.path), timeout=timeout, isolation_level=None,
+                    check_same_thread=False,
+                )
             # TEXT a hand edit left in a BLOB column may not be UTF-8: read it losslessly.
             self._conn.text_factory = _text
             schema = self._setup(create, timeout)
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: not a flchain ledger ({e})") from e
+            raise StoreError(f"{self.path}: not a flchain ledger, or damaged ({e})") from e
+        except sqlite3.Error as e:
+            raise _store_error(self.path, e) from e
         if schema != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: ledger schema {schema!r}, want {SCHEMA_VERSION!r}")
 
@@ -164,6 +241,8 @@ class SqliteStore:
         while True:
             try:
                 c.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                if self.read_only:  # the file's own journal mode, unchanged
+                    return self._schema_version()
                 c.execute("PRAGMA page_size = 16384")  # only takes effect on a new file
                 mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if mode.lower() != "wal":
@@ -175,30 +254,35 @@ class SqliteStore:
                         "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
                         (SCHEMA_VERSION,),
                     )
-                return self.meta("schema")
+                return self._schema_version()
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
 
+    def _schema_version(self) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        return row[0] if row else None
+
     @contextmanager
     def writer(self) -> Iterator[_SqliteWriter]:
-        with self._lock:
+        with self._lock, _sqlite_errors(self.path):
             c = self._conn
             c.execute("BEGIN IMMEDIATE")
             try:
                 yield _SqliteWriter(c)
             except BaseException:
-                c.execute("ROLLBACK")
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
                 raise
             c.execute("COMMIT")
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
-        with self._lock:
+        with self._lock, _sqlite_errors(self.path):
             return self._conn.execute(sql, args).fetchall()
 
     def head(self) -> HeadRow | None:
-        with self._lock:
+        with self._lock, _sqlite_errors(self.path):
             return _head(self._conn)
 
     def heads(self) -> Iterator[HeadRow]:
@@ -230,7 +314,7 @@ class SqliteStore:
             lo, hi = (lo, a) if reverse else (b, hi)
 
     def entry_count(self) -> int:
-        with self._lock:
+        with self._lock, _sqlite_errors(self.path):
             return _entry_count(self._conn)
 
     def ref_rows(self) -> Iterator[tuple[int, int]]:
@@ -261,8 +345,25 @@ class SqliteStore:
         return [r[0] for r in rows]
 
     def nodes(self, keys: Sequence[int]) -> dict[int, bytes]:
-        with self._lock:
+        with self._lock, _sqlite_errors(self.path):
             return _nodes(self._conn, keys)
+
+    def first_key_outside(self, table: str, allowed: Sequence[tuple[int, int]]) -> int | None:
+        col = _KEY_COLUMNS[table]
+        edges = sorted(allowed)
+        gaps, lo = [], _INT64[0]
+        for a, b in edges:
+            if a > lo:
+                gaps.append((lo, a))
+            lo = max(lo, b)
+        gaps.append((lo, _INT64[1]))
+        for a, b in gaps:  # keys are int64: the last gap's end is past every key
+            rows = self._read(
+                f"SELECT {col} FROM {table} WHERE {col} >= ? AND {col} <= ? ORDER BY {col} "
+                "LIMIT 1", (a, b - 1))
+            if rows:
+                return int(rows[0][0])
+        return None
 
     def level(self, level: int, start: int = 0) -> Iterator[tuple[int, bytes]]:
         if level == 0:
@@ -287,13 +388,13 @@ class SqliteStore:
 
     def set_meta(self, key: str, value: str, *, replace: bool = True) -> None:
         verb = "REPLACE" if replace else "IGNORE"
-        with self.writer():
+        with self.writer(), _sqlite_errors(self.path):
             self._conn.execute(
                 f"INSERT OR {verb} INTO meta (key, value) VALUES (?, ?)", (key, value)
             )
 
     def add_checkpoint(self, size: int, note: str) -> None:
-        with self.writer():
+        with self.writer(), _sqlite_errors(self.path):
             self._conn.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (size, note))
 
     def checkpoints(self, last: int | None = None) -> list[tuple[int, str]]:
@@ -308,5 +409,5 @@ class SqliteStore:
         return [s for (s,) in reversed(rows)]
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, _sqlite_errors(self.path):
             self._conn.close()
