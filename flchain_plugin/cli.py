@@ -37,9 +37,11 @@ from rich.text import Text
 
 from . import checkpoint as tlog
 from . import merkle, notes
+from .commit import key_path, load_or_create_key
 from .digest import DigestError
 from .entries import EntryError
-from .ledger import Ledger, VerifyReport
+from .ledger import Ledger
+from .ledger_audit import VerifyReport, verify_ledger
 from .store import StoreError
 
 DEFAULT_LEDGER = "flchain.db"
@@ -149,8 +151,13 @@ ledger_option = click.option(
 also run on their own, outside `flchain`'s root options."""
 
 
-def open_ledger(settings: Settings | Path) -> Ledger:
-    """The existing ledger the settings (or a path) name; a clear error if there is none."""
+def open_ledger(settings: Settings | Path, *, read_only: bool | None = None) -> Ledger:
+    """The existing ledger the settings (or a path) name; a clear error if there is none.
+
+    `read_only` None: opened read-only when the file or its directory is not writable (an
+    archive, an auditor's mount), so every reading command works there and never tries
+    to change the journal mode; a writing command then fails with a one-line error.
+    """
     if isinstance(settings, Path):
         settings = Settings(settings, False)
     path = settings.ledger
@@ -159,10 +166,18 @@ def open_ledger(settings: Settings | Path) -> Ledger:
             f"no ledger at {path}: create one with `flchain init`, or point --ledger "
             f"or ${LEDGER_ENV} at an existing ledger"
         )
+    if read_only is None:
+        read_only = not _writable(path)
     try:
-        return Ledger(path, create=False)
+        return Ledger(path, create=False, read_only=read_only)
     except StoreError as e:
         raise InputError(str(e)) from e
+
+
+def _writable(path: Path) -> bool:
+    """Whether SQLite could write `path` and create its -wal and -shm beside it. access(2)
+    also answers for root on a read-only mount or an immutable (chattr +i) file."""
+    return os.access(path, os.W_OK) and os.access(path.parent.resolve(), os.W_OK)
 
 
 def short_digest(digest: str) -> str:
@@ -336,9 +351,16 @@ def cli(ctx: click.Context, ledger: Path, as_json: bool) -> None:
 @cli.command()
 @click.option("--origin", help="The log's origin line (default: flchain.local/<random>); "
                                "name signing keys after it.")
+@click.option("--key-verifier", "pin", metavar="VKEY",
+              help="Pin this verifier key (the log key kept elsewhere) instead of creating "
+                   "<ledger>.key.")
 @common_options
-def init(settings: Settings, out: Output, origin: str | None) -> None:
-    """Create a new ledger and print its origin."""
+def init(settings: Settings, out: Output, origin: str | None, pin: str | None) -> None:
+    """Create a new ledger, its checkpoint key <ledger>.key, and pin the key's verifier.
+
+    The pin in the file saves auditors a look-up; it is no defence against whoever can
+    write the file. Give the verifier key to the parties who check the log.
+    """
     path = settings.ledger
     if path.exists():
         raise InputError(f"{path} already exists: choose another --ledger path, "
@@ -346,14 +368,43 @@ def init(settings: Settings, out: Output, origin: str | None) -> None:
     if origin is not None and not notes.valid_name(origin):
         raise InputError(f"--origin {origin!r} is invalid: want non-empty, no spaces, no '+' "
                          "(it is also the signing key's name), e.g. example.com/my-run")
-    with Ledger(path, create=True, origin=origin) as led:
+    verifier = _init_pin(pin, origin)
+    key_file = key_path(path)
+    if verifier is None and key_file.exists():
+        raise InputError(f"{key_file} already exists: remove it, or pin its verifier key with "
+                         "--key-verifier VKEY")
+    with Ledger(path, create=True, origin=origin or (verifier.name if verifier else None)) as led:
+        if verifier is None:
+            verifier = load_or_create_key(key_file, led.origin).verifier
+        led.pin_verifier(verifier)
         head = led.head()
         doc = {"ledger": str(path), "origin": led.origin, "size": head.size,
-               "root": head.root.hex()}
+               "root": head.root.hex(), "verifier": verifier.vkey,
+               "key_file": None if pin else str(key_file)}
+    hint = (f"next: flchain append, then flchain checkpoint sign --key {key_file}"
+            if pin is None else "next: flchain append, then sign with the pinned key")
     out.emit(doc, lambda: out.console.print(
-        Panel(kv_table([("ledger", path), ("origin", doc["origin"]), ("size", 0)]),
+        Panel(kv_table([("ledger", path), ("origin", doc["origin"]), ("size", 0),
+                        ("key file", doc["key_file"] or "(kept elsewhere)"),
+                        ("verifier", verifier.vkey)]),
               title="ledger created", expand=False),
-        Text(f"next: flchain keygen {doc['origin']} --out log.pem", style="dim")))
+        Text("give the verifier key to whoever checks this log; keep the key file secret",
+             style="dim"),
+        Text(hint, style="dim")))
+
+
+def _init_pin(pin: str | None, origin: str | None) -> notes.Verifier | None:
+    """The verifier key `init --key-verifier` pins, checked against `--origin`."""
+    if pin is None:
+        return None
+    try:
+        verifier = notes.Verifier.parse(pin)
+    except notes.NoteError as e:
+        raise InputError(f"--key-verifier: {e}") from None
+    if origin is not None and verifier.name != origin:
+        raise InputError(f"--key-verifier is named {verifier.name!r}, not --origin {origin!r}: "
+                         "a log key is named after its origin")
+    return verifier
 
 
 # -- verify, head, info ----------------------------------------------------------------------
@@ -376,37 +427,21 @@ def note_checkpoint(note: str) -> tlog.Checkpoint:
     raise AssertionError("a note opened with no keys is never verified")  # pragma: no cover
 
 
-def _checkpoint_problem(led: Ledger, verifier: notes.Verifier | None) -> dict[str, Any] | None:
-    """The first stored checkpoint whose root (or signature) disagrees with the log."""
-    for size, note in led.store.checkpoints():
-        try:
-            if verifier is not None:
-                cp, _ = tlog.open_checkpoint(note, verifier, origin=led.origin)
-            else:
-                cp = note_checkpoint(note)
-        except (tlog.CheckpointError, notes.NoteError) as e:
-            return {"kind": "checkpoint", "index": size, "level": 0,
-                    "detail": f"stored checkpoint at size {size}: {e}"}
-        if cp.size != size or cp.size > led.size or led.root_at(cp.size) != cp.root_hash:
-            return {"kind": "checkpoint", "index": size, "level": 0,
-                    "detail": f"stored checkpoint at size {size}: its root does not match "
-                              "the tree of that size"}
-    return None
-
-
 @cli.command()
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: on a terminal for large ledgers).")
 @click.option("--key-verifier", metavar="VKEY",
-              help="Also check every stored checkpoint's signature with this log key.")
+              help="Check every stored checkpoint's signature with this log key (default: "
+                   "the key pinned in the ledger, else <ledger>.key's).")
 @common_options
 def verify(settings: Settings, out: Output, progress: bool | None,
            key_verifier: str | None) -> None:
     """Recompute and check the whole ledger.
 
-    Every leaf, node, tree head and stored checkpoint; exits 1 naming the first fault.
+    Every leaf, node, tree head, stored row and stored checkpoint; exits 1 naming the first
+    fault. Warns when the newest tree head is covered by no signed checkpoint.
     """
-    verifier = notes.Verifier.parse(key_verifier) if key_verifier else None
+    given = notes.Verifier.parse(key_verifier) if key_verifier else None
     with open_ledger(settings) as led:
         size = led.size
         show_bar = progress if progress is not None else (out.err.is_terminal and size >= 50_000)
@@ -414,33 +449,47 @@ def verify(settings: Settings, out: Output, progress: bool | None,
                       TimeRemainingColumn(), console=out.err, transient=True,
                       disable=not show_bar) as bar:
             task = bar.add_task("verify", total=size)
-            report: VerifyReport = led.verify(
-                progress=lambda done, total: bar.update(task, completed=done, total=total))
-        problem: dict[str, Any] | None = None
-        stored: str | None = None
-        if report.problem is not None:
-            p = report.problem
-            problem = {"kind": p.kind, "index": p.index, "level": p.level, "detail": p.detail}
-            if p.kind in ("entry", "leaf"):
-                stored = _stored_entry_text(led, p.index)
-                problem["stored"] = stored
-        else:
-            problem = _checkpoint_problem(led, verifier)
-        n_checkpoints = len(led.store.checkpoints())
+            report = verify_ledger(led, verifier=given, progress=lambda done, total: bar.update(
+                task, completed=done, total=total))
+        problem = _problem_doc(led, report)
     doc = {"ok": problem is None, "size": report.size, "root": report.root.hex(),
-           "heads": report.heads, "checkpoints": n_checkpoints, "problem": problem}
+           "heads": report.heads, "checkpoints": report.checkpoints, "problem": problem,
+           "signed_size": report.signed_size, "head_signed": report.head_signed,
+           "verifier": report.verifier, "verifier_source": report.verifier_source,
+           "warnings": report.warnings}
     if problem is not None:
         if not out.json:
             rows = [("problem", problem["detail"])]
-            if stored is not None:
-                rows.append(("stored entry", stored))
+            if problem.get("stored") is not None:
+                rows.append(("stored entry", problem["stored"]))
             out.console.print(Panel(kv_table(rows), title="verification FAILED",
                                     border_style="red", expand=False))
         raise VerificationFailed(f"ledger does not verify: {problem['detail']}", doc)
     out.emit(doc, lambda: out.console.print(Panel(kv_table([
         ("entries", report.size), ("tree heads", report.heads),
-        ("checkpoints", n_checkpoints), ("root", doc["root"])]),
-        title="ledger verified", border_style="green", expand=False)))
+        ("checkpoints", report.checkpoints), ("signatures", _signatures_text(report)),
+        ("signed head", "-" if report.signed_size is None else f"size {report.signed_size}"),
+        ("root", doc["root"])]), title="ledger verified", border_style="green", expand=False)))
+    for warning in report.warnings:
+        click.echo(f"flchain: warning: {warning}", err=True)
+
+
+def _problem_doc(led: Ledger, report: VerifyReport) -> dict[str, Any] | None:
+    """The report's problem as JSON, with the stored entry's text where an entry is named."""
+    p = report.problem
+    if p is None:
+        return None
+    doc: dict[str, Any] = {"kind": p.kind, "index": p.index, "level": p.level,
+                           "detail": p.detail}
+    if p.kind in ("entry", "leaf"):
+        doc["stored"] = _stored_entry_text(led, p.index)
+    return doc
+
+
+def _signatures_text(report: VerifyReport) -> str:
+    if report.verifier is None:
+        return "not checked: no verifier key pinned, given or in <ledger>.key"
+    return f"checked with the {report.verifier_source} key {report.verifier}"
 
 
 @cli.command()
