@@ -10,9 +10,11 @@ the two encoders equal with hypothesis.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
@@ -21,6 +23,15 @@ import rfc8785
 
 MAX_SAFE_INT = 2**53 - 1
 
+MAX_DEPTH = 128
+"""Arrays and objects nest at most this deep in an entry or statement. Without a bound,
+how deep a value may nest would depend on the caller's stack (Python's JSON parser and
+encoders recurse), so one process could log an entry another cannot read back."""
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
 _dumps = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
 ).encode
@@ -28,6 +39,19 @@ _dumps = json.JSONEncoder(
 
 class CanonicalError(ValueError):
     """A value has no canonical JSON form (non-finite number, unsafe integer, bad key)."""
+
+
+def check_depth(data: bytes) -> None:
+    """Raise CanonicalError if JSON text `data` nests arrays/objects beyond MAX_DEPTH.
+
+    Linear and mostly in C: strings are cut out first so brackets inside them do not
+    count; text with few brackets is passed without that.
+    """
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return
+    steps = (_STEP[b[0]] for b in _BRACKETS.findall(_STRING.sub(b"", data)))
+    if max(itertools.accumulate(steps), default=0) > MAX_DEPTH:
+        raise CanonicalError(f"JSON nests deeper than {MAX_DEPTH} arrays/objects")
 
 
 class _Slow(Exception):
@@ -48,7 +72,7 @@ def _fast(value: Any) -> Any:
     if t is int:
         if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
             return value
-        raise CanonicalError(f"integer {value} is beyond 2^53; encode it as a string")
+        raise CanonicalError(f"integer {value} beyond 2^53: write it as a string")
     if t is float:
         if value != value or value in (math.inf, -math.inf):
             raise CanonicalError(f"non-finite number {value!r}")
@@ -95,15 +119,20 @@ def _full(value: Any) -> bytes:
 
 def _encode(value: Any, prepare: Callable[[Any], Any]) -> bytes:
     """json.dumps of `prepare(value)`, or the full encoder where `prepare` says the fast
-    path would differ from JCS."""
+    path would differ from JCS; refused beyond MAX_DEPTH, however deep the stack allows."""
     try:
-        prepared = prepare(value)
-    except _Slow:
-        return _full(value)
-    try:
-        return _dumps(prepared).encode()
+        try:
+            prepared = prepare(value)
+        except _Slow:
+            data = _full(value)
+        else:
+            data = _dumps(prepared).encode()
     except UnicodeEncodeError as e:
         raise CanonicalError(f"string is not valid Unicode (lone surrogate?): {e}") from e
+    except RecursionError:
+        raise CanonicalError(f"value nests deeper than {MAX_DEPTH} arrays/objects") from None
+    check_depth(data)
+    return data
 
 
 def canonical_json(value: Any) -> bytes:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, NewType, Union
 
-from .canonical import CanonicalError, canonical_json, canonical_object
+from .canonical import CanonicalError, canonical_json, canonical_object, check_depth
 from .digest import is_digest
 
 FORMAT_VERSION = 1
@@ -73,11 +73,21 @@ def _check_str(value: object, path: str) -> object:
     return value
 
 
+def _beyond_2_53(path: str, value: int | None) -> EntryError:
+    """The one message for an integer that JSON numbers cannot carry exactly."""
+    shown = "" if value is None else f" {value}"
+    return EntryError(f"{path}: integer{shown} beyond 2^53: write it as a string")
+
+
 def _check_int(value: object, path: str) -> object:
+    if type(value) is float and abs(value) >= 2**53:
+        # An integer literal beyond 2^53 parses as the double it equals, or as infinity
+        # past 400 digits (`_parse_int`): it is still an integer, not a float, to the user.
+        raise _beyond_2_53(path, int(value) if math.isfinite(value) else None)
     if type(value) is not int:
         _fail(path, "an integer", value)
     if not -(2**53) < value < 2**53:  # type: ignore[operator]
-        raise EntryError(f"{path}: integer {value} beyond 2^53, use a string")
+        raise _beyond_2_53(path, value)  # type: ignore[arg-type]
     return value
 
 
@@ -100,7 +110,7 @@ def _check_number(value: object, path: str) -> object:
         if -(2**53) < value < 2**53:
             return value
         if not _exact_double(value):
-            raise EntryError(f"{path}: integer {value} is not exactly a double; use a string")
+            raise _beyond_2_53(path, value)
         return float(value)
     if type(value) is not float:
         _fail(path, "a number", value)
@@ -519,15 +529,25 @@ def _entry_class(obj: object) -> type[Entry]:
     return cls
 
 
+def _parse(loads: typing.Callable[[str], Any], data: bytes) -> Any:
+    """JSON text parsed by `loads`, every failure an EntryError: bad UTF-8 or JSON, and
+    nesting beyond MAX_DEPTH, refused before the recursive parser can overflow."""
+    try:
+        check_depth(data)
+        return loads(data.decode("utf-8"))
+    except CanonicalError as e:
+        raise EntryError(f"entry: {e}") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EntryError(f"entry is not JSON: {e}") from e
+    except RecursionError:  # pragma: no cover - check_depth bounds the nesting first
+        raise EntryError("entry: JSON nests too deep") from None
+
+
 def decode(data: bytes) -> Entry:
     """Parse stored entry bytes; they must be the canonical encoding of a valid entry."""
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryError(f"entry is {len(data)} bytes, limit {MAX_ENTRY_BYTES}")
-    try:
-        obj = _loads_stored(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EntryError(f"entry is not JSON: {e}") from e
-    entry = from_json(obj)
+    entry = from_json(_parse(_loads_stored, bytes(data)))
     if entry.encode() != bytes(data):
         raise EntryError(f"{entry.TYPE}: bytes are not in canonical form (RFC 8785)")
     return entry
@@ -540,7 +560,7 @@ def check_stored(data: bytes) -> tuple[str, list[str]]:
     if len(data) > MAX_ENTRY_BYTES:
         raise EntryError(f"entry is {len(data)} bytes, limit {MAX_ENTRY_BYTES}")
     try:
-        obj = _loads_stored(data.decode("utf-8"))
+        obj = _parse(_loads_stored, data)
         cls = _entry_class(obj)
         for name, path, check in cls._CHECKS:
             check(obj[name], path)
@@ -558,10 +578,7 @@ def parse_json(text: str | bytes) -> Entry:
     """Parse one entry from JSON text in any formatting (e.g. a line of `flchain append`)."""
     if len(text) > MAX_ENTRY_BYTES:
         raise EntryError(f"entry is {len(text)} bytes, limit {MAX_ENTRY_BYTES}")
-    try:
-        obj = _loads(text if isinstance(text, str) else text.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EntryError(f"entry is not JSON: {e}") from e
-    entry = from_json(obj)
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    entry = from_json(_parse(_loads, raw))
     entry.encode()  # size and canonical-form checks happen here, before any append
     return entry
