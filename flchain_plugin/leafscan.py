@@ -23,7 +23,11 @@ from typing import IO
 
 from . import merkle
 from .entries import EntryError, check_stored
-from .store import Store, ref_key
+from .store import Store, StoreError, ref_key
+
+STORE_ERROR_EXIT = 3
+"""A worker's exit status when the file cannot be read (a damaged page): its last stderr
+line is the StoreError's message, re-raised in the parent as a StoreError."""
 
 CHUNK = 65_536
 REFS_MOD = 1 << 128
@@ -110,13 +114,16 @@ def scan_in_workers(
     workers: int,
     decode_entries: bool,
     progress: ProgressFn | None = None,
+    read_only: bool = False,
 ) -> LeafScan:
-    """`scan` of [0, size) split over `workers` processes reading the SQLite file `path`."""
+    """`scan` of [0, size) split over `workers` processes reading the SQLite file `path`
+    (opened read-only by them too with `read_only`)."""
     step = -(-size // workers)
     ranges = [(a, min(size, a + step)) for a in range(0, size, step)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", __name__, path, str(a), str(b), str(int(decode_entries))],
+            [sys.executable, "-m", __name__, path, str(a), str(b), str(int(decode_entries)),
+             str(int(read_only))],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -143,9 +150,13 @@ def scan_in_workers(
     for t in readers:
         t.join()
     for (a, b), p in zip(ranges, procs, strict=True):
-        err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-        if p.wait() != 0:
-            raise RuntimeError(f"verify worker for entries {a}..{b - 1} failed: {err.strip()}")
+        err = p.stderr.read().decode(errors="replace").strip() if p.stderr else ""
+        status = p.wait()
+        if status == STORE_ERROR_EXIT:
+            raise StoreError(err.splitlines()[-1] if err else f"verify worker for entries "
+                             f"{a}..{b - 1} could not read the ledger")
+        if status != 0:  # a bug, not the file: keep everything for the report
+            raise RuntimeError(f"verify worker for entries {a}..{b - 1} failed: {err}")
     parts = [s for per in results for s in per]
     suspect = next((s.suspect for s in parts if s.suspect is not None), None)
     refs = sum(s.refs for s in parts) % REFS_MOD
@@ -165,10 +176,10 @@ def _read_part(out: IO[bytes]) -> tuple[int, LeafScan] | None:
     return head["end"], LeafScan(hashes, problem, head["suspect"], int(head["refs"], 16))
 
 
-def _worker(path: str, start: int, end: int, decode_entries: bool) -> None:
+def _worker(path: str, start: int, end: int, decode_entries: bool, read_only: bool) -> None:
     from .store.sqlite import SqliteStore
 
-    store = SqliteStore(path, create=False)
+    store = SqliteStore(path, create=False, read_only=read_only)
     out = sys.stdout.buffer
     try:
         for a in range(start, end, CHUNK):
@@ -190,6 +201,11 @@ def _worker(path: str, start: int, end: int, decode_entries: bool) -> None:
 
 
 if __name__ == "__main__":
-    _path, _start, _end, _decode = sys.argv[1:5]
-    _worker(_path, int(_start), int(_end), _decode == "1")
+    _path, _start, _end, _decode, _read_only = sys.argv[1:6]
+    try:
+        _worker(_path, int(_start), int(_end), _decode == "1", _read_only == "1")
+    except StoreError as _e:
+        sys.stdout.flush()
+        print(str(_e).replace("\n", " "), file=sys.stderr, flush=True)
+        os._exit(STORE_ERROR_EXIT)
     os._exit(0)

@@ -200,7 +200,8 @@ def _scan_all_leaves(
     workers = min(os.cpu_count() or 1, 8)
     if size < parallel_min or workers < 2 or not isinstance(store, SqliteStore):
         return scan(store, 0, size, decode_entries, progress, size)
-    return scan_in_workers(str(store.path), size, workers, decode_entries, progress)
+    return scan_in_workers(str(store.path), size, workers, decode_entries, progress,
+                           read_only=store.read_only)
 
 
 def _stray_rows(store: Store, size: int) -> Problem | None:

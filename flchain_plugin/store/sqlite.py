@@ -69,6 +69,9 @@ _INT64 = (-(2**63), 2**63)
 def _store_error(path: Path, e: sqlite3.Error) -> StoreError:
     """One line that says what went wrong with the file and what to do about it."""
     text = str(e) or type(e).__name__
+    if isinstance(e, sqlite3.IntegrityError):
+        return StoreError(f"{path}: a stored row is in the way of this write ({text}): the file "
+                          "holds a row outside its tree; run `flchain verify` to name it")
     if "readonly" in text or "read-only" in text:
         return StoreError(f"{path}: the ledger is read-only here ({text}); this command writes "
                           "to it: run it where the file and its directory are writable")
