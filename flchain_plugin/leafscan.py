@@ -206,6 +206,7 @@ if __name__ == "__main__":
         _worker(_path, int(_start), int(_end), _decode == "1", _read_only == "1")
     except StoreError as _e:
         sys.stdout.flush()
-        print(str(_e).replace("\n", " "), file=sys.stderr, flush=True)
+        _line = f"verify worker for entries {_start}..{int(_end) - 1}: {_e}"
+        print(_line.replace("\n", " "), file=sys.stderr, flush=True)
         os._exit(STORE_ERROR_EXIT)
     os._exit(0)
