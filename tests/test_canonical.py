@@ -288,3 +288,19 @@ def test_json_value_is_one_deterministic_form() -> None:
     assert got["s"] == [1, 2, 3] and got["p"] == "/a/b" and got["n"] == 0.5
     assert got["t"] == [1, 2.5] and got["7"] is None and got["o"] == "<builtins.object>"
     canonical.canonical_json(got)  # and it encodes
+
+
+@pytest.mark.parametrize("depth", [129, 5000, 100_000])
+def test_nesting_beyond_max_depth_has_no_canonical_form(depth: int) -> None:
+    """However deep the caller's stack lets Python recurse, the answer is the same."""
+    from flchain_plugin.canonical import MAX_DEPTH, check_depth
+
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    with pytest.raises(CanonicalError, match=f"nests deeper than {MAX_DEPTH}"):
+        canonical_json(value)
+    with pytest.raises(CanonicalError, match=f"nests deeper than {MAX_DEPTH}"):
+        check_depth(b"[" * depth + b"]" * depth)
+    check_depth(b'["' + b"[" * depth + b'"]')  # brackets inside a string do not nest
+    check_depth(b'["\\"' + b"[" * depth + b'"]')  # nor after an escaped quote

@@ -575,3 +575,102 @@ def test_check_stored_refuses_non_canonical_and_bad_reason() -> None:
     bad_reason = good.replace(b'"reason":"' + BY_TYPE["rejected"].reason.encode(), b'"reason":"x')
     with pytest.raises(E.EntryError, match=r"rejected\.reason"):
         E.check_stored(bad_reason)
+
+
+# -- hostile input: deep nesting, integers beyond 2^53 --------------------------------------
+
+def nested(depth: int, inner: str = "0") -> str:
+    """JSON text nesting `depth` levels around `inner`: an object, then arrays (two bytes
+    a level, so 20,000 levels fit in an entry)."""
+    return '{"k":' + "[" * (depth - 1) + inner + "]" * (depth - 1) + "}"
+
+
+def with_metrics(metrics_text: str) -> str:
+    text = json.dumps({**BY_TYPE["update"].to_json(), "metrics": {"m": 0}})
+    return text.replace('{"m": 0}', metrics_text)
+
+
+@pytest.mark.parametrize("depth", [128, 1000, 20_000])
+def test_deep_json_under_the_size_limit_is_an_entry_error(depth: int) -> None:
+    """Nested beyond MAX_DEPTH but within 65,535 bytes: EntryError, never RecursionError,
+    from parsing text, decoding stored bytes and building the entry in Python."""
+    from flchain_plugin.canonical import MAX_DEPTH
+
+    assert depth + 1 > MAX_DEPTH  # the entry object is one more level
+    text = with_metrics(nested(depth))
+    assert len(text) <= E.MAX_ENTRY_BYTES
+    with pytest.raises(EntryError, match=f"nests deeper than {MAX_DEPTH}"):
+        E.parse_json(text)
+    with pytest.raises(EntryError, match=f"nests deeper than {MAX_DEPTH}"):
+        E.decode(text.encode())
+    with pytest.raises(EntryError, match=f"nests deeper than {MAX_DEPTH}"):
+        E.check_stored(text.encode())
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    with pytest.raises(EntryError, match=r"^update\.metrics: .*nests deeper"):
+        dataclasses.replace(BY_TYPE["update"], metrics={"m": value})
+
+
+def test_nesting_up_to_the_limit_round_trips_and_brackets_in_strings_do_not_count() -> None:
+    from flchain_plugin.canonical import MAX_DEPTH
+
+    # the entry object is one of the levels
+    text = with_metrics(nested(MAX_DEPTH - 1, json.dumps("[{" * 500)))
+    entry = E.parse_json(text)
+    assert E.decode(entry.encode()) == entry
+    with pytest.raises(EntryError, match="nests deeper"):
+        E.parse_json(with_metrics(nested(MAX_DEPTH)))
+
+
+def test_a_deep_entry_planted_in_the_file_is_named_by_verify(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    with Ledger(path) as led:
+        led.append([BY_TYPE["update"], BY_TYPE["credit"]])
+    deep = with_metrics(nested(5000)).encode()
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE entries SET data = ? WHERE idx = 1", (deep,))
+    c.close()
+    with Ledger(path, create=False) as led:
+        problem = led.verify().problem
+    assert problem is not None and (problem.kind, problem.index) == ("entry", 1)
+    assert "nests deeper" in problem.detail
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.one_of(st.integers(2**53, 10**40), st.integers(-(10**40), -(2**53))),
+       field=st.sampled_from(["round", "num_examples"]))
+def test_an_integer_beyond_2_53_is_named_as_such(value: int, field: str) -> None:
+    """Whether the literal parses as a double (canonical form of one) or stays an int, the
+    error names an integer beyond 2^53, never a float."""
+    text = json.dumps({**BY_TYPE["update"].to_json(), field: value})
+    with pytest.raises(EntryError) as info:
+        E.parse_json(text)
+    msg = str(info.value)
+    assert msg.startswith(f"update.{field}: integer") and "beyond 2^53: write it as a string" in msg
+    assert "float" not in msg
+
+
+@pytest.mark.parametrize("literal", [str(2**53), "350000000000000000", "1" * 401, "-" + "9" * 500])
+def test_integer_literals_beyond_2_53_in_an_integer_field(literal: str) -> None:
+    text = BY_TYPE["anchor"].encode().decode().replace('"size":10', '"size":' + literal)
+    with pytest.raises(EntryError, match=r"^anchor\.size: integer.* beyond 2\^53: write it as a"):
+        E.parse_json(text)
+
+
+def test_the_append_command_refuses_deep_json_and_big_integers_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from flchain_plugin.cli import cli
+
+    path = tmp_path / "l.db"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--ledger", str(path), "init"]).exit_code == 0
+    big = json.dumps({**BY_TYPE["update"].to_json(), "round": 2**60})
+    for line, needle in ((with_metrics(nested(20_000)), "nests deeper"),
+                         (big, "integer 1152921504606846976 beyond 2^53")):
+        r = runner.invoke(cli, ["--ledger", str(path), "append"], input=line + "\n",
+                          catch_exceptions=False)
+        assert r.exit_code == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    with Ledger(path, create=False) as led:
+        assert led.size == 0
