@@ -383,14 +383,16 @@ def init(settings: Settings, out: Output, origin: str | None, pin: str | None) -
                "key_file": None if pin else str(key_file)}
     hint = (f"next: flchain append, then flchain checkpoint sign --key {key_file}"
             if pin is None else "next: flchain append, then sign with the pinned key")
-    out.emit(doc, lambda: out.console.print(
-        Panel(kv_table([("ledger", path), ("origin", doc["origin"]), ("size", 0),
-                        ("key file", doc["key_file"] or "(kept elsewhere)"),
-                        ("verifier", verifier.vkey)]),
-              title="ledger created", expand=False),
-        Text("give the verifier key to whoever checks this log; keep the key file secret",
-             style="dim"),
-        Text(hint, style="dim")))
+    def human() -> None:
+        out.console.print(Panel(kv_table([
+            ("ledger", path), ("origin", doc["origin"]), ("size", 0),
+            ("key file", doc["key_file"] or "(kept elsewhere)"), ("verifier", doc["verifier"])]),
+            title="ledger created", expand=False))
+        out.console.print(Text("give the verifier key to whoever checks this log; keep the "
+                               "key file secret", style="dim"))
+        out.console.print(Text(hint, style="dim"))
+
+    out.emit(doc, human)
 
 
 def _init_pin(pin: str | None, origin: str | None) -> notes.Verifier | None:
