@@ -428,8 +428,12 @@ class Mlflow(Entry):
 
 @entry_type
 @dataclass(frozen=True)
-class Checkpoint(Entry):
-    """A Lightning checkpoint: file digest, weights digest, progress and parent."""
+class TrainingCheckpoint(Entry):
+    """A Lightning training checkpoint: file digest, weights digest, progress and parent.
+
+    Not `checkpoint.Checkpoint`, the log's signed tree head; the JSON type stays
+    "checkpoint" (format v1).
+    """
 
     TYPE: ClassVar[str] = "checkpoint"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("file", "model")

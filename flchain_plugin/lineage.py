@@ -267,7 +267,7 @@ class _Reader:
         if producer is None:
             for le in about:
                 e = le.entry
-                if isinstance(e, E.Checkpoint) and e.model == digest:
+                if isinstance(e, E.TrainingCheckpoint) and e.model == digest:
                     producer, source, parent = le, "checkpoint", e.parent
                     detail = {"name": e.name, "epoch": e.epoch, "step": e.step, "file": e.file}
                     break

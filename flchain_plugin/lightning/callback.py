@@ -258,7 +258,7 @@ class LedgerLogic:
         if step > self._tip_step:  # top-k, last and manual saves of one step share a parent
             self._step_parent, self._tip_step = self._tip, step
         monitor, score = _score(self._trainer, checkpoint)
-        entry = E.Checkpoint(
+        entry = E.TrainingCheckpoint(
             file=file,
             model=model,
             epoch=int(checkpoint.get("epoch", 0)),

@@ -51,9 +51,9 @@ class CheckpointLineage:
     size: int  # tree size the inclusion proofs were checked against
 
     @property
-    def entry(self) -> E.Checkpoint:
+    def entry(self) -> E.TrainingCheckpoint:
         e = self.chain[0].entry
-        assert isinstance(e, E.Checkpoint)
+        assert isinstance(e, E.TrainingCheckpoint)
         return e
 
 
@@ -90,7 +90,7 @@ def checkpoint_lineage(ledger: Ledger, file: str) -> CheckpointLineage:
         _prove(ledger, cur, size)
         chain.append(cur)
         ck = cur.entry
-        assert isinstance(ck, E.Checkpoint)
+        assert isinstance(ck, E.TrainingCheckpoint)
         for d in ck.datasets:
             if d not in datasets:
                 datasets[d] = _dataset(ledger, d, cur.index, size)
@@ -98,7 +98,7 @@ def checkpoint_lineage(ledger: Ledger, file: str) -> CheckpointLineage:
             break
         earlier = [e for e in ledger.find(ck.parent) if e.index < cur.index
                    and getattr(e.entry, "model", None) == ck.parent]
-        saves = [e for e in earlier if isinstance(e.entry, E.Checkpoint)]
+        saves = [e for e in earlier if isinstance(e.entry, E.TrainingCheckpoint)]
         if saves:  # the latest save of those weights before this one
             cur = saves[-1]
             continue
