@@ -65,14 +65,15 @@ def records(reader: EntryReader, digest: str, before: int | None = None) -> list
 
 def producer(reader: EntryReader, digest: str, before: int | None = None) -> LoggedEntry | None:
     """The entry that made `digest`, as seen from `before` (the index of the entry naming it
-    as parent): the latest one that derives it from a parent, else the latest that records
-    it at all (an origin: a run's initial model, a rollback, a first save). The latest,
-    because the same weights saved twice (top-k and last) are one model, and the nearer
-    save is the one a resume read."""
+    as parent): the latest one before it that derives the weights from a parent (the same
+    weights saved twice, top-k and last, are one model, and the nearer save is the one a
+    resume read); failing that, the earliest that records them (an origin: a run's initial
+    model; a later rollback, kept round or MLflow logging of them only refers back)."""
     found = records(reader, digest, before)
     derived = [le for le in found if parents_of(le.entry)]
-    pick = derived or found
-    return pick[-1] if pick else None
+    if derived:
+        return derived[-1]
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
