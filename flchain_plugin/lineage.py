@@ -204,7 +204,8 @@ class Version:
 
     @property
     def producer(self) -> Round | None:
-        return next((r for r in self.rounds if not r.kept), None)
+        """The round that made this version, when a round's `model` entry is its producer."""
+        return next((r for r in self.rounds if r.index == self.index), None)
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "source": self.source, "index": self.index,
