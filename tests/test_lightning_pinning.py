@@ -235,3 +235,21 @@ def test_weights_that_are_not_the_recorded_model_are_refused(tmp_path: Path) -> 
     with Ledger(path, create=False) as led:
         new = list(led.iter_entries(before, type="checkpoint"))
     assert new and new[0].entry.parent == model_digest(ck["state_dict"]) != honest.model
+
+
+def test_a_batch_appended_without_the_key_is_not_vouched_for(tmp_path: Path) -> None:
+    """A party that can write the file but not read the key appends an honest-looking
+    record of a forged file: no signed checkpoint covers it."""
+    path = tmp_path / "ledger.db"
+    _, _, mc = fit(tmp_path, path, epochs=2)
+    last = Path(mc.last_model_path)
+    forged = tmp_path / "forged.ckpt"
+    ck = forge(last, forged)
+    with Ledger(path, create=False) as led:
+        honest = led.find(file_digest(last), type="checkpoint")[0].entry
+        led.append([replace(honest, file=file_digest(forged),
+                            model=model_digest(ck["state_dict"]))])
+        assert led.verify().ok  # a well-formed append, just never signed
+        signed = led.checkpoint_sizes(1)[-1]
+    err = refused(tmp_path, path, forged)
+    assert f"after the newest checkpoint the pinned key signed (size {signed})" in err.reason

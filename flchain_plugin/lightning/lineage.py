@@ -148,13 +148,17 @@ def checkpoint_lineage(
     `verifier`: the log's pinned key; the lineage must then lie in the tree of the newest
     checkpoint it signed (`signed_size`)."""
     size = signed_size(ledger, verifier) if verifier is not None else ledger.size
-    found = [c for c in ledger.find(file, type="checkpoint")
-             if c.entry.file == file and c.index < size]  # type: ignore[attr-defined]
+    found = [c for c in ledger.find(file, type="checkpoint") if c.entry.file == file]  # type: ignore[attr-defined]
     if not found:
         raise CheckpointLineageError(
             "its file digest is not in the ledger (never recorded, or modified)"
         )
     start = found[0]
+    if start.index >= size:
+        raise CheckpointLineageError(
+            f"it is recorded at entry {start.index}, after the newest checkpoint the pinned "
+            f"key signed (size {size}): the batch was never signed"
+        )
     chain: list[LoggedEntry] = [start]
     origin: LoggedEntry | None = None
     parent = start.entry.parent  # type: ignore[attr-defined]
