@@ -8,15 +8,19 @@ and the three integrations must tell the same story about it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flchain_plugin import entries as E
 from flchain_plugin.ledger import Ledger
-from flchain_plugin.lightning.lineage import checkpoint_lineage
+from flchain_plugin.lightning.lineage import CheckpointLineageError, checkpoint_lineage
 from flchain_plugin.lineage import lineage, parents_of, producer, recorded_as, records, walk
 from flchain_plugin.mlflow.verify import lineage as mlflow_lineage
 from flchain_plugin.mlflow.view import LocalView
@@ -149,3 +153,93 @@ def test_the_producer_is_the_latest_derivation_before_the_child(tmp_path: Path) 
         assert path.links[-1].entry is None
         assert path.problems == (f"parent {MLF} of entry 6 is not recorded before it",)
         assert not lineage(led, CHILD).ok
+
+
+# -- property: every integration agrees with the core on arbitrary ledgers ------------------
+
+MODELS = [dg(c) for c in "abcde"]
+FILES = [dg(c) for c in "f09"]
+
+
+@st.composite
+def ledgers(draw: st.DrawFn) -> list[E.Entry]:
+    out: list[E.Entry] = []
+    for i in range(draw(st.integers(1, 10))):
+        kind = draw(st.sampled_from(["run", "update", "model", "rollback", "checkpoint",
+                                     "mlflow"]))
+        m = draw(st.sampled_from(MODELS))
+        p = draw(st.none() | st.sampled_from(MODELS))
+        if kind == "run":
+            out.append(E.Run(run=f"r{i}", strategy="FedAvg", config=CFG, model=m))
+        elif kind == "update" and p is not None:
+            out.append(E.Update(run="r", round=i, node="1", update=m, parent=p,
+                                num_examples=1, metrics={}, dataset=None, nonce=f"n{i}",
+                                key=None, signature=None))
+        elif kind == "model":
+            out.append(E.Model(run="r", round=i, model=m, parent=p, inputs=[],
+                               aggregator="FedAvg"))
+        elif kind == "rollback":
+            out.append(E.Rollback(model=m, previous=p, reason="x"))
+        elif kind == "checkpoint":
+            out.append(E.TrainingCheckpoint(file=E.Digest(f"sha256:{i + 4096:064x}"), model=m,
+                                            epoch=0, step=i, name=f"{i}.ckpt", parent=p))
+        else:
+            out.append(E.Mlflow(kind="logged_model", model_id=f"m{i}",
+                                files=draw(st.sampled_from(FILES)),
+                                model=draw(st.none() | st.sampled_from(MODELS)),
+                                parents=draw(st.lists(st.sampled_from(FILES), max_size=2))))
+    return out
+
+
+def expected_producer(batch: list[E.Entry], digest: str, before: int) -> int | None:
+    """The rule, restated over the plain list: the latest entry before `before` naming a
+    parent other than itself, else the first that records `digest`."""
+    recorders = [i for i, e in enumerate(batch[:before])
+                 if digest in {getattr(e, n) for n in (e.MODEL, *e.NAMED_BY) if n}]
+    derived = []
+    for i in recorders:
+        e = batch[i]
+        raw = getattr(e, e.PARENTS) if e.PARENTS else None
+        own = {getattr(e, n) for n in (e.MODEL, *e.NAMED_BY) if n}
+        if [q for q in (raw if isinstance(raw, list) else [raw]) if q and q not in own]:
+            derived.append(i)
+    return derived[-1] if derived else (recorders[0] if recorders else None)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=ledgers())
+def test_flower_and_lightning_lineage_agree_with_the_core_walk(tmp_path_factory: Any,
+                                                               batch: list[E.Entry]) -> None:
+    path = tmp_path_factory.mktemp("l") / "l.db"
+    with Ledger(path) as led:
+        led.append(batch)
+        for d in MODELS + FILES:
+            path_ = walk(led, d)
+            first = path_.links[0]
+            assert (first.entry.index if first.entry else None) == expected_producer(
+                batch, d, len(batch))
+            for a, b in itertools.pairwise(path_.links):
+                assert a.entry is not None and b.model == a.parents[0]
+                assert b.entry is None or b.entry.index < a.entry.index
+                assert b.entry is None or b.entry.index == expected_producer(
+                    batch, b.model, a.entry.index)
+            for link in path_.links:
+                assert link.entry is None or link.model in recorded_as(link.entry.entry)
+            if led.find(d):
+                lin = lineage(led, d)
+                assert [v.model for v in lin.versions] == [x.model for x in path_.links]
+                assert lin.ok == (not path_.problems)
+        for i, e in enumerate(batch):
+            if not isinstance(e, E.TrainingCheckpoint) or e.parent is None:
+                continue
+            back = walk(led, e.parent, before=i, follow=lambda le: isinstance(
+                le.entry, E.TrainingCheckpoint))
+            if any(x.entry is None for x in back.links):
+                with pytest.raises(CheckpointLineageError, match="is not recorded before it"):
+                    checkpoint_lineage(led, e.file)
+                continue
+            ck = checkpoint_lineage(led, e.file)
+            saves = [x.entry.index for x in back.links if x.entry
+                     and isinstance(x.entry.entry, E.TrainingCheckpoint)]
+            assert [c.index for c in ck.chain] == [i, *saves]
