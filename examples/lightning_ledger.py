@@ -8,10 +8,11 @@ Trains a small classifier on scikit-learn's breast-cancer data with
 
 The callback commits the training and validation data (salted; the salt file stays in
 `--out`), then records each checkpoint save as one ledger batch: file digest, weights
-digest, epoch, step, monitored score, hyper-parameters digest, datasets and parent. The
-script then resumes from `last.ckpt` (verified before it is read), flips one byte of a
-checkpoint and shows that resuming from it stops before `torch.load`, and prints the
-lineage of the final checkpoint back to the dataset commitments.
+digest, epoch, step, monitored score, hyper-parameters digest, datasets and parent, each
+batch with a checkpoint (signed tree head) signed by `ledger.db.key`. The script then
+resumes from `last.ckpt` with the log's verifier key pinned (verified before it is read),
+flips one byte of a checkpoint and shows that resuming from it stops before `torch.load`,
+and prints the lineage of the final checkpoint back to the dataset commitments.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from rich.console import Console
 from sklearn.datasets import load_breast_cancer
 from torch.utils.data import DataLoader, TensorDataset
 
+from flchain_plugin.commit import key_path
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.lightning import LedgerCallback, UnverifiedCheckpointError
 from flchain_plugin.lightning.cli import check, render
+from flchain_plugin.notes import load_private_key
 
 
 def loaders() -> tuple[DataLoader, DataLoader]:
@@ -69,13 +72,15 @@ def module(L: Any) -> Any:
     return Classifier()
 
 
-def fit(L: Any, out: Path, epochs: int, ckpt_path: str | None = None) -> Any:
+def fit(L: Any, out: Path, epochs: int, ckpt_path: str | None = None,
+        verifier_key: str | None = None) -> Any:
     mc = L.callbacks.ModelCheckpoint(dirpath=out / "checkpoints", monitor="val_loss",
                                      save_top_k=2, save_last=True)
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=str(out),
-                        callbacks=[LedgerCallback(out / "ledger.db"), mc])
+                        callbacks=[LedgerCallback(out / "ledger.db", verifier_key=verifier_key),
+                                   mc])
     trainer.fit(module(L), *loaders(), ckpt_path=ckpt_path)
     return mc
 
@@ -99,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
     mc = fit(L, out, args.epochs)
     last = Path(mc.last_model_path)
-    mc = fit(L, out, args.epochs + 2, ckpt_path=str(last))  # verified, then loaded
+    # The writer's verifier key, as an auditor would be given it (`flchain keygen` prints
+    # one); the resume refuses a ledger whose newest checkpoint another key signed.
+    vkey = load_private_key(key_path(out / "ledger.db")).verifier_key
+    mc = fit(L, out, args.epochs + 2, ckpt_path=str(last), verifier_key=vkey)  # verified
 
     bad = out / "tampered.ckpt"
     raw = bytearray(Path(mc.last_model_path).read_bytes())
@@ -115,14 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         doc = check(led, Path(mc.last_model_path))
         ok = led.verify().ok
         summary = {"ok": ok and doc["ok"] and refused is not None, "verify": ok,
-                   "entries": led.size, "refused_tampered": refused,
+                   "entries": led.size, "refused_tampered": refused, "verifier_key": vkey,
+                   "signed_size": led.checkpoint_sizes(1)[-1],
                    "lineage": doc.get("chain", []), "datasets": doc.get("datasets", [])}
     if args.json:
         print(json.dumps(summary))
         return 0 if summary["ok"] else 1
     console = Console()
     render(doc, console if console.is_terminal else Console(width=140))
-    console.print(f"ledger verifies: {ok}; {summary['entries']} entries")
+    console.print(f"ledger verifies: {ok}; {summary['entries']} entries, signed to size "
+                  f"{summary['signed_size']} by {vkey}")
     console.print(f"tampered checkpoint refused before loading: {refused}")
     return 0 if summary["ok"] else 1
 

@@ -168,10 +168,21 @@ def _checker(tp: Any) -> Checker:
 @dataclass(frozen=True)
 class Entry:
     """Base of all entry types. `TYPE` is the JSON `type`; `SUBJECTS` name the digest fields
-    the ledger indexes for lookup by digest."""
+    the ledger indexes for lookup by digest.
+
+    Lineage is declared here, on the types, so that every integration agrees on which
+    entries record a model (`flchain_plugin.lineage` reads only these three names):
+    `MODEL` names the field holding the model digest a type records (it vouches that these
+    weights existed and says how they came to be); `PARENTS` the field naming what that
+    model was made from (a digest or a list of them; None: the record is an origin);
+    `NAMED_BY` other digest fields a child's `PARENTS` may name the record by.
+    """
 
     TYPE: ClassVar[str] = ""
     SUBJECTS: ClassVar[tuple[str, ...]] = ()
+    MODEL: ClassVar[str | None] = None
+    PARENTS: ClassVar[str | None] = None
+    NAMED_BY: ClassVar[tuple[str, ...]] = ()
     _NAMES: ClassVar[tuple[str, ...]] = ()
     _CHECKS: ClassVar[tuple[tuple[str, str, Checker], ...]] = ()
     _PLAIN: ClassVar[frozenset[str]] = frozenset()
@@ -258,6 +269,7 @@ class Run(Entry):
 
     TYPE: ClassVar[str] = "run"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("model",)
+    MODEL: ClassVar[str | None] = "model"  # the initial model: an origin
     run: str
     strategy: str
     config: Digest
@@ -288,6 +300,8 @@ class Update(Entry):
 
     TYPE: ClassVar[str] = "update"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("update",)
+    MODEL: ClassVar[str | None] = "update"
+    PARENTS: ClassVar[str | None] = "parent"
     run: str
     round: int
     node: str
@@ -331,6 +345,8 @@ class Model(Entry):
 
     TYPE: ClassVar[str] = "model"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("model",)
+    MODEL: ClassVar[str | None] = "model"
+    PARENTS: ClassVar[str | None] = "parent"  # a kept round names its own model: no parent
     run: str
     round: int
     model: Digest
@@ -394,6 +410,7 @@ class Rollback(Entry):
 
     TYPE: ClassVar[str] = "rollback"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("model",)
+    MODEL: ClassVar[str | None] = "model"  # an earlier version restored; `previous` is no parent
     model: Digest
     previous: Digest | None
     reason: str
@@ -422,6 +439,9 @@ class Mlflow(Entry):
 
     TYPE: ClassVar[str] = "mlflow"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("files", "model")
+    MODEL: ClassVar[str | None] = "model"
+    PARENTS: ClassVar[str | None] = "parents"  # parent logged models, by their files digest
+    NAMED_BY: ClassVar[tuple[str, ...]] = ("files",)
     kind: str
     model_id: str
     files: Digest
@@ -438,11 +458,17 @@ class Mlflow(Entry):
 
 @entry_type
 @dataclass(frozen=True)
-class Checkpoint(Entry):
-    """A Lightning checkpoint: file digest, weights digest, progress and parent."""
+class TrainingCheckpoint(Entry):
+    """A Lightning training checkpoint: file digest, weights digest, progress and parent.
+
+    Not `checkpoint.Checkpoint`, the log's signed tree head; the JSON type stays
+    "checkpoint" (format v1).
+    """
 
     TYPE: ClassVar[str] = "checkpoint"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("file", "model")
+    MODEL: ClassVar[str | None] = "model"
+    PARENTS: ClassVar[str | None] = "parent"
     file: Digest
     model: Digest
     epoch: int

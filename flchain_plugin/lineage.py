@@ -1,20 +1,25 @@
 """The ancestry of a model version, read from the ledger alone (no framework needed).
 
-Starting at a model digest, each version is traced to the entry that produced it (a
-`model` entry of a round, a Lightning `checkpoint`, an MLflow `mlflow` entry) and on to
-its parent, until a run's initial model. For a federated round the version lists the
-updates it was aggregated from (its `inputs`), the replies refused in the same batch,
-with their reasons, the datasets the accepted clients committed to, evaluations, rollbacks
-and whether the weights are still in the blob store. Batches are found from tree heads,
-so a round's refusals are exactly those committed with it. Flower, MLflow and Lightning
-entries share this graph because they share model digests.
+One core walk serves every integration. Which entry types record a model, and where
+their parent is, is declared on the entry types (`Entry.MODEL`, `PARENTS`, `NAMED_BY`);
+`producer` picks the entry that made a digest and `walk` follows parents back, each parent
+recorded before the entry that names it. Flower (`lineage` here, `flchain lineage`),
+MLflow (`flchain_plugin.mlflow.verify.lineage`) and Lightning (`checkpoint_lineage`) call
+these and only format what they return, so they agree on every graph.
+
+`lineage` formats the walk for a federated run: each version with the rounds that made or
+kept it, the updates it was aggregated from (its `inputs`), the replies refused in the
+same batch with their reasons, the datasets the accepted clients committed to,
+evaluations, rollbacks and whether the weights are still in the blob store. Batches are
+found from tree heads, so a round's refusals are exactly those committed with it.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from . import entries as E
 from .digest import parse_digest
@@ -26,6 +31,102 @@ MAX_VERSIONS = 100_000
 
 class LineageError(ValueError):
     """The digest is not in the ledger, or the ledger cannot be read; says what to do."""
+
+
+# -- the core walk ------------------------------------------------------------------------
+
+
+class EntryReader(Protocol):
+    """What the walk reads: a Ledger, or a view of one pinned to a tree head."""
+
+    def find(self, digest: str, type: str | None = None) -> list[LoggedEntry]: ...
+
+
+def recorded_as(entry: E.Entry) -> tuple[str, ...]:
+    """The digests under which `entry` records a model (its `MODEL`, then `NAMED_BY`)."""
+    names = ((entry.MODEL,) if entry.MODEL else ()) + entry.NAMED_BY
+    return tuple(d for n in names if (d := getattr(entry, n)) is not None)
+
+
+def parents_of(entry: E.Entry) -> tuple[str, ...]:
+    """What the model `entry` records was made from; () for an origin. A parent that is the
+    record itself (a round that kept its model) is no parent."""
+    value = getattr(entry, entry.PARENTS) if entry.PARENTS else None
+    given = value if isinstance(value, list) else [] if value is None else [value]
+    own = recorded_as(entry)
+    return tuple(dict.fromkeys(p for p in given if p not in own))
+
+
+def records(reader: EntryReader, digest: str, before: int | None = None) -> list[LoggedEntry]:
+    """Entries recorded before index `before` that record `digest`, oldest first."""
+    return [le for le in reader.find(digest)
+            if (before is None or le.index < before) and digest in recorded_as(le.entry)]
+
+
+def producer(reader: EntryReader, digest: str, before: int | None = None) -> LoggedEntry | None:
+    """The entry that made `digest`, as seen from `before` (the index of the entry naming it
+    as parent): the latest one before it that derives the weights from a parent (the same
+    weights saved twice, top-k and last, are one model, and the nearer save is the one a
+    resume read); failing that, the earliest that records them (an origin: a run's initial
+    model; a later rollback, kept round or MLflow logging of them only refers back)."""
+    found = records(reader, digest, before)
+    derived = [le for le in found if parents_of(le.entry)]
+    if derived:
+        return derived[-1]
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class Link:
+    """One model on the way back: its digest, the entry that made it (None: no entry
+    before its child records it) and the parents that entry names."""
+
+    model: str
+    entry: LoggedEntry | None
+    parents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Links from the start back to an origin, and what broke the chain, if anything."""
+
+    links: tuple[Link, ...]
+    problems: tuple[str, ...]
+
+
+def walk(
+    reader: EntryReader,
+    digest: str,
+    *,
+    before: int | None = None,
+    follow: Callable[[LoggedEntry], bool] | None = None,
+    max_links: int = MAX_VERSIONS,
+) -> Walk:
+    """From `digest` back along each producer's first parent (a model has one; MLflow's
+    extra parents are its own view's business). Each parent must be recorded before the
+    entry naming it, so the walk moves strictly back in the log and cannot loop. It stops
+    at an origin, at a parent no entry records, after a link `follow` declines, or after
+    `max_links`."""
+    links: list[Link] = []
+    problems: list[str] = []
+    cur: str | None = digest
+    child: LoggedEntry | None = None
+    while cur is not None and len(links) < max_links:
+        le = producer(reader, cur, before)
+        if le is None:
+            links.append(Link(cur, None, ()))
+            if child is not None:
+                problems.append(f"parent {cur} of entry {child.index} is not recorded before it")
+            break
+        parents = parents_of(le.entry)
+        links.append(Link(cur, le, parents))
+        if follow is not None and not follow(le):
+            break
+        cur, before, child = (parents[0] if parents else None), le.index, le
+    return Walk(tuple(links), tuple(problems))
+
+
+# -- Flower's view of the walk --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -85,8 +186,9 @@ class Round:
 class Version:
     """A model version and how it came to be.
 
-    `source` names the producing entry type: "model" (a federated round), "run" (a run's
-    initial model), "checkpoint", "mlflow", or "unknown" (referenced but never produced).
+    `source` names the producing entry's type (`producer`'s choice): "model" (a federated
+    round), "run" (a run's initial model), "update", "rollback", "checkpoint" (Lightning),
+    "mlflow", or "unknown" (named, but recorded by no entry before its child).
     """
 
     model: str
@@ -102,7 +204,8 @@ class Version:
 
     @property
     def producer(self) -> Round | None:
-        return next((r for r in self.rounds if not r.kept), None)
+        """The round that made this version, when a round's `model` entry is its producer."""
+        return next((r for r in self.rounds if r.index == self.index), None)
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "source": self.source, "index": self.index,
@@ -241,19 +344,15 @@ class _Reader:
         return Round(m.run, m.round, le.index, kept, m.aggregator, tuple(updates),
                      tuple(rejected), dict(m.metrics))
 
-    def version(self, digest: str) -> Version:
+    def version(self, link: Link) -> Version:
+        digest = link.model
         about = self.about(digest)
-        producer: LoggedEntry | None = None
-        source, parent, detail = "unknown", None, {}
         rounds, runs, rollbacks, evals = [], [], [], []
         erased = False
         for le in about:
             e = le.entry
             if isinstance(e, E.Model) and e.model == digest:
-                r = self.round_of(le)
-                rounds.append(r)
-                if not r.kept and producer is None:
-                    producer, source, parent = le, "model", e.parent
+                rounds.append(self.round_of(le))
             elif isinstance(e, E.Run):
                 runs.append(e.run)
             elif isinstance(e, E.Rollback):
@@ -264,34 +363,30 @@ class _Reader:
                               "source": e.source, "metrics": e.metrics})
             elif isinstance(e, E.Erasure):
                 erased = True
-        if producer is None:
-            for le in about:
-                e = le.entry
-                if isinstance(e, E.Checkpoint) and e.model == digest:
-                    producer, source, parent = le, "checkpoint", e.parent
-                    detail = {"name": e.name, "epoch": e.epoch, "step": e.step, "file": e.file}
-                    break
-                if isinstance(e, E.Mlflow) and e.model == digest:
-                    producer, source = le, "mlflow"
-                    parent = e.parents[0] if e.parents else None
-                    detail = {"kind": e.kind, "model_id": e.model_id, "name": e.name,
-                              "version": e.version}
-                    break
-        if producer is None:
-            first_run = next((le for le in about if isinstance(le.entry, E.Run)), None)
-            if first_run is not None:
-                producer, source = first_run, "run"
-                detail = {"strategy": first_run.entry.strategy}  # type: ignore[attr-defined]
-        if producer is None and about:
-            producer = about[0]
+        made = link.entry
+        index = made.index if made else (about[0].index if about else None)
         blob = "unknown"
         if erased:
             blob = "erased"
         elif self.blobs is not None:
             blob = "stored" if self.blobs.has(digest) else "missing"
-        return Version(digest, source, producer.index if producer else None, parent,
+        return Version(digest, made.entry.TYPE if made else "unknown", index,
+                       link.parents[0] if link.parents else None,
                        tuple(sorted(rounds, key=lambda r: r.index)), tuple(dict.fromkeys(runs)),
-                       tuple(rollbacks), tuple(evals), blob, detail)
+                       tuple(rollbacks), tuple(evals), blob, _detail(made.entry) if made else {})
+
+
+def _detail(e: E.Entry) -> dict[str, Any]:
+    """What a version's producing entry adds to its row, by type."""
+    if isinstance(e, E.TrainingCheckpoint):
+        return {"name": e.name, "epoch": e.epoch, "step": e.step, "file": e.file}
+    if isinstance(e, E.Mlflow):
+        return {"kind": e.kind, "model_id": e.model_id, "name": e.name, "version": e.version}
+    if isinstance(e, E.Run):
+        return {"strategy": e.strategy}
+    if isinstance(e, E.Update):
+        return {"run": e.run, "round": e.round, "node": e.node}
+    return {}
 
 
 def lineage(
@@ -302,30 +397,22 @@ def lineage(
     verify_signatures: bool = True,
     max_versions: int = MAX_VERSIONS,
 ) -> Lineage:
-    """The ancestry of `model` (a model digest) as recorded in `ledger`.
+    """The ancestry of `model` (a model digest) as recorded in `ledger`: the core `walk`,
+    each link formatted as a Version with its rounds, refusals and datasets.
 
     `blobs` (a BlobStore) adds whether each version's weights are still stored. Raises
     LineageError if the ledger has no entry about `model`.
     """
     parse_digest(model)
     reader = _Reader(ledger, blobs, verify_signatures)
-    versions: list[Version] = []
-    seen: set[str] = set()
-    cur: str | None = model
-    while cur is not None and cur not in seen and len(versions) < max_versions:
-        seen.add(cur)
-        v = reader.version(cur)
-        if v.index is None:
-            if cur == model:
-                raise LineageError(
-                    f"{model} is not in the ledger: no entry names it (check the digest with "
-                    "`flchain log`, or the --ledger path)"
-                )
-            reader.problems.append(f"parent {cur} has no entry in the ledger")
-        versions.append(v)
-        cur = v.parent
-    if cur is not None and cur in seen:
-        reader.problems.append(f"lineage loops back to {cur}")
+    path = walk(ledger, model, max_links=max_versions)
+    versions = [reader.version(link) for link in path.links]
+    if versions[0].index is None:
+        raise LineageError(
+            f"{model} is not in the ledger: no entry names it (check the digest with "
+            "`flchain log`, or the --ledger path)"
+        )
+    reader.problems.extend(path.problems)
     datasets: dict[str, dict[str, Any]] = {}
     for v in versions:
         for r in v.rounds:

@@ -54,9 +54,9 @@ SAMPLES: list[E.Entry] = [
     E.Mlflow(kind="model_version", model_id="m-1", files=dg("6"), model=dg("5"), run_id="abc",
              name="net", version="2", params=dg("7"), datasets=[{"name": "mnist"}],
              parents=[dg("2")], status="ok", detail={"flavor": "pytorch"}),
-    E.Checkpoint(file=dg("6"), model=dg("5"), epoch=1, step=10, name="epoch=1.ckpt",
-                 parent=dg("2"), monitor="val_loss", score=0.125, hparams=dg("7"),
-                 datasets=[dg("4")]),
+    E.TrainingCheckpoint(file=dg("6"), model=dg("5"), epoch=1, step=10, name="epoch=1.ckpt",
+                         parent=dg("2"), monitor="val_loss", score=0.125, hparams=dg("7"),
+                         datasets=[dg("4")]),
     E.Anchor(chain="eip155:1", tx="0xabc", size=10, root="sha256:" + "0" * 64),
 ]
 BY_TYPE = {e.TYPE: e for e in SAMPLES}

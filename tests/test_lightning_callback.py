@@ -314,17 +314,23 @@ def test_one_class_serves_both_trainers_even_alone(tmp_path: Path, package: str)
     assert clone.ledger is not None and clone.ledger.size == ledger.size
 
 
-def test_arguments_are_checked_by_name(tmp_path: Path) -> None:
+def test_arguments_are_checked_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for kwargs, name in (({"parent": "sha256:xyz"}, "parent"),
                          ({"on_unverified": "ignore"}, "on_unverified"),
                          ({"salt": b"short"}, "salt"),
                          ({"datasets": ["train"]}, "datasets"),
                          ({"owner": ""}, "owner"),
-                         ({"item_bytes": 3}, "item_bytes")):
+                         ({"item_bytes": 3}, "item_bytes"),
+                         ({"signer": 3}, "signer"),
+                         ({"verifier_key": "log+0000+AAAA"}, "verifier_key"),
+                         ({"verifier_key": 3}, "verifier_key")):
         with pytest.raises(ValueError, match=rf"^{name}:"):
             LedgerCallback(tmp_path / "l.db", **kwargs)
     with pytest.raises(ValueError, match=r"^ledger:"):
         LedgerCallback(42)  # type: ignore[arg-type]
+    monkeypatch.setenv("FLCHAIN_LOG_VERIFIER", "not a key")
+    with pytest.raises(ValueError, match=r"^FLCHAIN_LOG_VERIFIER:"):
+        LedgerCallback(tmp_path / "l.db")
 
 
 def test_streamed_resume_loads_the_private_copy_it_verified(tmp_path: Path,

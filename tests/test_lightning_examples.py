@@ -37,6 +37,8 @@ def test_standalone_example_resumes_verified_and_refuses_tampered(tmp_path: Path
                     "--package", "pytorch_lightning", "--epochs", "2", "--json", cwd=tmp_path)
     assert doc["ok"] and doc["verify"]
     assert "not in the ledger" in doc["refused_tampered"]
+    assert doc["signed_size"] == doc["entries"]  # every batch signed, the last one too
+    assert doc["verifier_key"].split("+")[0].startswith("flchain.local/")
     assert [d["name"] for d in doc["datasets"]] == ["train", "val"]
     chain = doc["lineage"]
     assert chain[-1]["parent"] is None

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .callback import SALT_FILE, FitSummary, LedgerCallback, hparams_digest
     from .dataset import Commitment, Manifest, ManifestFile, commit_dataset, item_bytes, load_salt
     from .lineage import (
+        VERIFIER_ENV,
         CheckpointLineage,
         CheckpointLineageError,
         UnverifiedCheckpointError,
@@ -34,6 +35,7 @@ _NAMES = {
     "commit_dataset": ".dataset",
     "item_bytes": ".dataset",
     "load_salt": ".dataset",
+    "VERIFIER_ENV": ".lineage",
     "CheckpointLineage": ".lineage",
     "CheckpointLineageError": ".lineage",
     "UnverifiedCheckpointError": ".lineage",
@@ -42,6 +44,7 @@ _NAMES = {
 
 __all__ = [
     "SALT_FILE",
+    "VERIFIER_ENV",
     "CheckpointLineage",
     "CheckpointLineageError",
     "Commitment",

@@ -8,8 +8,12 @@ own package's class (and ddp_spawn pickles callbacks by their module-level name)
   which then sees every save with its path and every resume load before `torch.load`.
 - `on_train_start` (the first hook where the fit's DataLoaders exist) commits the training
   and validation datasets, salted, as one batch of `dataset` entries.
-- Each save is one batch of one `checkpoint` entry. Only global rank 0 saves, so only it
+- Each save is one batch of one `checkpoint` entry, committed with a signed checkpoint
+  (tree head) of that batch, as Flower rounds are. Only global rank 0 saves, so only it
   writes; every rank verifies the resume file it reads itself, so all ranks stop together.
+- A resume pins the log's verifier key (`verifier_key=`, FLCHAIN_LOG_VERIFIER, or the key
+  this process signs with) and checks the lineage in the tree that key signed; then it
+  checks that the weights it loaded are the ones the file's entry records.
 """
 
 from __future__ import annotations
@@ -26,16 +30,20 @@ from typing import Any, Literal
 
 from .. import entries as E
 from ..canonical import json_value
+from ..commit import commit, key_path, ledger_path, log_signer
 from ..datasets import SCHEME, DatasetError
 from ..digest import json_digest, model_digest, parse_digest
 from ..ledger import Ledger
+from ..notes import Signer, Verifier
 from . import checkpoint_io
 from .dataset import Commitment, ItemBytes, commit_dataset, load_salt, loader_datasets
 from .lineage import (
+    VERIFIER_ENV,
     CheckpointLineage,
     CheckpointLineageError,
     UnverifiedCheckpointError,
     checkpoint_lineage,
+    configured_verifier,
 )
 
 SALT_FILE = "flchain-dataset.salt"
@@ -100,6 +108,8 @@ class LedgerLogic:
         on_unverified: Literal["raise", "warn"] = "raise",
         item_bytes: ItemBytes | None = None,
         progress: bool = True,
+        signer: Signer | str | os.PathLike[str] | None = None,
+        verifier_key: Verifier | str | None = None,
     ):
         if ledger is not None and not isinstance(ledger, (Ledger, str, os.PathLike)):
             raise ValueError(f"ledger: want a Ledger, a path or None, got {type(ledger).__name__}")
@@ -118,6 +128,9 @@ class LedgerLogic:
             raise ValueError("owner: want a non-empty string naming the data owner")
         if item_bytes is not None and not callable(item_bytes):
             raise ValueError("item_bytes: want a function example -> bytes")
+        if signer is not None and not isinstance(signer, (Signer, str, os.PathLike)):
+            raise ValueError(f"signer: want a notes.Signer or a key file path, got {signer!r}")
+        self.verifier = configured_verifier(verifier_key)  # ValueError naming the source
         self._ledger = ledger if isinstance(ledger, Ledger) else None
         self._ledger_path = (
             None if ledger is None or isinstance(ledger, Ledger) else os.fspath(ledger)
@@ -129,6 +142,8 @@ class LedgerLogic:
         self.on_unverified = on_unverified
         self.item_bytes = item_bytes
         self.progress = progress
+        self._signer_arg = signer
+        self._signer: Signer | None = None
         self._trainer: Any = None
         self._tip: str | None = parent  # model digest the next step continues from
         self._tip_step = -1
@@ -149,6 +164,10 @@ class LedgerLogic:
                 raise TypeError("this ledger's store cannot be sent to another process")
             state["_ledger"], state["_ledger_path"] = None, os.fspath(path)
         state["_trainer"] = None
+        state["_signer"] = None  # private keys stay in this process; reloaded from the file
+        if isinstance(self._signer_arg, Signer):
+            raise TypeError("a Signer object cannot be sent to another process: pass "
+                            "LedgerCallback(signer=<key file>) instead")
         return state
 
     @property
@@ -156,6 +175,33 @@ class LedgerLogic:
         if self._ledger is None and self._ledger_path is not None:
             self._ledger = Ledger(self._ledger_path)
         return self._ledger
+
+    def _signing_key(self, ledger: Ledger) -> Signer:
+        """The key that signs this ledger's checkpoints (`<ledger file>.key` by default)."""
+        if self._signer is None:
+            self._signer = log_signer(ledger, self._signer_arg)
+        return self._signer
+
+    def _commit(self, batch: list[E.Entry]) -> None:
+        led = self.ledger
+        assert led is not None
+        commit(led, batch, signer=self._signing_key(led))
+
+    def pinned_key(self, ledger: Ledger) -> Verifier:
+        """The log key a resume trusts: the configured one, else the key this process signs
+        with. A process that holds neither is not the writer, so it must be told."""
+        if self.verifier is not None:
+            return self.verifier
+        path = ledger_path(ledger)
+        if self._signer_arg is not None or self._signer is not None or path is None or (
+            key_path(path).exists()
+        ):
+            return self._signing_key(ledger).verifier
+        raise CheckpointLineageError(
+            f"no log key is pinned and this process does not hold {key_path(path)}: pass "
+            f"LedgerCallback(verifier_key='<name>+<id>+<key>') or set {VERIFIER_ENV} to the "
+            "verifier key of the ledger's writer (`flchain keygen` prints it)"
+        )
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -169,6 +215,15 @@ class LedgerLogic:
                 stacklevel=2,
             )
         checkpoint_io.install(strategy, self)
+        led = self.ledger
+        if led is not None and self.verifier is not None and trainer.is_global_zero:
+            own = self._signing_key(led).verifier
+            if own != self.verifier:
+                raise ValueError(
+                    f"verifier_key: the pinned key {self.verifier.vkey} is not the key this "
+                    f"callback signs the ledger with ({own.vkey}); its own saves would not "
+                    "verify on resume. Pass the writer's signer= or its verifier key."
+                )
         if stage == "fit":
             self._tip_step = -1
             self._fit_start = self._tip
@@ -238,7 +293,7 @@ class LedgerLogic:
                 if not led.find(c.digest, type="dataset")
             ]
             if new:
-                led.append(new)
+                self._commit(new)
         return tuple(out)
 
     # -- the CheckpointIO wrapper's questions ------------------------------------------
@@ -258,7 +313,7 @@ class LedgerLogic:
         if step > self._tip_step:  # top-k, last and manual saves of one step share a parent
             self._step_parent, self._tip_step = self._tip, step
         monitor, score = _score(self._trainer, checkpoint)
-        entry = E.Checkpoint(
+        entry = E.TrainingCheckpoint(
             file=file,
             model=model,
             epoch=int(checkpoint.get("epoch", 0)),
@@ -271,7 +326,7 @@ class LedgerLogic:
             datasets=[c.digest for c in self.commitments],
         )
         if not any(c.entry.file == file for c in led.find(file, type="checkpoint")):  # type: ignore[attr-defined]
-            led.append([entry])
+            self._commit([entry])
         self._tip = model
         if file not in self.recorded:
             self.recorded.append(file)
@@ -295,23 +350,34 @@ class LedgerLogic:
         try:
             if led is None:
                 raise CheckpointLineageError("LedgerCallback has no ledger to check it against")
-            self.resumed = checkpoint_lineage(led, file)
+            try:
+                pin = self.pinned_key(led)
+            except CheckpointLineageError:
+                checkpoint_lineage(led, file)  # a file never recorded says so first
+                raise
+            self.resumed = checkpoint_lineage(led, file, verifier=pin)
         except CheckpointLineageError as e:
-            if self.on_unverified == "raise":
-                raise UnverifiedCheckpointError(path, file, str(e)) from None
-            warnings.warn(
-                f"LedgerCallback: loading unverified checkpoint {path} ({file}): {e}",
-                stacklevel=2,
-            )
+            self._unverified(path, file, str(e))
+
+    def _unverified(self, path: str, file: str, reason: str) -> None:
+        if self.on_unverified == "raise":
+            raise UnverifiedCheckpointError(path, file, reason) from None
+        warnings.warn(f"LedgerCallback: loading unverified checkpoint {path} ({file}): {reason}",
+                      stacklevel=3)
 
     def loaded(self, path: str, checkpoint: Mapping[str, Any]) -> None:
-        """The run now continues from the loaded weights: they are the next save's parent."""
-        if self.resumed is not None:
-            model: str | None = self.resumed.entry.model
-        elif "state_dict" in checkpoint:
-            model = model_digest(checkpoint["state_dict"])
-        else:
-            model = None
+        """The weights torch.load returned must be the ones the file's entry records (the
+        file digest vouches for the bytes, the model digest for the weights the lineage
+        names); then they are the next save's parent. Runs before Lightning restores them."""
+        model = model_digest(checkpoint["state_dict"]) if "state_dict" in checkpoint else None
+        if self.resumed is not None and model != self.resumed.entry.model:
+            recorded = self.resumed
+            self.resumed = None
+            self._unverified(
+                path, recorded.file,
+                f"its weights digest {model} is not the model digest {recorded.entry.model} "
+                f"its ledger entry {recorded.chain[0].index} records",
+            )
         self._tip = self._step_parent = self._fit_start = model
         self._tip_step = -1
 
@@ -340,5 +406,10 @@ class LedgerCallback(LedgerLogic, *_callback_bases()):  # type: ignore[misc]
     `Manifest` or commitment digest; `{}` for none); `salt`: bytes or the salt file the data
     owner keeps (default `<default_root_dir>/flchain-dataset.salt`, made on first use);
     `on_unverified="warn"` loads an unverified resume checkpoint with a warning.
+    `signer`: the key that signs a checkpoint (tree head) per batch (a notes.Signer or key
+    file; default `<ledger file>.key`, made on first use). `verifier_key`: the log's
+    verifier key a resume pins (`<name>+<id>+<key>`; default the FLCHAIN_LOG_VERIFIER
+    environment variable, else the key this process signs with); a ledger whose newest
+    checkpoint another key signed is refused.
     After a fit, `summary` holds the update and dataset digests a Flower client signs.
     """

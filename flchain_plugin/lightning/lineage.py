@@ -2,24 +2,35 @@
 
 A checkpoint entry names its `parent`, the model digest of the weights it continued from
 (an earlier checkpoint's, or a recorded model such as a Flower global model), and its
-`datasets` (salted commitments). Parents are model digests, not file digests, so the same
-graph links Lightning, Flower and MLflow entries (`flchain_plugin.lineage` walks it too).
-A checkpoint verifies when its file digest is recorded, every entry on the way back is in
-the ledger's tree (inclusion proof against the current head) and recorded before the entry
-that points to it, and the chain ends at a checkpoint without parent or at a recorded
-model. Framework-free: it reads only the ledger.
+`datasets` (salted commitments). The history is the core lineage walk
+(`flchain_plugin.lineage.walk`), so Lightning, Flower and MLflow agree on which entry made
+which weights; this module only adds what a resume needs: the file's own entry, inclusion
+proofs and the dataset commitments. A checkpoint verifies when its file digest is
+recorded, every entry on the way back is in the ledger's tree (inclusion proof) and
+recorded before the entry that points to it, and the chain ends at a checkpoint without
+parent or at another recorded model.
+
+With a pinned verifier key, the tree is the one of the newest checkpoint (signed tree head)
+that key signed, not whatever the file now holds: whoever can rewrite the ledger file can
+re-sign it with the key beside it, but not with a key held elsewhere. Framework-free: it
+reads only the ledger.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .. import entries as E
+from ..checkpoint import CheckpointError, open_checkpoint
 from ..ledger import Ledger, LoggedEntry
+from ..lineage import walk
 from ..merkle import ProofError
+from ..notes import NoteError, Verifier
 
-# Entry types whose `model` digest is a recorded model a checkpoint may start from.
-_MODEL_TYPES = ("model", "update", "run", "rollback", "mlflow")
+VERIFIER_ENV = "FLCHAIN_LOG_VERIFIER"
+"""The environment variable holding the log's verifier key (`<name>+<id>+<key>`) that a
+resume pins, as MLflow loads read it."""
 
 
 class CheckpointLineageError(ValueError):
@@ -49,15 +60,66 @@ class CheckpointLineage:
     datasets: tuple[LoggedEntry, ...]  # dataset entries the chain trained on
     origin: LoggedEntry | None  # the recorded model the chain started from, if any
     size: int  # tree size the inclusion proofs were checked against
+    verifier: str | None = None  # the pinned key that signed the tree of `size`, if any
 
     @property
-    def entry(self) -> E.Checkpoint:
+    def entry(self) -> E.TrainingCheckpoint:
         e = self.chain[0].entry
-        assert isinstance(e, E.Checkpoint)
+        assert isinstance(e, E.TrainingCheckpoint)
         return e
 
 
+def parse_verifier(value: Verifier | str, name: str = "verifier_key") -> Verifier:
+    """A verifier key given as a `Verifier` or its `<name>+<id>+<key>` string; ValueError
+    naming `name` otherwise."""
+    if isinstance(value, Verifier):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: want a verifier key string or notes.Verifier, "
+                         f"got {type(value).__name__}")
+    try:
+        return Verifier.parse(value.strip())
+    except NoteError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+def configured_verifier(given: Verifier | str | None) -> Verifier | None:
+    """The pinned key: `given`, else the FLCHAIN_LOG_VERIFIER environment variable."""
+    if given is not None:
+        return parse_verifier(given)
+    env = os.environ.get(VERIFIER_ENV)
+    return parse_verifier(env, VERIFIER_ENV) if env else None
+
+
+def signed_size(ledger: Ledger, verifier: Verifier) -> int:
+    """The size of the ledger's newest signed checkpoint, which `verifier` must have signed
+    for this log's origin and whose root must be this ledger's tree at that size."""
+    note = ledger.latest_checkpoint()
+    if note is None:
+        raise CheckpointLineageError(
+            f"the ledger has no signed checkpoint for the pinned key {verifier.vkey} to vouch "
+            "for (LedgerCallback signs one per save)"
+        )
+    try:
+        cp, _ = open_checkpoint(note, verifier, origin=ledger.origin)
+    except (CheckpointError, NoteError) as e:
+        raise CheckpointLineageError(
+            f"the ledger's newest checkpoint is not signed by the pinned log key ({e}): its "
+            "history may have been rewritten and re-signed with another key"
+        ) from None
+    if cp.size > ledger.size or ledger.root_at(cp.size) != cp.root_hash:
+        raise CheckpointLineageError(
+            f"the ledger's tree at size {cp.size} is not the one its signed checkpoint names: "
+            "the file was rewritten after it was signed"
+        )
+    return cp.size
+
+
 def _prove(ledger: Ledger, item: LoggedEntry, size: int) -> None:
+    if item.index >= size:
+        raise CheckpointLineageError(
+            f"entry {item.index} is not covered by the signed checkpoint of size {size}"
+        )
     try:
         ledger.inclusion_proof(item.index, size).verify()
     except ProofError as e:
@@ -74,41 +136,51 @@ def _dataset(ledger: Ledger, digest: str, before: int, size: int) -> LoggedEntry
     )
 
 
-def checkpoint_lineage(ledger: Ledger, file: str) -> CheckpointLineage:
-    """The lineage of the checkpoint whose file digest is `file`, or CheckpointLineageError."""
-    size = ledger.size
+def _is_save(le: LoggedEntry) -> bool:
+    return isinstance(le.entry, E.TrainingCheckpoint)
+
+
+def checkpoint_lineage(
+    ledger: Ledger, file: str, *, verifier: Verifier | None = None
+) -> CheckpointLineage:
+    """The lineage of the checkpoint whose file digest is `file`, or CheckpointLineageError.
+
+    `verifier`: the log's pinned key; the lineage must then lie in the tree of the newest
+    checkpoint it signed (`signed_size`)."""
+    size = signed_size(ledger, verifier) if verifier is not None else ledger.size
     found = [c for c in ledger.find(file, type="checkpoint") if c.entry.file == file]  # type: ignore[attr-defined]
     if not found:
         raise CheckpointLineageError(
             "its file digest is not in the ledger (never recorded, or modified)"
         )
-    chain: list[LoggedEntry] = []
-    datasets: dict[str, LoggedEntry] = {}
+    start = found[0]
+    if start.index >= size:
+        raise CheckpointLineageError(
+            f"it is recorded at entry {start.index}, after the newest checkpoint the pinned "
+            f"key signed (size {size}): the batch was never signed"
+        )
+    chain: list[LoggedEntry] = [start]
     origin: LoggedEntry | None = None
-    cur = found[0]
-    while True:
-        _prove(ledger, cur, size)
-        chain.append(cur)
-        ck = cur.entry
-        assert isinstance(ck, E.Checkpoint)
-        for d in ck.datasets:
+    parent = start.entry.parent  # type: ignore[attr-defined]
+    if parent is not None:
+        path = walk(ledger, parent, before=start.index, follow=_is_save)
+        for link in path.links:
+            if link.entry is None:
+                child = chain[-1]
+                raise CheckpointLineageError(
+                    f"parent model {link.model} of checkpoint entry {child.index} "
+                    f"({child.entry.name}) is not recorded before it"  # type: ignore[attr-defined]
+                )
+            if _is_save(link.entry):
+                chain.append(link.entry)
+            else:
+                origin = link.entry
+    datasets: dict[str, LoggedEntry] = {}
+    for item in [*chain, *([origin] if origin else [])]:
+        _prove(ledger, item, size)
+    for item in chain:
+        for d in item.entry.datasets:  # type: ignore[attr-defined]
             if d not in datasets:
-                datasets[d] = _dataset(ledger, d, cur.index, size)
-        if ck.parent is None:
-            break
-        earlier = [e for e in ledger.find(ck.parent) if e.index < cur.index
-                   and getattr(e.entry, "model", None) == ck.parent]
-        saves = [e for e in earlier if isinstance(e.entry, E.Checkpoint)]
-        if saves:  # the latest save of those weights before this one
-            cur = saves[-1]
-            continue
-        models = [e for e in earlier if e.entry.TYPE in _MODEL_TYPES]
-        if not models:
-            raise CheckpointLineageError(
-                f"parent model {ck.parent} of checkpoint entry {cur.index} ({ck.name}) is "
-                "not recorded before it"
-            )
-        origin = models[-1]
-        _prove(ledger, origin, size)
-        break
-    return CheckpointLineage(file, tuple(chain), tuple(datasets.values()), origin, size)
+                datasets[d] = _dataset(ledger, d, item.index, size)
+    return CheckpointLineage(file, tuple(chain), tuple(datasets.values()), origin, size,
+                             verifier.vkey if verifier is not None else None)

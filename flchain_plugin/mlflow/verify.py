@@ -15,6 +15,7 @@ from typing import Any
 from flchain_plugin import entries as E
 from flchain_plugin.digest import FileDigest, files_root
 from flchain_plugin.ledger import LoggedEntry
+from flchain_plugin.lineage import records, walk
 
 from .commitment import (
     FileChange,
@@ -179,8 +180,9 @@ def _summary(entry: E.Entry) -> dict[str, Any]:
 
 
 def lineage(view: LedgerView, start: LoggedEntry) -> list[LineageStep]:
-    """From a version or logged model back through its logged model, parent models, and
-    the Flower/Lightning entries of the same weights down to the client updates.
+    """From a version or logged model back through its logged model and parent models, then
+    through the entries that record the same weights (the core lineage's `records`) and
+    their ancestors (its `walk`), down to the client updates a round aggregated.
 
     Links through the weights digest are marked unverified unless the store re-hashed that
     digest from safetensors files covered by the verified files digest."""
@@ -198,21 +200,22 @@ def lineage(view: LedgerView, start: LoggedEntry) -> list[LineageStep]:
     if isinstance(ref, int) and 0 <= ref < view.size:
         logged = view.get(ref)
         add("logged model", logged)
-    sources = [start] + ([logged] if logged else [])
-    for src in sources:
-        for parent in getattr(src.entry, "parents", []):
-            for e in view.find(parent, type="mlflow"):
+    for src in [start] + ([logged] if logged else []):
+        for parent in getattr(src.entry, "parents", []):  # named by their files digest
+            for e in records(view, parent):
                 if e.entry.kind == "logged_model":  # type: ignore[attr-defined]
                     add("parent model", e)
     holder: Any = start.entry if entry.model else (logged.entry if logged else None)
     weights = holder.model if holder is not None else None
-    if weights:
-        note = None if holder.detail.get("model_from") == "safetensors" else CLAIMED_BY_TAG
-        for e in view.find(weights):
-            if e.entry.TYPE in ("model", "checkpoint", "run", "rollback", "evaluation"):
-                add(f"same weights ({e.entry.TYPE})", e, note)
-                inputs = getattr(e.entry, "inputs", [])
-                for i in inputs[:MAX_LINEAGE_UPDATES]:
-                    if 0 <= i < view.size:
-                        add("aggregated update", view.get(i), note)
+    if not weights:
+        return steps
+    note = None if holder.detail.get("model_from") == "safetensors" else CLAIMED_BY_TAG
+    same = [e for e in records(view, weights) if not isinstance(e.entry, E.Mlflow)]
+    ancestors = [link.entry for link in walk(view, weights).links[1:] if link.entry]
+    for relation, found in (("same weights", same), ("ancestor", ancestors)):
+        for e in found:
+            add(f"{relation} ({e.entry.TYPE})", e, note)
+            for i in getattr(e.entry, "inputs", [])[:MAX_LINEAGE_UPDATES]:
+                if 0 <= i < view.size:
+                    add("aggregated update", view.get(i), note)
     return steps
