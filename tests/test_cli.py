@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from flchain_plugin import cli as cli_module
 from flchain_plugin import entries as E
 from flchain_plugin import merkle, notes
 from flchain_plugin.cli import cli
+from flchain_plugin.cli import ledger as cli_module
 from flchain_plugin.ledger import Ledger
 
 ORIGIN = "example.com/cli-test"
@@ -420,7 +420,7 @@ def test_keygen_passphrase_file_env_and_prompt(filled: Flchain, tmp_path: Path,
                           "X", "--passphrase-file", str(pw)), 2, "not both")
 
     # Interactive: asked twice, the passphrase encrypts the key.
-    monkeypatch.setattr("flchain_plugin.cli_checkpoint._interactive", lambda: True)
+    monkeypatch.setattr("flchain_plugin.cli.checkpoint._interactive", lambda: True)
     k4 = tmp_path / "k4.pem"
     r = filled("keygen", "--out", str(k4), input="typed pw\ntyped pw\n")
     assert r.exit_code == 0, r.stderr
@@ -641,7 +641,8 @@ def test_lazy_command_gets_root_ledger_and_json(fl: Flchain, plugin_dir: Path,
         @click.option("--json", "as_json", is_flag=True)
         def check(as_json):
             raise VerificationFailed("the thing does not verify", {"ok": False})
-    """).replace("import click", "import click\nfrom flchain_plugin.cli import VerificationFailed"))
+    """).replace("import click",
+                 "import click\nfrom flchain_plugin.cli.ledger import VerificationFailed"))
     monkeypatch.setitem(cli_module.LAZY_COMMANDS, "tool", cli_module.LazyCommand(
         "fl_plugin_ok", "tool", "tool", "A plugin."))
     r = fl.runner.invoke(cli, ["--ledger", "x.db", "--json", "tool", "where"])

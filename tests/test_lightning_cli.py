@@ -14,10 +14,10 @@ import torch
 from click.testing import CliRunner
 from torch.utils.data import DataLoader, TensorDataset
 
+from flchain_plugin.cli.lightning import lightning
 from flchain_plugin.digest import file_digest
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.lightning import LedgerCallback
-from flchain_plugin.lightning.cli import lightning
 
 pytestmark = [pytest.mark.lightning, pytest.mark.timeout(120)]
 
@@ -75,7 +75,7 @@ def test_cli_and_dataset_helpers_need_no_lightning(tmp_path: Path) -> None:
         "import sys\n"
         "for m in ('lightning', 'pytorch_lightning', 'torch'): sys.modules[m] = None\n"
         "from flchain_plugin.lightning import Manifest, checkpoint_lineage\n"
-        "from flchain_plugin.lightning.cli import lightning\n"
+        "from flchain_plugin.cli.lightning import lightning\n"
         "try:\n"
         "    from flchain_plugin.lightning import LedgerCallback\n"
         "except ImportError as e:\n"

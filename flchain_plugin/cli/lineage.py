@@ -17,11 +17,11 @@ from rich.tree import Tree
 
 from .. import entries as E
 from ..blobs import BlobError, BlobStore, default_root
-from ..cli import ledger_option, open_ledger
 from ..digest import DigestError, parse_digest
 from ..ledger import Ledger
 from ..lineage import Lineage, LineageError, latest_model
 from ..lineage import lineage as trace
+from .ledger import ledger_option, open_ledger
 
 
 def _short(d: str | None) -> str:

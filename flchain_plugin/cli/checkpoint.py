@@ -22,9 +22,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from . import checkpoint as tlog
-from . import notes
-from .cli import (
+from .. import checkpoint as tlog
+from .. import notes
+from .ledger import (
     InputError,
     Output,
     Settings,

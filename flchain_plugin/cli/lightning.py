@@ -16,10 +16,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..cli import ledger_option, open_ledger
 from ..digest import file_digest
 from ..ledger import Ledger
-from .lineage import CheckpointLineageError, checkpoint_lineage
+from ..lightning.lineage import CheckpointLineageError, checkpoint_lineage
+from .ledger import ledger_option, open_ledger
 
 
 def _short(d: str | None) -> str:

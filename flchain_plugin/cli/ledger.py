@@ -35,12 +35,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import checkpoint as tlog
-from . import merkle, notes
-from .digest import DigestError
-from .entries import EntryError
-from .ledger import Ledger, VerifyReport
-from .store import StoreError
+from .. import checkpoint as tlog
+from .. import merkle, notes
+from ..digest import DigestError
+from ..entries import EntryError
+from ..ledger import Ledger, VerifyReport
+from ..store import StoreError
 
 DEFAULT_LEDGER = "flchain.db"
 LEDGER_ENV = "FLCHAIN_LEDGER"
@@ -224,20 +224,20 @@ class LazyCommand:
 
 
 LAZY_COMMANDS: dict[str, LazyCommand] = {
-    "append": LazyCommand("flchain_plugin.cli_log", "append"),
-    "log": LazyCommand("flchain_plugin.cli_log", "log_"),
-    "show": LazyCommand("flchain_plugin.cli_log", "show"),
-    "prove": LazyCommand("flchain_plugin.cli_log", "prove"),
-    "consistency": LazyCommand("flchain_plugin.cli_log", "consistency"),
-    "keygen": LazyCommand("flchain_plugin.cli_checkpoint", "keygen"),
-    "checkpoint": LazyCommand("flchain_plugin.cli_checkpoint", "checkpoint"),
-    "lineage": LazyCommand("flchain_plugin.flower.cli", "lineage", "flower",
+    "append": LazyCommand("flchain_plugin.cli.log", "append"),
+    "log": LazyCommand("flchain_plugin.cli.log", "log_"),
+    "show": LazyCommand("flchain_plugin.cli.log", "show"),
+    "prove": LazyCommand("flchain_plugin.cli.log", "prove"),
+    "consistency": LazyCommand("flchain_plugin.cli.log", "consistency"),
+    "keygen": LazyCommand("flchain_plugin.cli.checkpoint", "keygen"),
+    "checkpoint": LazyCommand("flchain_plugin.cli.checkpoint", "checkpoint"),
+    "lineage": LazyCommand("flchain_plugin.cli.lineage", "lineage", "flower",
                            "Trace a model version back through rounds and updates (Flower)."),
-    "rollback": LazyCommand("flchain_plugin.flower.cli", "rollback", "flower",
+    "rollback": LazyCommand("flchain_plugin.cli.lineage", "rollback", "flower",
                             "Restart training from an earlier recorded model (Flower)."),
-    "mlflow": LazyCommand("flchain_plugin.mlflow.cli", "mlflow", "mlflow",
+    "mlflow": LazyCommand("flchain_plugin.cli.mlflow", "mlflow", "mlflow",
                           "Check MLflow models and versions against the ledger."),
-    "lightning": LazyCommand("flchain_plugin.lightning.cli", "lightning", "lightning",
+    "lightning": LazyCommand("flchain_plugin.cli.lightning", "lightning", "lightning",
                              "Check Lightning checkpoint files against the ledger."),
 }
 

@@ -21,7 +21,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (
+from ..digest import parse_digest
+from ..entries import ENTRY_TYPES, Entry, EntryError, parse_json
+from ..ledger import Ledger, LoggedEntry
+from .ledger import (
     InputError,
     Output,
     Settings,
@@ -32,9 +35,6 @@ from .cli import (
     open_ledger,
     short_digest,
 )
-from .digest import parse_digest
-from .entries import ENTRY_TYPES, Entry, EntryError, parse_json
-from .ledger import Ledger, LoggedEntry
 
 _LOG_CHUNK = 256  # rows per rendered table when streaming `log`
 

@@ -18,7 +18,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from flchain_plugin.cli import (
+from ..mlflow.commitment import TamperedModelError, UnknownModelError
+from ..mlflow.config import LEDGER_ENV, ConfigError
+from ..mlflow.verify import Verification
+from ..mlflow.view import LedgerUnavailableError
+from .ledger import (
     InputError,
     Output,
     Settings,
@@ -26,11 +30,6 @@ from flchain_plugin.cli import (
     kv_table,
     short_digest,
 )
-
-from .commitment import TamperedModelError, UnknownModelError
-from .config import LEDGER_ENV, ConfigError
-from .verify import Verification
-from .view import LedgerUnavailableError
 
 
 def _ledger_choice(ctx: click.Context, value: str | None) -> str | None:
@@ -101,7 +100,7 @@ def verify(ctx: click.Context, model_uri: str, ledger: str | None, tracking_uri:
     """Download MODEL_URI, verify the copy against the ledger and print its lineage."""
     import mlflow as _mlflow
 
-    from .load import verify_model
+    from ..mlflow.load import verify_model
 
     root = ctx.find_object(Settings)
     out = Output(as_json or bool(root and root.json))

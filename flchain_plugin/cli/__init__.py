@@ -1,0 +1,5 @@
+"""The `flchain` command; `main` is the console script."""
+
+from .ledger import cli, main
+
+__all__ = ["cli", "main"]
