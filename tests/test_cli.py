@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from flchain_plugin import entries as E
 from flchain_plugin import merkle, notes
 from flchain_plugin.cli import cli
-from flchain_plugin.cli import ledger as cli_module
+from flchain_plugin.cli import root as cli_module
 from flchain_plugin.ledger import Ledger
 
 ORIGIN = "example.com/cli-test"
@@ -626,23 +626,23 @@ def test_lazy_command_gets_root_ledger_and_json(fl: Flchain, plugin_dir: Path,
                                                 monkeypatch: pytest.MonkeyPatch):
     (plugin_dir / "fl_plugin_ok.py").write_text(textwrap.dedent("""
         import click
+        from flchain_plugin.cli.errors import Group, VerificationFailed
+        from flchain_plugin.cli.root import common_options
 
-        @click.group()
+        @click.group(cls=Group)
         def tool():
             "A plugin group."
 
         @tool.command()
-        @click.option("--ledger", default="default.db")
-        @click.option("--json", "as_json", is_flag=True)
-        def where(ledger, as_json):
-            click.echo(f"{ledger} {as_json}")
+        @common_options
+        def where(settings, out):
+            click.echo(f"{settings.chosen or 'default.db'} {settings.json}")
 
         @tool.command()
-        @click.option("--json", "as_json", is_flag=True)
-        def check(as_json):
+        @common_options
+        def check(settings, out):
             raise VerificationFailed("the thing does not verify", {"ok": False})
-    """).replace("import click",
-                 "import click\nfrom flchain_plugin.cli.ledger import VerificationFailed"))
+    """))
     monkeypatch.setitem(cli_module.LAZY_COMMANDS, "tool", cli_module.LazyCommand(
         "fl_plugin_ok", "tool", "tool", "A plugin."))
     r = fl.runner.invoke(cli, ["--ledger", "x.db", "--json", "tool", "where"])

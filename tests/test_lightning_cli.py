@@ -53,7 +53,8 @@ def test_verify_names_recorded_and_unrecorded_files(tmp_path: Path) -> None:
     run = CliRunner().invoke(lightning, ["verify", "--ledger", str(ledger), str(good), str(bad),
                                          "--json"])
     assert run.exit_code == 1, run.output
-    doc = json.loads(run.output)
+    doc = json.loads(run.stdout)
+    assert run.stderr.count("\n") == 1 and "1 of 2 checkpoint files do not verify" in run.stderr
     first, second = doc["checkpoints"]
     assert doc["ok"] is False and first["ok"] is True and second["ok"] is False
     assert first["file"] == file_digest(good) and first["chain"][0]["step"] == 4

@@ -24,11 +24,11 @@ from rich.text import Text
 
 from .. import checkpoint as tlog
 from .. import notes
-from .ledger import (
-    InputError,
+from .errors import Command, Group, InputError, VerificationFailed
+from .root import (
+    MAX_INDEX,
     Output,
     Settings,
-    VerificationFailed,
     common_options,
     kv_table,
     note_checkpoint,
@@ -91,7 +91,7 @@ def _passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
                         help="Read the key passphrase from this file (first line).")(f)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name", required=False)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Private key file to create (mode 0600).")
@@ -133,7 +133,7 @@ def keygen(settings: Settings, out: Output, name: str | None, out_path: Path, wi
         Text("share the verifier key; keep the key file secret", style="dim")))
 
 
-@click.group()
+@click.group(cls=Group)
 def checkpoint() -> None:
     """Sign, verify and cosign checkpoints.
 
@@ -290,16 +290,27 @@ def checkpoint_verify(settings: Settings, out: Output, note_file: Path, key_veri
     out.emit(doc, human)
 
 
+def _last_cosigned(origin: str, last: Any) -> tlog.Checkpoint:
+    """One log's record in a witness state file, checked as strictly as a checkpoint."""
+    if not isinstance(last, dict) or not isinstance(last.get("root"), str):
+        raise ValueError(f"log {origin!r}: want an object with a size and a hex root")
+    size = last.get("size")
+    if type(size) is not int or not 0 <= size <= MAX_INDEX:
+        raise ValueError(f"log {origin!r}: size {size!r} is not an integer from 0 to 2^63-1")
+    return tlog.Checkpoint(origin, size, bytes.fromhex(last["root"]))
+
+
 def _load_state(path: Path, witness: notes.Verifier) -> dict[str, Any]:
     if not path.exists():
         return {"version": STATE_VERSION, "witness": witness.vkey, "logs": {}}
     try:
         state = json.loads(read_text(path, "witness state file"))
-        if state.get("version") != STATE_VERSION or not isinstance(state.get("logs"), dict):
-            raise ValueError(f"want version {STATE_VERSION} with a 'logs' object")
+        if (not isinstance(state, dict) or state.get("version") != STATE_VERSION
+                or not isinstance(state.get("logs"), dict)):
+            raise ValueError(f"want an object with version {STATE_VERSION} and a 'logs' object")
         for origin, last in state["logs"].items():
-            tlog.Checkpoint(origin, int(last["size"]), bytes.fromhex(last["root"]))
-    except (ValueError, KeyError, TypeError, tlog.CheckpointError) as e:
+            _last_cosigned(origin, last)
+    except (ValueError, KeyError, TypeError, RecursionError, tlog.CheckpointError) as e:
         raise InputError(f"witness state file {path} is not valid ({e}): restore it from "
                          "a backup; never reset it, or the witness can be made to fork") from None
     if state.get("witness") != witness.vkey:
@@ -377,8 +388,7 @@ def _cosign(settings: Settings, note: str, note_file: Path, log: notes.Verifier,
         except tlog.CheckpointError as e:
             refuse(f"refusing to cosign: {e}")
         entry = state["logs"].get(new.origin)
-        last = (tlog.Checkpoint(new.origin, int(entry["size"]), bytes.fromhex(entry["root"]))
-                if entry else None)
+        last = _last_cosigned(new.origin, entry) if entry else None
         last_size = last.size if last else 0
         if new.size > led.size:
             refuse(f"refusing to cosign: checkpoint size {new.size} is beyond the ledger's "

@@ -24,11 +24,12 @@ from rich.text import Text
 from ..digest import parse_digest
 from ..entries import ENTRY_TYPES, Entry, EntryError, parse_json
 from ..ledger import Ledger, LoggedEntry
-from .ledger import (
-    InputError,
+from .errors import Command, InputError, VerificationFailed
+from .root import (
+    INDEX,
+    MAX_INDEX,
     Output,
     Settings,
-    VerificationFailed,
     common_options,
     hashes_text,
     kv_table,
@@ -63,9 +64,9 @@ def _append_batch(led: Ledger, batch: list[Entry], heads: list[dict[str, Any]]) 
                   "root": head.root.hex()})
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("source", type=click.File("rb"), default="-")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=click.IntRange(1, MAX_INDEX), default=None,
               help="Split the input into batches of N entries (default: one batch).")
 @common_options
 def append(settings: Settings, out: Output, source: BinaryIO, batch_size: int | None) -> None:
@@ -137,12 +138,13 @@ def _entry_doc(e: LoggedEntry) -> dict[str, Any]:
             "subjects": list(e.entry.subjects), "entry": e.entry.to_json()}
 
 
-@click.command(name="log")
+@click.command(name="log", cls=Command)
 @click.option("--type", "type_", type=click.Choice(sorted(ENTRY_TYPES)),
               help="Only entries of this type.")
-@click.option("--from", "start", type=int, default=0, show_default=True,
+@click.option("--from", "start", type=click.IntRange(-MAX_INDEX, MAX_INDEX), default=0,
+              show_default=True,
               help="First index; negative counts back from the end.")
-@click.option("--limit", type=click.IntRange(min=0), default=None,
+@click.option("--limit", type=INDEX, default=None,
               help="At most this many entries.")
 @common_options
 def log_(settings: Settings, out: Output, type_: str | None, start: int,
@@ -198,8 +200,8 @@ def _print_log(console: Console, rows: Iterator[LoggedEntry], size: int) -> None
     console.print(f"{shown} entries shown; tree size {size}", style="dim")
 
 
-@click.command()
-@click.argument("index", type=int)
+@click.command(cls=Command)
+@click.argument("index", type=INDEX)
 @common_options
 def show(settings: Settings, out: Output, index: int) -> None:
     """Show an entry, its leaf hash and its proof.
@@ -242,9 +244,9 @@ def _inclusion_doc(led: Ledger, index: int, size: int | None) -> dict[str, Any]:
             "hashes": [h.hex() for h in proof.hashes]}
 
 
-@click.command()
-@click.argument("index", type=int, required=False)
-@click.option("--size", type=click.IntRange(min=0), default=None,
+@click.command(cls=Command)
+@click.argument("index", type=INDEX, required=False)
+@click.option("--size", type=INDEX, default=None,
               help="Prove against the tree of this size (default: latest).")
 @click.option("--digest", help="Prove every entry about this digest (sha256:...).")
 @click.option("--type", "type_", type=click.Choice(sorted(ENTRY_TYPES)),
@@ -288,9 +290,9 @@ def prove(settings: Settings, out: Output, index: int | None, size: int | None,
     out.emit(doc, human)
 
 
-@click.command()
-@click.argument("old", type=click.IntRange(min=0))
-@click.argument("new", type=click.IntRange(min=0), required=False)
+@click.command(cls=Command)
+@click.argument("old", type=INDEX)
+@click.argument("new", type=INDEX, required=False)
 @common_options
 def consistency(settings: Settings, out: Output, old: int, new: int | None) -> None:
     """Prove the tree of size NEW extends tree OLD.

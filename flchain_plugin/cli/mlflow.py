@@ -12,40 +12,20 @@ from __future__ import annotations
 import contextlib
 
 import click
-from click.core import ParameterSource
 from rich import box
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from ..mlflow.commitment import TamperedModelError, UnknownModelError
-from ..mlflow.config import LEDGER_ENV, ConfigError
+from ..mlflow.config import ConfigError
 from ..mlflow.verify import Verification
 from ..mlflow.view import LedgerUnavailableError
-from .ledger import (
-    InputError,
-    Output,
-    Settings,
-    VerificationFailed,
-    kv_table,
-    short_digest,
-)
+from .errors import Group, InputError, VerificationFailed
+from .root import Output, Settings, common_options, kv_table, short_digest
 
 
-def _ledger_choice(ctx: click.Context, value: str | None) -> str | None:
-    """--ledger only when the user chose one (here or on `flchain`); otherwise the ledger
-    follows from the tracking URI, as for `load_model`."""
-    src = ctx.get_parameter_source("ledger")
-    if src in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
-        return value
-    if src == ParameterSource.DEFAULT_MAP:
-        root = ctx.find_root()
-        if root.get_parameter_source("ledger") not in (None, ParameterSource.DEFAULT):
-            return value
-    return None
-
-
-@click.group("mlflow")
+@click.group("mlflow", cls=Group)
 def mlflow() -> None:
     """Check MLflow models and versions against the ledger."""
 
@@ -85,28 +65,27 @@ def _datasets_table(v: Verification) -> Table | None:
 
 @mlflow.command("verify")
 @click.argument("model_uri")
-@click.option("--ledger", default=None, envvar=LEDGER_ENV,
-              help="Ledger file or server URL (default: from the tracking URI).")
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI",
               help="MLflow tracking URI (flchain+<db> or http(s)://).")
 @click.option("--permissive", is_flag=True,
               help="Accept a version recorded as a mismatch (warn instead of fail).")
 @click.option("--keep", "dst_path", default=None, type=click.Path(file_okay=False),
               help="Keep a copy of the verified model in this empty directory.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@click.pass_context
-def verify(ctx: click.Context, model_uri: str, ledger: str | None, tracking_uri: str | None,
-           permissive: bool, dst_path: str | None, as_json: bool) -> None:
-    """Download MODEL_URI, verify the copy against the ledger and print its lineage."""
+@common_options
+def verify(settings: Settings, out: Output, model_uri: str, tracking_uri: str | None,
+           permissive: bool, dst_path: str | None) -> None:
+    """Download MODEL_URI, verify the copy against the ledger and print its lineage.
+
+    The ledger is --ledger (a file or a server URL) if given, else the one the tracking
+    URI names, as for `load_model`.
+    """
     import mlflow as _mlflow
 
     from ..mlflow.load import verify_model
 
-    root = ctx.find_object(Settings)
-    out = Output(as_json or bool(root and root.json))
     if tracking_uri:
         _mlflow.set_tracking_uri(tracking_uri)
-    chosen = _ledger_choice(ctx, ledger)
+    chosen = settings.chosen
     status = (contextlib.nullcontext() if out.json
               else out.err.status(f"downloading and hashing {model_uri} …"))
     try:
