@@ -10,6 +10,9 @@ model does not verify, 2 for bad input.
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
+from collections.abc import Iterator
 
 import click
 from rich import box
@@ -23,6 +26,28 @@ from ..mlflow.verify import Verification
 from ..mlflow.view import LedgerUnavailableError
 from .errors import Group, InputError, VerificationFailed
 from .root import Output, Settings, common_options, kv_table, short_digest
+
+
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow's log lines, progress bars and warnings off while the command runs: its stderr
+    is the one line of the verdict (the JSON document or the table says the rest)."""
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    logging_on = MLFLOW_LOGGING_STREAM.enabled
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = logging_on
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
 
 
 @click.group("mlflow", cls=Group)
@@ -89,7 +114,7 @@ def verify(settings: Settings, out: Output, model_uri: str, tracking_uri: str | 
     status = (contextlib.nullcontext() if out.json
               else out.err.status(f"downloading and hashing {model_uri} …"))
     try:
-        with status:
+        with status, _quiet_mlflow():
             v = verify_model(model_uri, ledger=chosen, dst_path=dst_path,
                              mode="permissive" if permissive else None)
     except TamperedModelError as e:
