@@ -701,3 +701,64 @@ def test_console_script_subprocess(tmp_path: Path):
         db.execute("UPDATE entries SET data = CAST(? AS BLOB) WHERE idx = 1", ('{"v":1}',))
     p = run("verify")
     assert p.returncode == 1 and "entry 1" in p.stderr
+
+
+# -- one spelling of the shared options; rollback keeps the newest head signed ---------------
+
+
+def test_every_command_takes_ledger_and_json_spelled_once():
+    import click
+
+    def leaves(group: click.Group, ctx: click.Context) -> list[click.Command]:
+        out: list[click.Command] = []
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
+            assert cmd is not None
+            if isinstance(cmd, click.Group):
+                out += leaves(cmd, click.Context(cmd, parent=ctx, info_name=name))
+            else:
+                out.append(cmd)
+        return out
+
+    root_ctx = click.Context(cli, info_name="flchain")
+    root = {p.name: p for p in cli.params}
+    commands = leaves(cli, root_ctx)
+    assert {c.name for c in commands} >= {"lineage", "rollback", "verify", "init"}
+    for cmd in commands:
+        opts = {o: p for p in cmd.params for o in getattr(p, "opts", ())}
+        for flag, name in (("--ledger", "ledger_path"), ("--json", "as_json")):
+            assert flag in opts, (cmd.name, flag)
+            p = opts[flag]
+            assert p.name == name and p.help == root[name].help, (cmd.name, flag, p.help)
+
+
+def _model_ledger(tmp_path: Path) -> tuple[Path, str, str]:
+    import numpy as np
+
+    from flchain_plugin.blobs import BlobStore
+
+    path = tmp_path / "fl.db"
+    store = BlobStore(str(path) + ".blobs")
+    m0, m1 = store.put({"w": np.zeros(2)}), store.put({"w": np.ones(2)})
+    with Ledger(path) as led:
+        led.append([E.Run(run="1", strategy="FedAvg", config=digest(9), model=m0)])
+        led.append([E.Model(run="1", round=1, model=m1, parent=m0, inputs=[],
+                            aggregator="FedAvg")])
+    return path, m0, m1
+
+
+def test_rollback_signs_the_new_head_with_the_ledger_key(fl: Flchain, tmp_path: Path):
+    from flchain_plugin.commit import key_path, log_signer
+
+    path, m0, _ = _model_ledger(tmp_path)
+    doc = fl.json("rollback", m0, ledger=path)
+    assert doc["checkpoint"] is None and not key_path(path).exists(), "no key made by the CLI"
+    with Ledger(path, create=False) as led:
+        verifier = log_signer(led).verifier  # creates <ledger>.key, as a Flower run does
+    doc = fl.json("rollback", m0, "--reason", "again", ledger=path)
+    assert doc["index"] == 3 and doc["size"] == 4
+    with Ledger(path, create=False) as led:
+        note = led.latest_checkpoint()
+        assert note == doc["checkpoint"]
+        cp = notes.open_note(note, [verifier])
+        assert cp.signed_by(verifier) and "\n4\n" in note

@@ -16,6 +16,7 @@ from rich.tree import Tree
 
 from .. import entries as E
 from ..blobs import BlobError, BlobStore, default_root
+from ..commit import commit, key_path, log_signer
 from ..digest import DigestError, parse_digest
 from ..ledger import Ledger
 from ..lineage import Lineage, LineageError, latest_model
@@ -165,7 +166,9 @@ def rollback(settings: Settings, out: Output, digest: str, blobs: Path | None,
     """Make recorded model DIGEST the one training restarts from (a `rollback` entry).
 
     The weights must still be in the blob store. Restart the run with
-    LedgerStrategy(..., resume_from=DIGEST).
+    LedgerStrategy(..., resume_from=DIGEST). Where the ledger's checkpoint key sits beside
+    it (<ledger>.key, as a Flower run leaves it), the new tree head is signed too, so the
+    log's newest head stays covered by a checkpoint.
     """
     store = _blob_store(settings.ledger, blobs)
     with open_ledger(settings) as led:
@@ -180,10 +183,12 @@ def rollback(settings: Settings, out: Output, digest: str, blobs: Path | None,
             raise InputError(f"cannot roll back: {e}") from None
         previous = latest_model(led)
         entry = E.Rollback(model=digest, previous=previous, reason=reason)
-        head = led.append([entry])
-        index = head.size - 1
-    doc: dict[str, Any] = {"index": index, "model": digest, "previous": previous,
+        signer = log_signer(led) if key_path(settings.ledger).exists() else None
+        done = commit(led, [entry], signer=signer)
+    head = done.head
+    doc: dict[str, Any] = {"index": done.first, "model": digest, "previous": previous,
                            "reason": reason, "size": head.size, "root": head.root.hex(),
+                           "checkpoint": done.checkpoint,
                            "resume": f"LedgerStrategy(..., resume_from={digest!r})"}
 
     def human() -> None:
