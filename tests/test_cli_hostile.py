@@ -295,7 +295,7 @@ def _entry(**over: object) -> str:
         strict=True, reason="entries.parse_json names a 401-digit integer a float; the "
                             "entry parser is not the CLI's to change")),
     (_entry(examples=1e400), ["float"]),
-    ("[" * 50_000 + "\n", []),
+    ("[" * 50_000 + "\n", ["line 1"]),
     ('{"a":' * 20_000 + "1" + "}" * 20_000 + "\n", []),
     ('{"v": 1, "type": "dataset", "x": ' + "[" * 5000 + "]" * 5000 + "}\n", []),
     ("[1, 2, 3]\n", []),
@@ -436,17 +436,18 @@ def test_read_only_and_impossible_targets(world: World) -> None:
         pytest.skip(f"{READ_ONLY_DIR} accepts new files here")
     not_a_dir = _garbage_file(world, "plain-file", b"x")
     for target in (READ_ONLY_DIR / "flchain-test.out", not_a_dir / "x.out"):
-        assert_one_line_failure(world.run(["keygen", "--out", str(target)]))
+        named = str(target)  # the error names the user's path, not a temporary file
+        assert_one_line_failure(world.run(["keygen", "--out", named]), named)
         assert_one_line_failure(world.run(["checkpoint", "sign", "--key", str(world.log_key),
-                                           "--out", str(target)]))
+                                           "--out", named]), named)
         assert_one_line_failure(world.run([
             "checkpoint", "cosign", str(world.note), "--key", str(world.witness_key),
             "--log-verifier", world.log_vkey, "--state", str(world.fresh("s.json")),
-            "--out", str(target)]))
+            "--out", named]), named)
         assert_one_line_failure(world.run([
             "checkpoint", "cosign", str(world.note), "--key", str(world.witness_key),
-            "--log-verifier", world.log_vkey, "--state", str(target)]))
-        assert_one_line_failure(world.run(["init"], ledger=target))
+            "--log-verifier", world.log_vkey, "--state", named]), named)
+        assert_one_line_failure(world.run(["init"], ledger=target), named)
         assert not target.exists()
 
 
@@ -589,3 +590,34 @@ def test_lineage_and_rollback_import_no_framework(tmp_path: Path) -> None:
     assert json.loads(p.stdout.splitlines()[-1]) == []
     with Ledger(ledger, create=False) as led:
         assert isinstance(led.get(2).entry, E.Rollback) and led.get(2).entry.model == m0
+
+
+def test_rollback_with_hostile_blob_and_key_files(tmp_path: Path) -> None:
+    """The weights file and the checkpoint key beside the ledger are files the CLI reads."""
+    import numpy as np
+
+    from flchain_plugin.blobs import BlobStore
+    from flchain_plugin.commit import key_path
+
+    ledger = tmp_path / "fl.db"
+    store = BlobStore(str(ledger) + ".blobs")
+    m0, m1 = store.put({"w": np.zeros(2)}), store.put({"w": np.ones(2)})
+    with Ledger(ledger) as led:
+        led.append([E.Run(run="1", strategy="FedAvg", config="sha256:" + "c" * 64, model=m0)])
+        led.append([E.Model(run="1", round=1, model=m1, parent=m0, inputs=[],
+                            aggregator="FedAvg")])
+    good = store.path(m0).read_bytes()
+
+    def rollback() -> Result:
+        return CliRunner().invoke(cli, ["--ledger", str(ledger), "rollback", m0],
+                                  prog_name="flchain")
+
+    for data in (b"", b"garbage", good[: len(good) // 2], store.path(m1).read_bytes()):
+        store.path(m0).write_bytes(data)
+        assert_one_line_failure(rollback(), "cannot roll back")
+    store.path(m0).write_bytes(good)
+    for data in (b"", b"garbage", random.Random(4).randbytes(2000)):
+        key_path(ledger).write_bytes(data)
+        assert_one_line_failure(rollback())
+    with Ledger(ledger, create=False) as led:
+        assert led.size == 2, "nothing appended by a refused rollback"

@@ -123,7 +123,11 @@ def keygen(settings: Settings, out: Output, name: str | None, out_path: Path, wi
     signer = (notes.generate_cosignature_key(name) if witness else notes.generate_key(name))
     if out_path.exists() and not force:
         raise InputError(f"{out_path} exists: pass --force to replace it, or choose another --out")
-    notes.save_private_key(signer, out_path, passphrase, overwrite=force)
+    try:
+        notes.save_private_key(signer, out_path, passphrase, overwrite=force)
+    except OSError as e:  # the error names save_private_key's temporary file
+        raise InputError(f"cannot write key file {out_path}: {e.strerror or e}: choose --out "
+                         "in a writable directory") from None
     doc = {"name": name, "verifier": signer.verifier_key, "key_file": str(out_path),
            "type": "cosignature/v1" if witness else "ed25519", "encrypted": passphrase is not None}
     out.emit(doc, lambda: out.console.print(Panel(kv_table(
@@ -366,7 +370,12 @@ def _locked(state_path: Path) -> Iterator[None]:
         yield
         return
     lock = state_path.with_name(state_path.name + ".lock")
-    with open(lock, "a") as f:
+    try:
+        f = open(lock, "a")  # noqa: SIM115 - closed by the with below
+    except OSError as e:
+        raise InputError(f"cannot lock witness state file {state_path} ({lock}: "
+                         f"{e.strerror or e}): keep the state in a writable directory") from None
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield

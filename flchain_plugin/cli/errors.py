@@ -80,8 +80,10 @@ def _sqlite_message(ledger: Path, e: sqlite3.Error) -> str:
             "verify`, or restore the file from a copy")
 
 
-def _os_message(e: OSError) -> str:
+def _os_message(e: OSError, ledger: Path | None = None) -> str:
     where = f" {e.filename}" if e.filename else ""
+    if ledger is not None and e.filename and Path(e.filename) in (ledger, *ledger.parents):
+        where = f" ledger {ledger} ({e.filename})"
     return f"cannot use{where}: {e.strerror or e}: check the path and its permissions"
 
 
@@ -108,7 +110,7 @@ def library_errors(ledger: Path) -> Iterator[None]:
     except OSError as e:
         if e.errno == errno.EPIPE:
             raise
-        raise InputError(_os_message(e)) from e
+        raise InputError(_os_message(e, ledger)) from e
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -124,7 +126,8 @@ def _usage_message(e: click.UsageError) -> str:
 def _needs_a_command(e: click.UsageError) -> NoReturn:
     """A group run without a command: its help on stdout, one error line on stderr."""
     ctx = e.ctx
-    assert ctx is not None and isinstance(ctx.command, click.Group)
+    if ctx is None or not isinstance(ctx.command, click.Group):
+        _fail(_usage_message(e), 2)
     click.echo(ctx.get_help())
     names = ", ".join(ctx.command.list_commands(ctx))
     _fail(f"`{ctx.command_path}` needs a command: one of {names}", 2)

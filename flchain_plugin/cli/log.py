@@ -50,6 +50,9 @@ def _parse_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, Entry]]:
             yield n, line, parse_json(line)
         except EntryError as e:
             raise InputError(f"line {n}: {e}; nothing was appended") from None
+        except RecursionError:
+            raise InputError(f"line {n}: JSON nested too deeply to read; nothing was appended"
+                             ) from None
 
 
 def _no_entries(source: BinaryIO) -> InputError:
