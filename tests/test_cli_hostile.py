@@ -558,7 +558,7 @@ def test_console_script_never_shows_a_traceback(world: World,
 FRAMEWORKS = ("flwr", "torch", "lightning", "pytorch_lightning", "mlflow", "ray")
 
 
-def test_lineage_and_rollback_import_no_framework(tmp_path: Path) -> None:
+def test_lineage_rollback_and_lightning_verify_import_no_framework(tmp_path: Path) -> None:
     import numpy as np
 
     from flchain_plugin.blobs import BlobStore
@@ -581,6 +581,8 @@ def test_lineage_and_rollback_import_no_framework(tmp_path: Path) -> None:
         "assert r.exit_code == 0, r.output\n"
         "r = CliRunner().invoke(cli, ['--ledger', ledger, 'lineage', 'latest'])\n"
         "assert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(cli, ['--ledger', ledger, 'lightning', 'verify', ledger])\n"
+        "assert r.exit_code == 1 and 'not in the ledger' in r.stderr, r.output\n"
         f"loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r}))\n"
         "print(json.dumps(loaded))\n"
     )

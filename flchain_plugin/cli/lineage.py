@@ -19,7 +19,7 @@ from ..blobs import BlobError, BlobStore, default_root
 from ..commit import commit, key_path, log_signer
 from ..digest import DigestError, parse_digest
 from ..ledger import Ledger
-from ..lineage import Lineage, LineageError, latest_model
+from ..lineage import Lineage, LineageError, Round, latest_model
 from ..lineage import lineage as trace
 from .errors import Command, InputError, VerificationFailed
 from .root import Output, Settings, common_options, open_ledger
@@ -31,6 +31,31 @@ def _short(d: str | None) -> str:
 
 def _node(n: str) -> str:
     return n if len(n) <= 8 else "…" + n[-6:]
+
+
+def _add_round(branch: Tree, r: Round) -> None:
+    """One round under the version it made: its accepted updates, then its refusals."""
+    if r.kept:
+        branch = branch.add(f"[yellow]round {r.round} of run {r.run} kept this model[/yellow]"
+                            f" ({r.metrics.get('kept', '')})")
+    if r.updates:
+        t = Table(box=None, pad_edge=False, show_edge=False)
+        for c in ("accepted update", "node", "examples", "dataset", "signature"):
+            t.add_column(c)
+        for u in r.updates:
+            sig = {True: "[green]valid[/green]", False: "[red]INVALID[/red]",
+                   None: "unsigned"}[u.signature]
+            t.add_row(_short(u.update), _node(u.node), str(u.num_examples),
+                      _short(u.dataset) if u.dataset else "-", sig)
+        branch.add(t)
+    if r.rejected:
+        t = Table(box=None, pad_edge=False, show_edge=False)
+        for c in ("refused", "node", "reason", "detail"):
+            t.add_column(c)
+        for x in r.rejected:
+            t.add_row(_short(x.update) if x.update else "-", _node(x.node),
+                      f"[red]{x.reason}[/red]", x.detail[:90])
+        branch.add(t)
 
 
 def render_lineage(lin: Lineage, console: Console) -> None:
@@ -51,29 +76,7 @@ def render_lineage(lin: Lineage, console: Console) -> None:
             branch.add(f"[yellow]rollback[/yellow] to this version (entry {rb['index']}, "
                        f"from {_short(rb['previous'])}, {rb['reason']})")
         for r in v.rounds:
-            if r.kept:
-                rb = branch.add(f"[yellow]round {r.round} of run {r.run} kept this model[/yellow]"
-                                f" ({r.metrics.get('kept', '')})")
-            else:
-                rb = branch
-            if r.updates:
-                t = Table(box=None, pad_edge=False, show_edge=False)
-                for c in ("accepted update", "node", "examples", "dataset", "signature"):
-                    t.add_column(c)
-                for u in r.updates:
-                    sig = {True: "[green]valid[/green]", False: "[red]INVALID[/red]",
-                           None: "unsigned"}[u.signature]
-                    t.add_row(_short(u.update), _node(u.node), str(u.num_examples),
-                              _short(u.dataset) if u.dataset else "-", sig)
-                rb.add(t)
-            if r.rejected:
-                t = Table(box=None, pad_edge=False, show_edge=False)
-                for c in ("refused", "node", "reason", "detail"):
-                    t.add_column(c)
-                for x in r.rejected:
-                    t.add_row(_short(x.update) if x.update else "-", _node(x.node),
-                              f"[red]{x.reason}[/red]", x.detail[:90])
-                rb.add(t)
+            _add_round(branch, r)
         for ev in v.evaluations:
             ms = ", ".join(f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}"
                            for k, val in sorted(ev["metrics"].items()))
