@@ -623,3 +623,68 @@ def test_rollback_with_hostile_blob_and_key_files(tmp_path: Path) -> None:
         assert_one_line_failure(rollback())
     with Ledger(ledger, create=False) as led:
         assert led.size == 2, "nothing appended by a refused rollback"
+
+
+# -- a real ledger with hand-edited rows -------------------------------------------------------
+
+
+TAMPERED_ROWS = {
+    "negative head": "INSERT INTO heads VALUES (-5, x'00', 0)",
+    "head root as text": "UPDATE heads SET root = 'zz' WHERE size = (SELECT max(size) FROM heads)",
+    "head time as text": "UPDATE heads SET ts = 'yesterday'",
+    "head time huge": "UPDATE heads SET ts = 1e300",
+    "entry moved to the largest key": "UPDATE entries SET idx = 9223372036854775807 WHERE idx = 3",
+    "entry moved to -1": "UPDATE entries SET idx = -1 WHERE idx = 3",
+    "entry data an integer": "UPDATE entries SET data = 5 WHERE idx = 3",
+    "entry data nested deep": "UPDATE entries SET data = '" + "[" * 5000 + "' WHERE idx = 3",
+    "leaf hash one byte": "UPDATE entries SET leaf = x'00' WHERE idx = 3",
+    "node hash one byte": "UPDATE nodes SET hash = x'01'",
+    "node at the largest key": "INSERT INTO nodes VALUES (9223372036854775807, x'"
+                               + "00" * 32 + "')",
+    "origin deleted": "DELETE FROM meta WHERE key = 'origin'",
+    "origin an integer": "UPDATE meta SET value = 5 WHERE key = 'origin'",
+    "checkpoint note garbage": "UPDATE checkpoints SET note = 'garbage'",
+    "checkpoint size beyond int64": "UPDATE checkpoints SET size = 99999999999999999999",
+    "checkpoint size text": "UPDATE checkpoints SET size = 'x'",
+    "digest index garbage": "INSERT INTO refs_recent VALUES ('x', 'y')",
+}
+ROW_READERS: list[list[str]] = [
+    ["head"], ["info"], ["log"], ["show", "3"], ["prove", "3"], ["consistency", "3"],
+    ["verify"], ["checkpoint", "latest"], ["prove", "--digest", "sha256:" + "0" * 61 + "003"],
+    ["append"], ["lineage", "latest"], ["rollback", "latest"],
+    ["lightning", "verify", "LEDGER"],
+]
+VERIFY_OWNED_ELSEWHERE = {"negative head", "digest index garbage"}
+"""Rows that today make Ledger.verify itself raise (issue 13 B.1, the ledger audit's to fix);
+the CLI shows them as its one `internal error` line until then."""
+
+
+def _tampered(world: World, name: str) -> Path:
+    db = world.fresh(name.replace(" ", "-") + ".db")
+    shutil.copyfile(world.good, db)
+    with sqlite3.connect(db) as c:
+        c.execute(TAMPERED_ROWS[name])
+    return db
+
+
+@pytest.mark.parametrize("name", sorted(TAMPERED_ROWS))
+def test_tampered_rows_reach_the_user_as_one_line(world: World, name: str) -> None:
+    db = _tampered(world, name)
+    for args in ROW_READERS:
+        if args == ["verify"] and name in VERIFY_OWNED_ELSEWHERE:
+            continue
+        args = [str(db) if a == "LEDGER" else a for a in args]
+        r = world.run(args, ledger=db, input=_entry_lines(1000, 1))
+        if r.exit_code != 0:
+            assert_one_line_failure(r)
+        else:
+            assert r.stderr == "" and "Traceback" not in r.stdout
+
+
+@pytest.mark.xfail(strict=True, reason="Ledger.verify raises on these rows (B.1, owned by the "
+                                       "ledger audit); remove this mark when it names them")
+@pytest.mark.parametrize("name", sorted(VERIFY_OWNED_ELSEWHERE))
+def test_verify_names_rows_outside_the_tree(world: World, name: str) -> None:
+    r = world.run(["verify"], ledger=_tampered(world, name))
+    assert_one_line_failure(r)
+    assert r.exit_code == 1

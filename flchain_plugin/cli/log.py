@@ -242,7 +242,12 @@ def _inclusion_doc(led: Ledger, index: int, size: int | None) -> dict[str, Any]:
     except (IndexError, ValueError) as err:
         raise InputError(f"{err}") from None
     proof.verify()
-    return {"index": index, "type": led.get(index).entry.TYPE, "size": proof.size,
+    try:
+        entry = led.get(index).entry
+    except IndexError as err:  # the tree has the leaf, the entries table lost its row
+        raise VerificationFailed(f"the ledger is damaged: {err}, yet its tree has entry "
+                                 f"{index}; run `flchain verify`") from None
+    return {"index": index, "type": entry.TYPE, "size": proof.size,
             "leaf_hash": proof.leaf_hash.hex(), "root": proof.root.hex(),
             "hashes": [h.hex() for h in proof.hashes]}
 
@@ -271,7 +276,11 @@ def prove(settings: Settings, out: Output, index: int | None, size: int | None,
         else:
             assert digest is not None
             parse_digest(digest)
-            found = led.find(digest, type=type_)
+            try:
+                found = led.find(digest, type=type_)
+            except IndexError as err:  # the digest index names a row the ledger lacks
+                raise VerificationFailed(f"the ledger is damaged: {err}, yet its digest "
+                                         "index names it; run `flchain verify`") from None
             if size is not None:
                 found = [e for e in found if e.index < size]
             if not found:

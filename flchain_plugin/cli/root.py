@@ -414,7 +414,13 @@ def head(settings: Settings, out: Output) -> None:
 
 
 def format_time(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts)) if ts else "-"
+    """A stored head time for people; a hand-edited one is shown as it is, not trusted."""
+    if not ts:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return f"{ts!r} (not a time)"
 
 
 @cli.command()
