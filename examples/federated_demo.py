@@ -276,7 +276,7 @@ def report(out: Path, result: dict[str, Any], console: Console) -> dict[str, Any
 
         console.rule(f"flchain lineage {result['model']}")
         lin = lineage(led, result["model"], blobs=BlobStore(default_root(ledger_path)))
-        from flchain_plugin.flower.cli import render_lineage
+        from flchain_plugin.cli.lineage import render_lineage
 
         render_lineage(lin, console)
         dot = out / "lineage.dot"

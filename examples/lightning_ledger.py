@@ -32,10 +32,10 @@ from rich.console import Console
 from sklearn.datasets import load_breast_cancer
 from torch.utils.data import DataLoader, TensorDataset
 
+from flchain_plugin.cli.lightning import check, render
 from flchain_plugin.commit import key_path
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.lightning import LedgerCallback, UnverifiedCheckpointError
-from flchain_plugin.lightning.cli import check, render
 from flchain_plugin.notes import load_private_key
 
 

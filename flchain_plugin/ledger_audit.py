@@ -305,6 +305,9 @@ def _verify_refs(store: Store, size: int, expected: int) -> Problem | None:
     """Compare the digest index (used by `find`) with the digests the entries name."""
     got = 0
     for key, index in store.ref_rows():
+        if type(key) is not int or type(index) is not int:  # SQLite columns take any type
+            return Problem("index", size, f"digest index row ({key!r}, {index!r}) is not two "
+                                          "integers: it was written outside the ledger")
         if not 0 <= index < size:
             detail = f"digest index names entry {index}, outside 0..{size - 1}"
             return Problem("index", index, detail)

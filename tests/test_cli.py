@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from flchain_plugin import cli as cli_module
 from flchain_plugin import entries as E
 from flchain_plugin import merkle, notes
 from flchain_plugin.cli import cli
+from flchain_plugin.cli import root as cli_module
 from flchain_plugin.ledger import Ledger
 
 ORIGIN = "example.com/cli-test"
@@ -319,8 +319,13 @@ def test_verify_ok(filled: Flchain):
     assert r.exit_code == 0 and "ledger verified" in r.stdout
     doc = filled.json("verify")
     head = filled.json("head")
+    warnings = doc.pop("warnings")
+    assert doc.pop("verifier").startswith("example.com/cli-test+")
     assert doc == {"ok": True, "size": 7, "root": head["root"], "heads": 2, "checkpoints": 0,
-                   "problem": None}
+                   "problem": None, "head_signed": False, "signed_size": None,
+                   "verifier_source": "pinned"}
+    # Nothing was signed: the newest tree head is covered by no checkpoint, and verify says so.
+    assert len(warnings) == 1 and "size 7" in warnings[0]
 
 
 def test_verify_names_the_tampered_entry(filled: Flchain):
@@ -420,7 +425,7 @@ def test_keygen_passphrase_file_env_and_prompt(filled: Flchain, tmp_path: Path,
                           "X", "--passphrase-file", str(pw)), 2, "not both")
 
     # Interactive: asked twice, the passphrase encrypts the key.
-    monkeypatch.setattr("flchain_plugin.cli_checkpoint._interactive", lambda: True)
+    monkeypatch.setattr("flchain_plugin.cli.checkpoint._interactive", lambda: True)
     k4 = tmp_path / "k4.pem"
     r = filled("keygen", "--out", str(k4), input="typed pw\ntyped pw\n")
     assert r.exit_code == 0, r.stderr
@@ -626,22 +631,23 @@ def test_lazy_command_gets_root_ledger_and_json(fl: Flchain, plugin_dir: Path,
                                                 monkeypatch: pytest.MonkeyPatch):
     (plugin_dir / "fl_plugin_ok.py").write_text(textwrap.dedent("""
         import click
+        from flchain_plugin.cli.errors import Group, VerificationFailed
+        from flchain_plugin.cli.root import common_options
 
-        @click.group()
+        @click.group(cls=Group)
         def tool():
             "A plugin group."
 
         @tool.command()
-        @click.option("--ledger", default="default.db")
-        @click.option("--json", "as_json", is_flag=True)
-        def where(ledger, as_json):
-            click.echo(f"{ledger} {as_json}")
+        @common_options
+        def where(settings, out):
+            click.echo(f"{settings.chosen or 'default.db'} {settings.json}")
 
         @tool.command()
-        @click.option("--json", "as_json", is_flag=True)
-        def check(as_json):
+        @common_options
+        def check(settings, out):
             raise VerificationFailed("the thing does not verify", {"ok": False})
-    """).replace("import click", "import click\nfrom flchain_plugin.cli import VerificationFailed"))
+    """))
     monkeypatch.setitem(cli_module.LAZY_COMMANDS, "tool", cli_module.LazyCommand(
         "fl_plugin_ok", "tool", "tool", "A plugin."))
     r = fl.runner.invoke(cli, ["--ledger", "x.db", "--json", "tool", "where"])
@@ -700,3 +706,64 @@ def test_console_script_subprocess(tmp_path: Path):
         db.execute("UPDATE entries SET data = CAST(? AS BLOB) WHERE idx = 1", ('{"v":1}',))
     p = run("verify")
     assert p.returncode == 1 and "entry 1" in p.stderr
+
+
+# -- one spelling of the shared options; rollback keeps the newest head signed ---------------
+
+
+def test_every_command_takes_ledger_and_json_spelled_once():
+    import click
+
+    def leaves(group: click.Group, ctx: click.Context) -> list[click.Command]:
+        out: list[click.Command] = []
+        for name in group.list_commands(ctx):
+            cmd = group.get_command(ctx, name)
+            assert cmd is not None
+            if isinstance(cmd, click.Group):
+                out += leaves(cmd, click.Context(cmd, parent=ctx, info_name=name))
+            else:
+                out.append(cmd)
+        return out
+
+    root_ctx = click.Context(cli, info_name="flchain")
+    root = {p.name: p for p in cli.params}
+    commands = leaves(cli, root_ctx)
+    assert {c.name for c in commands} >= {"lineage", "rollback", "verify", "init"}
+    for cmd in commands:
+        opts = {o: p for p in cmd.params for o in getattr(p, "opts", ())}
+        for flag, name in (("--ledger", "ledger_path"), ("--json", "as_json")):
+            assert flag in opts, (cmd.name, flag)
+            p = opts[flag]
+            assert p.name == name and p.help == root[name].help, (cmd.name, flag, p.help)
+
+
+def _model_ledger(tmp_path: Path) -> tuple[Path, str, str]:
+    import numpy as np
+
+    from flchain_plugin.blobs import BlobStore
+
+    path = tmp_path / "fl.db"
+    store = BlobStore(str(path) + ".blobs")
+    m0, m1 = store.put({"w": np.zeros(2)}), store.put({"w": np.ones(2)})
+    with Ledger(path) as led:
+        led.append([E.Run(run="1", strategy="FedAvg", config=digest(9), model=m0)])
+        led.append([E.Model(run="1", round=1, model=m1, parent=m0, inputs=[],
+                            aggregator="FedAvg")])
+    return path, m0, m1
+
+
+def test_rollback_signs_the_new_head_with_the_ledger_key(fl: Flchain, tmp_path: Path):
+    from flchain_plugin.commit import key_path, log_signer
+
+    path, m0, _ = _model_ledger(tmp_path)
+    doc = fl.json("rollback", m0, ledger=path)
+    assert doc["checkpoint"] is None and not key_path(path).exists(), "no key made by the CLI"
+    with Ledger(path, create=False) as led:
+        verifier = log_signer(led).verifier  # creates <ledger>.key, as a Flower run does
+    doc = fl.json("rollback", m0, "--reason", "again", ledger=path)
+    assert doc["index"] == 3 and doc["size"] == 4
+    with Ledger(path, create=False) as led:
+        note = led.latest_checkpoint()
+        assert note == doc["checkpoint"]
+        cp = notes.open_note(note, [verifier])
+        assert cp.signed_by(verifier) and "\n4\n" in note

@@ -21,6 +21,8 @@ from flwr.app import Array, ArrayRecord
 from flchain_plugin import entries as E
 from flchain_plugin import merkle
 from flchain_plugin.blobs import BlobError, BlobStore
+from flchain_plugin.cli.lineage import lineage as lineage_cmd
+from flchain_plugin.cli.lineage import rollback as rollback_cmd
 from flchain_plugin.digest import model_digest
 from flchain_plugin.flower.arrays import (
     ArrayFormatError,
@@ -30,8 +32,6 @@ from flchain_plugin.flower.arrays import (
     record_views,
     tensor_view,
 )
-from flchain_plugin.flower.cli import lineage as lineage_cmd
-from flchain_plugin.flower.cli import rollback as rollback_cmd
 from flchain_plugin.flower.protocol import Announcement, AnnouncementError
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.lineage import LineageError, latest_model, lineage

@@ -14,10 +14,10 @@ import torch
 from click.testing import CliRunner
 from torch.utils.data import DataLoader, TensorDataset
 
+from flchain_plugin.cli.lightning import lightning
 from flchain_plugin.digest import file_digest
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.lightning import LedgerCallback
-from flchain_plugin.lightning.cli import lightning
 
 pytestmark = [pytest.mark.lightning, pytest.mark.timeout(120)]
 
@@ -53,7 +53,8 @@ def test_verify_names_recorded_and_unrecorded_files(tmp_path: Path) -> None:
     run = CliRunner().invoke(lightning, ["verify", "--ledger", str(ledger), str(good), str(bad),
                                          "--json"])
     assert run.exit_code == 1, run.output
-    doc = json.loads(run.output)
+    doc = json.loads(run.stdout)
+    assert run.stderr.count("\n") == 1 and "1 of 2 checkpoint files do not verify" in run.stderr
     first, second = doc["checkpoints"]
     assert doc["ok"] is False and first["ok"] is True and second["ok"] is False
     assert first["file"] == file_digest(good) and first["chain"][0]["step"] == 4
@@ -75,7 +76,7 @@ def test_cli_and_dataset_helpers_need_no_lightning(tmp_path: Path) -> None:
         "import sys\n"
         "for m in ('lightning', 'pytorch_lightning', 'torch'): sys.modules[m] = None\n"
         "from flchain_plugin.lightning import Manifest, checkpoint_lineage\n"
-        "from flchain_plugin.lightning.cli import lightning\n"
+        "from flchain_plugin.cli.lightning import lightning\n"
         "try:\n"
         "    from flchain_plugin.lightning import LedgerCallback\n"
         "except ImportError as e:\n"

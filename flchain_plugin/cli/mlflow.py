@@ -10,43 +10,47 @@ model does not verify, 2 for bad input.
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
+from collections.abc import Iterator
 
 import click
-from click.core import ParameterSource
 from rich import box
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from flchain_plugin.cli import (
-    InputError,
-    Output,
-    Settings,
-    VerificationFailed,
-    kv_table,
-    short_digest,
-)
-
-from .commitment import TamperedModelError, UnknownModelError
-from .config import LEDGER_ENV, ConfigError
-from .verify import Verification
-from .view import LedgerUnavailableError
+from ..mlflow.commitment import TamperedModelError, UnknownModelError
+from ..mlflow.config import ConfigError
+from ..mlflow.verify import Verification
+from ..mlflow.view import LedgerUnavailableError
+from .errors import Group, InputError, VerificationFailed
+from .root import Output, Settings, common_options, kv_table, short_digest
 
 
-def _ledger_choice(ctx: click.Context, value: str | None) -> str | None:
-    """--ledger only when the user chose one (here or on `flchain`); otherwise the ledger
-    follows from the tracking URI, as for `load_model`."""
-    src = ctx.get_parameter_source("ledger")
-    if src in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
-        return value
-    if src == ParameterSource.DEFAULT_MAP:
-        root = ctx.find_root()
-        if root.get_parameter_source("ledger") not in (None, ParameterSource.DEFAULT):
-            return value
-    return None
+@contextlib.contextmanager
+def _quiet_mlflow() -> Iterator[None]:
+    """MLflow's log lines, progress bars and warnings off while the command runs: its stderr
+    is the one line of the verdict (the JSON document or the table says the rest)."""
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    logging_on = MLFLOW_LOGGING_STREAM.enabled
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = logging_on
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
 
 
-@click.group("mlflow")
+@click.group("mlflow", cls=Group)
 def mlflow() -> None:
     """Check MLflow models and versions against the ledger."""
 
@@ -86,32 +90,31 @@ def _datasets_table(v: Verification) -> Table | None:
 
 @mlflow.command("verify")
 @click.argument("model_uri")
-@click.option("--ledger", default=None, envvar=LEDGER_ENV,
-              help="Ledger file or server URL (default: from the tracking URI).")
 @click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI",
               help="MLflow tracking URI (flchain+<db> or http(s)://).")
 @click.option("--permissive", is_flag=True,
               help="Accept a version recorded as a mismatch (warn instead of fail).")
 @click.option("--keep", "dst_path", default=None, type=click.Path(file_okay=False),
               help="Keep a copy of the verified model in this empty directory.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@click.pass_context
-def verify(ctx: click.Context, model_uri: str, ledger: str | None, tracking_uri: str | None,
-           permissive: bool, dst_path: str | None, as_json: bool) -> None:
-    """Download MODEL_URI, verify the copy against the ledger and print its lineage."""
+@common_options
+def verify(settings: Settings, out: Output, model_uri: str, tracking_uri: str | None,
+           permissive: bool, dst_path: str | None) -> None:
+    """Download MODEL_URI, verify the copy against the ledger and print its lineage.
+
+    The ledger is --ledger (a file or a server URL) if given, else the one the tracking
+    URI names, as for `load_model`.
+    """
     import mlflow as _mlflow
 
-    from .load import verify_model
+    from ..mlflow.load import verify_model
 
-    root = ctx.find_object(Settings)
-    out = Output(as_json or bool(root and root.json))
     if tracking_uri:
         _mlflow.set_tracking_uri(tracking_uri)
-    chosen = _ledger_choice(ctx, ledger)
+    chosen = settings.chosen
     status = (contextlib.nullcontext() if out.json
               else out.err.status(f"downloading and hashing {model_uri} …"))
     try:
-        with status:
+        with status, _quiet_mlflow():
             v = verify_model(model_uri, ledger=chosen, dst_path=dst_path,
                              mode="permissive" if permissive else None)
     except TamperedModelError as e:

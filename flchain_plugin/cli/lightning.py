@@ -7,8 +7,6 @@ Framework-free: it reads the files and the ledger only.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +14,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..cli import ledger_option, open_ledger
 from ..digest import file_digest
 from ..ledger import Ledger
-from .lineage import CheckpointLineageError, checkpoint_lineage
+from ..lightning.lineage import CheckpointLineageError, checkpoint_lineage
+from .errors import Group, VerificationFailed
+from .root import Output, Settings, common_options, open_ledger
 
 
 def _short(d: str | None) -> str:
@@ -67,7 +66,7 @@ def render(result: dict[str, Any], console: Console) -> None:
     console.print(t)
 
 
-@click.group("lightning")
+@click.group("lightning", cls=Group)
 def lightning() -> None:
     """Lightning checkpoints in the ledger."""
 
@@ -75,21 +74,21 @@ def lightning() -> None:
 @lightning.command("verify")
 @click.argument("checkpoints", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@ledger_option
-@click.option("--json", "as_json", is_flag=True, help="Machine output: one JSON document.")
-def verify(checkpoints: tuple[Path, ...], ledger: Path, as_json: bool) -> None:
+@common_options
+def verify(settings: Settings, out: Output, checkpoints: tuple[Path, ...]) -> None:
     """Check CHECKPOINTS: recorded, and their lineage back to the datasets verifies.
 
     Exit status 1 if any does not verify.
     """
-    with open_ledger(ledger) as led:
+    with open_ledger(settings) as led:
         results = [check(led, p) for p in checkpoints]
-    ok = all(r["ok"] for r in results)
-    if as_json:
-        click.echo(json.dumps({"ok": ok, "checkpoints": results}, indent=2))
-    else:
-        console = Console()
+    doc = {"ok": all(r["ok"] for r in results), "checkpoints": results}
+    if not out.json:
         for r in results:
-            render(r, console)
-    if not ok:
-        sys.exit(1)
+            render(r, out.console)
+    bad = [r for r in results if not r["ok"]]
+    if bad:
+        raise VerificationFailed(f"{len(bad)} of {len(results)} checkpoint files do not verify,"
+                                 f" the first: {bad[0]['path']}: {bad[0]['problem']}", doc)
+    if out.json:
+        out.emit(doc, lambda: None)

@@ -1,12 +1,11 @@
-"""`flchain lineage` and `flchain rollback`: click commands the main CLI mounts.
+"""`flchain lineage` and `flchain rollback`: a model version's ancestry, and going back to it.
 
-Framework-free: they read the ledger and blob store only, so they work without Flower.
+Framework-free: they read the ledger and blob store only, so they work without Flower,
+torch or any other framework installed.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,13 @@ from rich.tree import Tree
 
 from .. import entries as E
 from ..blobs import BlobError, BlobStore, default_root
-from ..cli import ledger_option, open_ledger
+from ..commit import commit, key_path, log_signer
 from ..digest import DigestError, parse_digest
 from ..ledger import Ledger
-from ..lineage import Lineage, LineageError, latest_model
+from ..lineage import Lineage, LineageError, Round, latest_model
 from ..lineage import lineage as trace
+from .errors import Command, InputError, VerificationFailed
+from .root import Output, Settings, common_options, open_ledger
 
 
 def _short(d: str | None) -> str:
@@ -30,6 +31,31 @@ def _short(d: str | None) -> str:
 
 def _node(n: str) -> str:
     return n if len(n) <= 8 else "…" + n[-6:]
+
+
+def _add_round(branch: Tree, r: Round) -> None:
+    """One round under the version it made: its accepted updates, then its refusals."""
+    if r.kept:
+        branch = branch.add(f"[yellow]round {r.round} of run {r.run} kept this model[/yellow]"
+                            f" ({r.metrics.get('kept', '')})")
+    if r.updates:
+        t = Table(box=None, pad_edge=False, show_edge=False)
+        for c in ("accepted update", "node", "examples", "dataset", "signature"):
+            t.add_column(c)
+        for u in r.updates:
+            sig = {True: "[green]valid[/green]", False: "[red]INVALID[/red]",
+                   None: "unsigned"}[u.signature]
+            t.add_row(_short(u.update), _node(u.node), str(u.num_examples),
+                      _short(u.dataset) if u.dataset else "-", sig)
+        branch.add(t)
+    if r.rejected:
+        t = Table(box=None, pad_edge=False, show_edge=False)
+        for c in ("refused", "node", "reason", "detail"):
+            t.add_column(c)
+        for x in r.rejected:
+            t.add_row(_short(x.update) if x.update else "-", _node(x.node),
+                      f"[red]{x.reason}[/red]", x.detail[:90])
+        branch.add(t)
 
 
 def render_lineage(lin: Lineage, console: Console) -> None:
@@ -50,29 +76,7 @@ def render_lineage(lin: Lineage, console: Console) -> None:
             branch.add(f"[yellow]rollback[/yellow] to this version (entry {rb['index']}, "
                        f"from {_short(rb['previous'])}, {rb['reason']})")
         for r in v.rounds:
-            if r.kept:
-                rb = branch.add(f"[yellow]round {r.round} of run {r.run} kept this model[/yellow]"
-                                f" ({r.metrics.get('kept', '')})")
-            else:
-                rb = branch
-            if r.updates:
-                t = Table(box=None, pad_edge=False, show_edge=False)
-                for c in ("accepted update", "node", "examples", "dataset", "signature"):
-                    t.add_column(c)
-                for u in r.updates:
-                    sig = {True: "[green]valid[/green]", False: "[red]INVALID[/red]",
-                           None: "unsigned"}[u.signature]
-                    t.add_row(_short(u.update), _node(u.node), str(u.num_examples),
-                              _short(u.dataset) if u.dataset else "-", sig)
-                rb.add(t)
-            if r.rejected:
-                t = Table(box=None, pad_edge=False, show_edge=False)
-                for c in ("refused", "node", "reason", "detail"):
-                    t.add_column(c)
-                for x in r.rejected:
-                    t.add_row(_short(x.update) if x.update else "-", _node(x.node),
-                              f"[red]{x.reason}[/red]", x.detail[:90])
-                rb.add(t)
+            _add_round(branch, r)
         for ev in v.evaluations:
             ms = ", ".join(f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}"
                            for k, val in sorted(ev["metrics"].items()))
@@ -101,12 +105,13 @@ def _resolve(led: Ledger, digest: str) -> str:
     if digest == "latest":
         found = latest_model(led)
         if found is None:
-            raise click.UsageError("the ledger records no model yet")
+            raise InputError("the ledger records no model yet: give a model DIGEST, or train "
+                             "a round first")
         return found
     try:
         parse_digest(digest)
     except DigestError as e:
-        raise click.UsageError(f"{e}; or pass 'latest'") from None
+        raise InputError(f"{e}; or pass 'latest'") from None
     return digest
 
 
@@ -114,76 +119,86 @@ def _blob_store(ledger: Path, blobs: Path | None) -> BlobStore:
     return BlobStore(blobs if blobs is not None else default_root(ledger))
 
 
-_json_option = click.option("--json", "as_json", is_flag=True,
-                            help="Machine output: one JSON document.")
 _blobs_option = click.option(
     "--blobs", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Blob store directory (default: <ledger>.blobs).")
 
 
-@click.command("lineage")
+@click.command("lineage", cls=Command)
 @click.argument("digest")
-@ledger_option
-@_json_option
 @_blobs_option
 @click.option("--dot", "dot", is_flag=True, help="Print a Graphviz DOT graph instead.")
 @click.option("--no-signatures", is_flag=True, help="Skip re-verifying update signatures.")
-def lineage(digest: str, ledger: Path, as_json: bool, blobs: Path | None, dot: bool,
+@common_options
+def lineage(settings: Settings, out: Output, digest: str, blobs: Path | None, dot: bool,
             no_signatures: bool) -> None:
-    """Trace model DIGEST (or 'latest') back through rounds, updates and refusals."""
-    with open_ledger(ledger) as led:
+    """Trace model DIGEST (or 'latest') back through rounds, updates and refusals.
+
+    Exit status 1 if the lineage has a problem (an input that is not an update of its
+    round, a signature that does not verify).
+    """
+    if dot and out.json:
+        raise InputError("give --dot or --json, not both")
+    with open_ledger(settings) as led:
         digest = _resolve(led, digest)
         try:
-            lin = trace(led, digest, blobs=_blob_store(ledger, blobs),
+            lin = trace(led, digest, blobs=_blob_store(settings.ledger, blobs),
                         verify_signatures=not no_signatures)
         except LineageError as e:
-            raise click.UsageError(str(e)) from None
+            raise InputError(str(e)) from None
+    doc = lin.to_json()
     if dot:
         click.echo(lin.to_dot(), nl=False)
-    elif as_json:
-        click.echo(json.dumps(lin.to_json(), indent=2))
-    else:
-        render_lineage(lin, Console())
+    elif not out.json:
+        render_lineage(lin, out.console)
     if lin.problems:
-        sys.exit(1)
+        raise VerificationFailed(f"the lineage of {digest} has {len(lin.problems)} problem(s), "
+                                 f"the first: {lin.problems[0]}", doc)
+    if out.json:
+        out.emit(doc, lambda: None)
 
 
-@click.command("rollback")
+@click.command("rollback", cls=Command)
 @click.argument("digest")
-@ledger_option
-@_json_option
 @_blobs_option
 @click.option("--reason", default="operator rollback", show_default=True,
               help="Why (recorded in the entry).")
-def rollback(digest: str, ledger: Path, as_json: bool, blobs: Path | None, reason: str) -> None:
+@common_options
+def rollback(settings: Settings, out: Output, digest: str, blobs: Path | None,
+             reason: str) -> None:
     """Make recorded model DIGEST the one training restarts from (a `rollback` entry).
 
     The weights must still be in the blob store. Restart the run with
-    LedgerStrategy(..., resume_from=DIGEST).
+    LedgerStrategy(..., resume_from=DIGEST). Where the ledger's checkpoint key sits beside
+    it (<ledger>.key, as a Flower run leaves it), the new tree head is signed too, so the
+    log's newest head stays covered by a checkpoint.
     """
-    store = _blob_store(ledger, blobs)
-    with open_ledger(ledger) as led:
+    store = _blob_store(settings.ledger, blobs)
+    with open_ledger(settings) as led:
         digest = _resolve(led, digest)
         known = [le for le in led.find(digest) if le.entry.TYPE in ("model", "run", "rollback")]
         if not known:
-            raise click.UsageError(f"{digest} is not a model version recorded in {ledger}; "
-                                   "list versions with `flchain log --type model`")
+            raise InputError(f"{digest} is not a model version recorded in {settings.ledger}; "
+                             "list versions with `flchain log --type model`")
         try:
             store.get(digest)
         except BlobError as e:
-            raise click.UsageError(f"cannot roll back: {e}") from None
+            raise InputError(f"cannot roll back: {e}") from None
         previous = latest_model(led)
         entry = E.Rollback(model=digest, previous=previous, reason=reason)
-        head = led.append([entry])
-        index = head.size - 1
-    doc: dict[str, Any] = {"index": index, "model": digest, "previous": previous,
+        signer = log_signer(led) if key_path(settings.ledger).exists() else None
+        done = commit(led, [entry], signer=signer)
+    head = done.head
+    doc: dict[str, Any] = {"index": done.first, "model": digest, "previous": previous,
                            "reason": reason, "size": head.size, "root": head.root.hex(),
+                           "checkpoint": done.checkpoint,
                            "resume": f"LedgerStrategy(..., resume_from={digest!r})"}
-    if as_json:
-        click.echo(json.dumps(doc))
-        return
-    t = Table(title="rollback recorded", show_header=False)
-    for k in ("index", "model", "previous", "reason", "size"):
-        t.add_row(k, str(doc[k]))
-    Console().print(t)
-    Console().print(f"restart training with [bold]{doc['resume']}[/bold]")
+
+    def human() -> None:
+        t = Table(title="rollback recorded", show_header=False)
+        for k in ("index", "model", "previous", "reason", "size"):
+            t.add_row(k, str(doc[k]))
+        out.console.print(t)
+        out.console.print(f"restart training with [bold]{doc['resume']}[/bold]")
+
+    out.emit(doc, human)

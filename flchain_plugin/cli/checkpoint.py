@@ -22,13 +22,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from . import checkpoint as tlog
-from . import notes
-from .cli import (
-    InputError,
+from .. import checkpoint as tlog
+from .. import notes
+from .errors import Command, Group, InputError, VerificationFailed
+from .root import (
+    MAX_INDEX,
     Output,
     Settings,
-    VerificationFailed,
     common_options,
     kv_table,
     note_checkpoint,
@@ -91,7 +91,7 @@ def _passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
                         help="Read the key passphrase from this file (first line).")(f)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("name", required=False)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Private key file to create (mode 0600).")
@@ -123,7 +123,11 @@ def keygen(settings: Settings, out: Output, name: str | None, out_path: Path, wi
     signer = (notes.generate_cosignature_key(name) if witness else notes.generate_key(name))
     if out_path.exists() and not force:
         raise InputError(f"{out_path} exists: pass --force to replace it, or choose another --out")
-    notes.save_private_key(signer, out_path, passphrase, overwrite=force)
+    try:
+        notes.save_private_key(signer, out_path, passphrase, overwrite=force)
+    except OSError as e:  # the error names save_private_key's temporary file
+        raise InputError(f"cannot write key file {out_path}: {e.strerror or e}: choose --out "
+                         "in a writable directory") from None
     doc = {"name": name, "verifier": signer.verifier_key, "key_file": str(out_path),
            "type": "cosignature/v1" if witness else "ed25519", "encrypted": passphrase is not None}
     out.emit(doc, lambda: out.console.print(Panel(kv_table(
@@ -133,7 +137,7 @@ def keygen(settings: Settings, out: Output, name: str | None, out_path: Path, wi
         Text("share the verifier key; keep the key file secret", style="dim")))
 
 
-@click.group()
+@click.group(cls=Group)
 def checkpoint() -> None:
     """Sign, verify and cosign checkpoints.
 
@@ -290,16 +294,27 @@ def checkpoint_verify(settings: Settings, out: Output, note_file: Path, key_veri
     out.emit(doc, human)
 
 
+def _last_cosigned(origin: str, last: Any) -> tlog.Checkpoint:
+    """One log's record in a witness state file, checked as strictly as a checkpoint."""
+    if not isinstance(last, dict) or not isinstance(last.get("root"), str):
+        raise ValueError(f"log {origin!r}: want an object with a size and a hex root")
+    size = last.get("size")
+    if type(size) is not int or not 0 <= size <= MAX_INDEX:
+        raise ValueError(f"log {origin!r}: size {size!r} is not an integer from 0 to 2^63-1")
+    return tlog.Checkpoint(origin, size, bytes.fromhex(last["root"]))
+
+
 def _load_state(path: Path, witness: notes.Verifier) -> dict[str, Any]:
     if not path.exists():
         return {"version": STATE_VERSION, "witness": witness.vkey, "logs": {}}
     try:
         state = json.loads(read_text(path, "witness state file"))
-        if state.get("version") != STATE_VERSION or not isinstance(state.get("logs"), dict):
-            raise ValueError(f"want version {STATE_VERSION} with a 'logs' object")
+        if (not isinstance(state, dict) or state.get("version") != STATE_VERSION
+                or not isinstance(state.get("logs"), dict)):
+            raise ValueError(f"want an object with version {STATE_VERSION} and a 'logs' object")
         for origin, last in state["logs"].items():
-            tlog.Checkpoint(origin, int(last["size"]), bytes.fromhex(last["root"]))
-    except (ValueError, KeyError, TypeError, tlog.CheckpointError) as e:
+            _last_cosigned(origin, last)
+    except (ValueError, KeyError, TypeError, RecursionError, tlog.CheckpointError) as e:
         raise InputError(f"witness state file {path} is not valid ({e}): restore it from "
                          "a backup; never reset it, or the witness can be made to fork") from None
     if state.get("witness") != witness.vkey:
@@ -355,7 +370,12 @@ def _locked(state_path: Path) -> Iterator[None]:
         yield
         return
     lock = state_path.with_name(state_path.name + ".lock")
-    with open(lock, "a") as f:
+    try:
+        f = open(lock, "a")  # noqa: SIM115 - closed by the with below
+    except OSError as e:
+        raise InputError(f"cannot lock witness state file {state_path} ({lock}: "
+                         f"{e.strerror or e}): keep the state in a writable directory") from None
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -377,8 +397,7 @@ def _cosign(settings: Settings, note: str, note_file: Path, log: notes.Verifier,
         except tlog.CheckpointError as e:
             refuse(f"refusing to cosign: {e}")
         entry = state["logs"].get(new.origin)
-        last = (tlog.Checkpoint(new.origin, int(entry["size"]), bytes.fromhex(entry["root"]))
-                if entry else None)
+        last = _last_cosigned(new.origin, entry) if entry else None
         last_size = last.size if last else 0
         if new.size > led.size:
             refuse(f"refusing to cosign: checkpoint size {new.size} is beyond the ledger's "

@@ -21,20 +21,21 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .cli import (
-    InputError,
+from ..digest import parse_digest
+from ..entries import ENTRY_TYPES, Entry, EntryError, parse_json
+from ..ledger import Ledger, LoggedEntry
+from .errors import Command, InputError, VerificationFailed
+from .root import (
+    INDEX,
+    MAX_INDEX,
     Output,
     Settings,
-    VerificationFailed,
     common_options,
     hashes_text,
     kv_table,
     open_ledger,
     short_digest,
 )
-from .digest import parse_digest
-from .entries import ENTRY_TYPES, Entry, EntryError, parse_json
-from .ledger import Ledger, LoggedEntry
 
 _LOG_CHUNK = 256  # rows per rendered table when streaming `log`
 
@@ -49,6 +50,9 @@ def _parse_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, Entry]]:
             yield n, line, parse_json(line)
         except EntryError as e:
             raise InputError(f"line {n}: {e}; nothing was appended") from None
+        except RecursionError:
+            raise InputError(f"line {n}: JSON nested too deeply to read; nothing was appended"
+                             ) from None
 
 
 def _no_entries(source: BinaryIO) -> InputError:
@@ -63,9 +67,9 @@ def _append_batch(led: Ledger, batch: list[Entry], heads: list[dict[str, Any]]) 
                   "root": head.root.hex()})
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("source", type=click.File("rb"), default="-")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=click.IntRange(1, MAX_INDEX), default=None,
               help="Split the input into batches of N entries (default: one batch).")
 @common_options
 def append(settings: Settings, out: Output, source: BinaryIO, batch_size: int | None) -> None:
@@ -137,12 +141,13 @@ def _entry_doc(e: LoggedEntry) -> dict[str, Any]:
             "subjects": list(e.entry.subjects), "entry": e.entry.to_json()}
 
 
-@click.command(name="log")
+@click.command(name="log", cls=Command)
 @click.option("--type", "type_", type=click.Choice(sorted(ENTRY_TYPES)),
               help="Only entries of this type.")
-@click.option("--from", "start", type=int, default=0, show_default=True,
+@click.option("--from", "start", type=click.IntRange(-MAX_INDEX, MAX_INDEX), default=0,
+              show_default=True,
               help="First index; negative counts back from the end.")
-@click.option("--limit", type=click.IntRange(min=0), default=None,
+@click.option("--limit", type=INDEX, default=None,
               help="At most this many entries.")
 @common_options
 def log_(settings: Settings, out: Output, type_: str | None, start: int,
@@ -198,8 +203,8 @@ def _print_log(console: Console, rows: Iterator[LoggedEntry], size: int) -> None
     console.print(f"{shown} entries shown; tree size {size}", style="dim")
 
 
-@click.command()
-@click.argument("index", type=int)
+@click.command(cls=Command)
+@click.argument("index", type=INDEX)
 @common_options
 def show(settings: Settings, out: Output, index: int) -> None:
     """Show an entry, its leaf hash and its proof.
@@ -237,14 +242,19 @@ def _inclusion_doc(led: Ledger, index: int, size: int | None) -> dict[str, Any]:
     except (IndexError, ValueError) as err:
         raise InputError(f"{err}") from None
     proof.verify()
-    return {"index": index, "type": led.get(index).entry.TYPE, "size": proof.size,
+    try:
+        entry = led.get(index).entry
+    except IndexError as err:  # the tree has the leaf, the entries table lost its row
+        raise VerificationFailed(f"the ledger is damaged: {err}, yet its tree has entry "
+                                 f"{index}; run `flchain verify`") from None
+    return {"index": index, "type": entry.TYPE, "size": proof.size,
             "leaf_hash": proof.leaf_hash.hex(), "root": proof.root.hex(),
             "hashes": [h.hex() for h in proof.hashes]}
 
 
-@click.command()
-@click.argument("index", type=int, required=False)
-@click.option("--size", type=click.IntRange(min=0), default=None,
+@click.command(cls=Command)
+@click.argument("index", type=INDEX, required=False)
+@click.option("--size", type=INDEX, default=None,
               help="Prove against the tree of this size (default: latest).")
 @click.option("--digest", help="Prove every entry about this digest (sha256:...).")
 @click.option("--type", "type_", type=click.Choice(sorted(ENTRY_TYPES)),
@@ -266,7 +276,11 @@ def prove(settings: Settings, out: Output, index: int | None, size: int | None,
         else:
             assert digest is not None
             parse_digest(digest)
-            found = led.find(digest, type=type_)
+            try:
+                found = led.find(digest, type=type_)
+            except IndexError as err:  # the digest index names a row the ledger lacks
+                raise VerificationFailed(f"the ledger is damaged: {err}, yet its digest "
+                                         "index names it; run `flchain verify`") from None
             if size is not None:
                 found = [e for e in found if e.index < size]
             if not found:
@@ -288,9 +302,9 @@ def prove(settings: Settings, out: Output, index: int | None, size: int | None,
     out.emit(doc, human)
 
 
-@click.command()
-@click.argument("old", type=click.IntRange(min=0))
-@click.argument("new", type=click.IntRange(min=0), required=False)
+@click.command(cls=Command)
+@click.argument("old", type=INDEX)
+@click.argument("new", type=INDEX, required=False)
 @common_options
 def consistency(settings: Settings, out: Output, old: int, new: int | None) -> None:
     """Prove the tree of size NEW extends tree OLD.

@@ -1,15 +1,13 @@
-"""The `flchain` command: create, append to, inspect, prove, sign and verify a ledger.
+"""The `flchain` root group, what every command shares with it, and the whole-ledger
+commands (init, verify, head, info).
 
-Every command prints a readable rich view, or with `--json` one JSON document on stdout
-for scripts. Errors are one line on stderr that says what to do; the exit status is 2 for
-bad usage or input and 1 when something fails to verify. Long listings stream, so no
-command holds the whole ledger in memory.
-
-This module holds the root group, what every command shares, and the whole-ledger
-commands (init, verify, head, info). Entry and proof commands live in `cli_log`, key and
-checkpoint commands in `cli_checkpoint`; they and the integration commands (`lineage`,
-`rollback`, `mlflow`) are imported only when called, so a missing framework never breaks
-the rest.
+Every command takes `--ledger` and `--json` from `common_options` (before or after the
+command name) and prints a readable rich view, or with `--json` one JSON document on
+stdout for scripts. Errors are one line on stderr (see `errors`); long listings stream,
+so no command holds the whole ledger in memory. The other commands are imported only when
+called (entries and proofs in `log`, keys and checkpoints in `checkpoint`, model lineage
+and rollback in `lineage`, the integrations in `mlflow` and `lightning`), so `--help` stays
+fast and a missing framework (only `mlflow` needs one) never breaks the rest.
 """
 
 from __future__ import annotations
@@ -21,13 +19,12 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from click.core import ParameterSource
 from rich import box
 from rich.console import Console
 from rich.panel import Panel
@@ -35,66 +32,36 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from . import checkpoint as tlog
-from . import merkle, notes
-from .commit import key_path, load_or_create_key
-from .digest import DigestError
-from .entries import EntryError
-from .ledger import Ledger
-from .ledger_audit import VerifyReport, verify_ledger
-from .store import StoreError
+from .. import checkpoint as tlog
+from .. import notes
+from ..commit import key_path, load_or_create_key
+from ..ledger import Ledger
+from ..ledger_audit import VerifyReport, verify_ledger
+from ..store import StoreError
+from .errors import JSON_META, Group, InputError, VerificationFailed, library_errors
 
 DEFAULT_LEDGER = "flchain.db"
 LEDGER_ENV = "FLCHAIN_LEDGER"
 
+MAX_INDEX = 2**63 - 1
+"""The largest entry index or tree size: SQLite keys are signed 64-bit integers."""
+INDEX = click.IntRange(0, MAX_INDEX)
 
-# -- settings, errors, output ------------------------------------------------------------
+
+# -- settings, output, the two options every command takes ------------------------------------
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What the root options chose; integration commands find it with ctx.find_object."""
+    """The ledger and output a command works with, from its options or the root's.
+
+    `chosen` is the --ledger value as the user gave it (or $FLCHAIN_LEDGER), None when
+    defaulted: `mlflow verify` then finds the ledger from the tracking URI instead.
+    """
 
     ledger: Path
     json: bool
-
-
-def _json_requested() -> bool:
-    """Whether the running command (or a group above it) was given --json."""
-    ctx = click.get_current_context(silent=True)
-    while ctx is not None:
-        if ctx.params.get("as_json") or ctx.params.get("json") is True:
-            return True
-        if isinstance(ctx.obj, Settings) and ctx.obj.json:
-            return True
-        ctx = ctx.parent
-    return False
-
-
-class InputError(click.ClickException):
-    """Bad usage or input (exit 2): a one-line message saying what to do.
-
-    `doc`, if given, is printed on stdout as the command's JSON document when the command
-    runs with --json, so scripts get {"ok": false, ...} as well as the exit status.
-    """
-
-    exit_code = 2
-
-    def __init__(self, message: str, doc: dict[str, Any] | None = None):
-        super().__init__(" ".join(message.split("\n")))
-        self.doc = doc
-        self.json = doc is not None and _json_requested()
-
-    def show(self, file: Any = None) -> None:
-        if self.json:
-            click.echo(json.dumps(self.doc, ensure_ascii=False))
-        click.echo(f"flchain: error: {self.message}", err=True)
-
-
-class VerificationFailed(InputError):
-    """Something does not verify (exit 1); `doc` is printed on stdout in --json mode."""
-
-    exit_code = 1
+    chosen: str | None = None
 
 
 class Output:
@@ -112,43 +79,42 @@ class Output:
             human()
 
 
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Turn the library's errors into one-line CLI errors with the right exit status."""
-    try:
-        yield
-    except (EntryError, DigestError, notes.KeyFileError, notes.NoteError) as e:
-        raise InputError(str(e)) from e
-    except StoreError as e:  # opening errors are raised as InputError by open_ledger
-        raise VerificationFailed(f"{e}") from e
-    except merkle.ProofError as e:
-        raise VerificationFailed(f"proof does not verify: {e}") from e
+def ledger_option(**extra: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--ledger`, spelled once: the root group adds the environment variable."""
+    return click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False),
+                        metavar="PATH", default=None, **extra,
+                        help=f"Ledger file (default: ${LEDGER_ENV}, else ./{DEFAULT_LEDGER}).")
+
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print one JSON document on stdout.")
+"""`--json`, spelled once."""
+
+
+def _settings(ctx: click.Context, ledger_path: str | None, as_json: bool) -> Settings:
+    """The command's own option wins, then the root's (which read the environment)."""
+    root = ctx.find_object(Settings)
+    chosen = ledger_path
+    if chosen is None:
+        chosen = root.chosen if root is not None else os.environ.get(LEDGER_ENV) or None
+    return Settings(Path(chosen or DEFAULT_LEDGER), as_json or bool(root and root.json), chosen)
 
 
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command `--ledger` and `--json` (also accepted before the command name)."""
+    """Give a command `--ledger` and `--json`; it is called with its Settings and Output.
+
+    The library's errors it raises become one-line CLI errors (`errors.library_errors`).
+    """
 
     @functools.wraps(f)
-    def wrapper(*args: Any, ledger_path: Path | None, as_json: bool, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, ledger_path: str | None, as_json: bool, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
-        root = ctx.find_object(Settings) or Settings(Path(DEFAULT_LEDGER), False)
-        settings = Settings(ledger_path or root.ledger, as_json or root.json)
-        out = Output(settings.json)
-        with _errors():
-            return f(settings, out, *args, **kwargs)
+        settings = _settings(ctx, ledger_path, as_json)
+        ctx.meta[JSON_META] = settings.json
+        with library_errors(settings.ledger):
+            return f(settings, Output(settings.json), *args, **kwargs)
 
-    wrapper = click.option("--json", "as_json", is_flag=True,
-                           help="Print one JSON document on stdout.")(wrapper)
-    ledger_help = f"Ledger file (default: ${LEDGER_ENV} or ./{DEFAULT_LEDGER})."
-    return click.option("--ledger", "ledger_path", default=None, help=ledger_help,
-                        type=click.Path(dir_okay=False, path_type=Path))(wrapper)
-
-
-ledger_option = click.option(
-    "--ledger", "ledger", type=click.Path(dir_okay=False, path_type=Path), envvar=LEDGER_ENV,
-    default=DEFAULT_LEDGER, show_default=True, help="The ledger file.")
-"""`--ledger` of the integration groups (`flchain lightning`, `flchain lineage` ...), which
-also run on their own, outside `flchain`'s root options."""
+    return ledger_option()(json_option(wrapper))
 
 
 def open_ledger(settings: Settings | Path, *, read_only: bool | None = None) -> Ledger:
@@ -199,7 +165,12 @@ def hashes_text(hashes: tuple[bytes, ...] | list[bytes]) -> Text:
 
 def write_atomic(path: Path, data: str) -> None:
     """Replace `path` whole: a reader sees the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.",
+                                   suffix=".tmp")
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}: choose a path in a "
+                         "writable directory") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(data)
@@ -221,15 +192,15 @@ def read_text(path: Path, what: str) -> str:
         raise InputError(f"cannot read {what} {path}: {e}") from None
 
 
-# -- commands imported on demand ---------------------------------------------------------
+# -- the root group; commands imported on demand ----------------------------------------
 
 
 @dataclass(frozen=True)
 class LazyCommand:
     """A command defined elsewhere as `module:attr`.
 
-    For integration commands, `extra` names the pip extra that provides the framework and
-    `help` is shown in `flchain --help` without importing the framework.
+    `extra` names the pip extra that provides the framework a command needs, if any;
+    `help` is shown in `flchain --help` without importing the command's module.
     """
 
     module: str
@@ -239,20 +210,20 @@ class LazyCommand:
 
 
 LAZY_COMMANDS: dict[str, LazyCommand] = {
-    "append": LazyCommand("flchain_plugin.cli_log", "append"),
-    "log": LazyCommand("flchain_plugin.cli_log", "log_"),
-    "show": LazyCommand("flchain_plugin.cli_log", "show"),
-    "prove": LazyCommand("flchain_plugin.cli_log", "prove"),
-    "consistency": LazyCommand("flchain_plugin.cli_log", "consistency"),
-    "keygen": LazyCommand("flchain_plugin.cli_checkpoint", "keygen"),
-    "checkpoint": LazyCommand("flchain_plugin.cli_checkpoint", "checkpoint"),
-    "lineage": LazyCommand("flchain_plugin.flower.cli", "lineage", "flower",
-                           "Trace a model version back through rounds and updates (Flower)."),
-    "rollback": LazyCommand("flchain_plugin.flower.cli", "rollback", "flower",
-                            "Restart training from an earlier recorded model (Flower)."),
-    "mlflow": LazyCommand("flchain_plugin.mlflow.cli", "mlflow", "mlflow",
+    "append": LazyCommand("flchain_plugin.cli.log", "append"),
+    "log": LazyCommand("flchain_plugin.cli.log", "log_"),
+    "show": LazyCommand("flchain_plugin.cli.log", "show"),
+    "prove": LazyCommand("flchain_plugin.cli.log", "prove"),
+    "consistency": LazyCommand("flchain_plugin.cli.log", "consistency"),
+    "keygen": LazyCommand("flchain_plugin.cli.checkpoint", "keygen"),
+    "checkpoint": LazyCommand("flchain_plugin.cli.checkpoint", "checkpoint"),
+    "lineage": LazyCommand("flchain_plugin.cli.lineage", "lineage", None,
+                           "Trace a model version back through rounds and updates."),
+    "rollback": LazyCommand("flchain_plugin.cli.lineage", "rollback", None,
+                            "Restart training from an earlier recorded model."),
+    "mlflow": LazyCommand("flchain_plugin.cli.mlflow", "mlflow", "mlflow",
                           "Check MLflow models and versions against the ledger."),
-    "lightning": LazyCommand("flchain_plugin.lightning.cli", "lightning", "lightning",
+    "lightning": LazyCommand("flchain_plugin.cli.lightning", "lightning", None,
                              "Check Lightning checkpoint files against the ledger."),
 }
 
@@ -267,26 +238,34 @@ def _unavailable(name: str, message: str) -> click.Command:
     )
 
 
-def _share_root_options(cmd: click.Command, ctx: click.Context) -> dict[str, Any]:
-    """default_map for `cmd` so its own --ledger/--json follow the root options."""
-    out: dict[str, Any] = {}
-    chosen = ctx.get_parameter_source("ledger") in (ParameterSource.COMMANDLINE,
-                                                    ParameterSource.ENVIRONMENT)
-    for p in cmd.params:
-        if "--ledger" in getattr(p, "opts", ()):
-            if chosen:  # else the command keeps its own default (e.g. from a tracking URI)
-                out[p.name or "ledger"] = str(ctx.params["ledger"])
-        elif "--json" in getattr(p, "opts", ()) and ctx.params.get("as_json"):
-            out[p.name or "json"] = True
-    if isinstance(cmd, click.Group):
-        for sub_name, sub in cmd.commands.items():
-            if sub_map := _share_root_options(sub, ctx):
-                out[sub_name] = sub_map
-    return out
+def _load(name: str, spec: LazyCommand) -> click.Command:
+    """The command `spec` names, or one that fails with what to install."""
+    if spec.extra is None:  # no framework needed: an import error is a bug, and says so
+        cmd = getattr(importlib.import_module(spec.module), spec.attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
+    try:
+        module = importlib.import_module(spec.module)
+    except ModuleNotFoundError as e:
+        if e.name and (spec.module == e.name or spec.module.startswith(e.name + ".")):
+            return _unavailable(name, f"`flchain {name}` is not in this version "
+                                      f"of flchain-plugin ({spec.module} is missing)")
+        return _unavailable(name, f"`flchain {name}` needs the {spec.extra} integration: "
+                                  f"pip install 'flchain-plugin[{spec.extra}]' "
+                                  f"(missing module {e.name})")
+    except Exception as e:  # a broken framework install must not break the CLI
+        return _unavailable(name, f"`flchain {name}` failed to load {spec.module}: "
+                                  f"{type(e).__name__}: {e}; reinstall with "
+                                  f"pip install 'flchain-plugin[{spec.extra}]'")
+    cmd = getattr(module, spec.attr, None)
+    if not isinstance(cmd, click.Command):
+        return _unavailable(name, f"`flchain {name}`: {spec.module} defines no click "
+                                  f"command {spec.attr!r}; upgrade flchain-plugin")
+    return cmd
 
 
-class LazyGroup(click.Group):
-    """A group that imports integration commands only when they are called."""
+class LazyGroup(Group):
+    """The root group: imports a command's module only when that command is called."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
@@ -295,31 +274,7 @@ class LazyGroup(click.Group):
         spec = LAZY_COMMANDS.get(cmd_name)
         if spec is None:
             return super().get_command(ctx, cmd_name)
-        if spec.extra is None:  # part of this package: an import error is a bug, show it
-            cmd = getattr(importlib.import_module(spec.module), spec.attr)
-            assert isinstance(cmd, click.Command)
-            return cmd
-        try:
-            module = importlib.import_module(spec.module)
-        except ModuleNotFoundError as e:
-            if e.name and (spec.module == e.name or spec.module.startswith(e.name + ".")):
-                return _unavailable(cmd_name, f"`flchain {cmd_name}` is not in this version "
-                                              f"of flchain-plugin ({spec.module} is missing)")
-            return _unavailable(cmd_name, f"`flchain {cmd_name}` needs the {spec.extra} "
-                                          f"integration: pip install 'flchain-plugin[{spec.extra}]'"
-                                          f" (missing module {e.name})")
-        except Exception as e:  # a broken framework install must not break the CLI
-            return _unavailable(cmd_name, f"`flchain {cmd_name}` failed to load {spec.module}: "
-                                          f"{type(e).__name__}: {e}; reinstall with "
-                                          f"pip install 'flchain-plugin[{spec.extra}]'")
-        cmd = getattr(module, spec.attr, None)
-        if not isinstance(cmd, click.Command):
-            return _unavailable(cmd_name, f"`flchain {cmd_name}`: {spec.module} defines no click "
-                                          f"command {spec.attr!r}; upgrade flchain-plugin")
-        shared = _share_root_options(cmd, ctx)
-        if shared:
-            ctx.default_map = {**(ctx.default_map or {}), cmd_name: shared}
-        return cmd
+        return _load(cmd_name, spec)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -334,15 +289,17 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), envvar=LEDGER_ENV,
-              default=DEFAULT_LEDGER, show_default=True, show_envvar=True,
-              help="The ledger file.")
-@click.option("--json", "as_json", is_flag=True, help="Machine output: one JSON document.")
+@ledger_option(envvar=LEDGER_ENV, show_envvar=True)
+@json_option
 @click.version_option(package_name="flchain-plugin", prog_name="flchain")
 @click.pass_context
-def cli(ctx: click.Context, ledger: Path, as_json: bool) -> None:
-    """A verifiable, append-only ledger of training events (RFC 9162 Merkle log)."""
-    ctx.obj = Settings(ledger, as_json)
+def cli(ctx: click.Context, ledger_path: str | None, as_json: bool) -> None:
+    """A verifiable, append-only ledger of training events (RFC 9162 Merkle log).
+
+    Every command takes --ledger and --json, here or after its name. Exit status: 0 done,
+    1 something does not verify, 2 bad or unreadable input; errors are one line on stderr.
+    """
+    ctx.obj = Settings(Path(ledger_path or DEFAULT_LEDGER), as_json, ledger_path)
 
 
 # -- init ----------------------------------------------------------------------------------
@@ -508,7 +465,13 @@ def head(settings: Settings, out: Output) -> None:
 
 
 def format_time(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts)) if ts else "-"
+    """A stored head time for people; a hand-edited one is shown as it is, not trusted."""
+    if not ts:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return f"{ts!r} (not a time)"
 
 
 @cli.command()
@@ -535,7 +498,3 @@ def info(settings: Settings, out: Output) -> None:
 def main() -> None:
     """Console script entry point."""
     cli(prog_name="flchain")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
