@@ -1,13 +1,15 @@
 """Verify before load: download a model, check the copy against the ledger, then deserialize.
 
 MLflow models are pickles more often than not, and unpickling runs code, so the check must
-come first and must look at the bytes that will be loaded: the model is downloaded to a
-fresh private directory (`tempfile.mkdtemp`, mode 0700, so no other user can swap a file
-between hashing and loading), that copy is hashed and matched to the ledger, and only that
-verified directory is handed to the flavor's loader. Only after that is the verified
-directory moved to a caller's `dst_path`, which is never read from (a model that opens its
-files again after load finds them there, not at the path it was loaded from). A tampered
-or unknown model raises before any pickle is opened.
+come first and must look at the bytes that will be loaded: the model is copied to a fresh
+private directory (`tempfile.mkdtemp`, mode 0700, so no other user can swap a file between
+hashing and loading), that copy is matched to the ledger, and only that verified directory
+is handed to the flavor's loader. From local storage the copy is made in the kernel and
+hashed from the copy as it grows (`copy_model_files`): about one SHA-256 pass over a plain
+load. Remote storage is downloaded by MLflow, then the copy is hashed. Only after the load
+is the verified directory moved to a caller's `dst_path`, which is never read from (a
+model that opens its files again after load finds them there, not at the path it was
+loaded from). A tampered or unknown model raises before any pickle is opened.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from flchain_plugin.digest import FileDigest
 from flchain_plugin.ledger import Ledger
 
-from .commitment import MismatchWarning, TamperedModelError
+from .artifacts import local_path
+from .commitment import MismatchWarning, TamperedModelError, copy_model_files
 from .config import LEDGER_ENV, MODE_ENV, PREFIX, ConfigError, parse_mode, parse_store_uri
 from .verify import Target, Verification, verify_directory
 from .view import HttpView, LedgerView, LocalView
@@ -96,21 +100,61 @@ def _empty_destination(dst_path: str | os.PathLike[str] | None) -> Path | None:
     return dst
 
 
+def _stored_directory(target: Target, tracking_uri: str | None) -> Path | None:
+    """The model's stored directory when storage is a path on this machine, else None
+    (remote storage, which MLflow downloads). Where it is found does not matter to what
+    is trusted: whatever is copied from it must match the ledger."""
+    import mlflow
+
+    if target.version is not None or target.model_id is not None:
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        if target.version is not None:
+            location = client.get_model_version_download_uri(target.name, target.version)
+        else:
+            location = client.get_logged_model(target.model_id).artifact_location
+    else:
+        location = target.uri
+    path = local_path(location)
+    return path if path is not None and path.is_dir() and not path.is_symlink() else None
+
+
+def _prune_empty_directories(root: Path) -> None:
+    """Remove empty directories a download created: the directory digest does not cover
+    them (format v1), so nothing it does not cover reaches the loader."""
+    for dirpath, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        if dirpath != os.fspath(root) and not os.listdir(dirpath):
+            os.rmdir(dirpath)
+
+
+def _private_copy(target: Target, private: Path, tracking_uri: str | None
+                  ) -> tuple[Path, list[FileDigest] | None]:
+    """The model's files in `private`: from local storage copied and hashed in one read
+    (the digests of the copy come back), otherwise downloaded by MLflow (None: hash it)."""
+    stored = _stored_directory(target, tracking_uri)
+    if stored is not None:
+        return private, copy_model_files(stored, private)
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=target.download_uri, dst_path=str(private), tracking_uri=tracking_uri
+    ))
+    if local.is_dir():
+        _prune_empty_directories(local)
+    return local, None
+
+
 def _verify_private(
     model_uri: str, ledger: LedgerArg, mode: str | None, tracking_uri: str | None
 ) -> tuple[Verification, Path]:
-    """Download into a new 0700 directory and verify that copy; it is removed on failure."""
-    import mlflow
-
+    """Copy the model into a new 0700 directory and verify that copy; it is removed on
+    failure."""
     strict = _mode(mode, tracking_uri)
     view = open_view(ledger, tracking_uri)
     target = resolve(model_uri)
     private = Path(tempfile.mkdtemp(prefix="flchain-"))
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=target.download_uri, dst_path=str(private), tracking_uri=tracking_uri
-        )
-        result = verify_directory(local, target, view, strict=strict)
+        local, files = _private_copy(target, private, tracking_uri)
+        result = verify_directory(local, target, view, strict=strict, files=files)
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         raise

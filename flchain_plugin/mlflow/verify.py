@@ -9,6 +9,7 @@ match some committed model. Deserializing is the caller's business and comes aft
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,11 +117,18 @@ class Verification:
 
 
 def verify_directory(
-    path: str | os.PathLike[str], target: Target, view: LedgerView, *, strict: bool = True
+    path: str | os.PathLike[str],
+    target: Target,
+    view: LedgerView,
+    *,
+    strict: bool = True,
+    files: Sequence[FileDigest] | None = None,
 ) -> Verification:
-    """Hash the copy at `path` and find the ledger entry it must match; raise
-    TamperedModelError (naming the files) or UnknownModelError otherwise."""
-    files = model_files(path)
+    """Hash the copy at `path` (unless `files`, its digests taken while it was written,
+    are given) and find the ledger entry it must match; raise TamperedModelError (naming
+    the files) or UnknownModelError otherwise."""
+    if files is None:
+        files = model_files(path)
     digest = files_root(files)
     query = target.query()
     if query is None:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from flchain_plugin import merkle
+from flchain_plugin.canonical import canonical_json
 from flchain_plugin.digest import format_digest, parse_digest
 from flchain_plugin.entries import Mlflow, decode
 from flchain_plugin.ledger import Ledger, LoggedEntry
@@ -55,20 +56,33 @@ class MlflowQuery:
     def params(self) -> dict[str, str]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
+    def needles(self) -> tuple[bytes, ...]:
+        """Byte strings that the stored bytes of every matching entry contain: stored
+        entries are canonical JSON (`decode` refuses any other form) and a member
+        `"key":value` is encoded the same wherever it sits, so rows without them need no
+        decoding. Only a pre-filter: candidates are still decoded and matched."""
+        return tuple(canonical_json({k: v})[1:-1] for k, v in self.params().items())
 
-def select_mlflow(entries: Iterable[LoggedEntry], query: MlflowQuery) -> list[int]:
-    return [e.index for e in entries if query.matches(e.entry)]
+
+def scan_mlflow(ledger: Ledger, query: MlflowQuery, start: int = 0, end: int | None = None,
+                *, reverse: bool = False) -> Iterator[LoggedEntry]:
+    """The `mlflow` entries in [start, end) that `query` matches, decoding only the rows
+    whose bytes hold its needles: a registration checks every earlier entry of the log
+    for its identity, so this runs on each one."""
+    stop = ledger.size if end is None else end
+    needles = query.needles()
+    for row in ledger.store.entries(start, stop, "mlflow", reverse):
+        if all(n in row.data for n in needles):
+            le = ledger.get(row.index)
+            if query.matches(le.entry):
+                yield le
 
 
 def newest_mlflow(ledger: Ledger, query: MlflowQuery, end: int | None = None
                   ) -> LoggedEntry | None:
     """The newest `mlflow` entry below `end` that `query` matches: read newest first,
     stopping at the first match, so a load or a registration reads the end of the log."""
-    stop = ledger.size if end is None else end
-    for le in ledger.iter_entries(0, stop, type="mlflow", reverse=True):
-        if query.matches(le.entry):
-            return le
-    return None
+    return next(scan_mlflow(ledger, query, 0, end, reverse=True), None)
 
 
 class LedgerView:
@@ -153,7 +167,7 @@ class LocalView(LedgerView):
         return [e.index for e in self.ledger.find(digest, type=type)]
 
     def _mlflow(self, query: MlflowQuery) -> list[int]:
-        return select_mlflow(self.ledger.iter_entries(0, self.size, type="mlflow"), query)
+        return [e.index for e in scan_mlflow(self.ledger, query, 0, self.size)]
 
     def latest_mlflow(self, **query: str | None) -> LoggedEntry | None:
         """Newest first, stopping at the first match: a load or a finalize reads the end of
