@@ -184,36 +184,43 @@ def test_permissive_mode_records_the_mismatch_and_warns(store: tuple[Path, str])
         verify_model(f"models:/t-permissive/{mv.version}")
 
 
-def test_a_superseded_commitment_cannot_be_registered(store: tuple[Path, str]) -> None:
-    """A logged model re-finalized with other files: only its latest files register, as
-    only they load; the first files are refused (strict) or recorded (permissive)."""
+def test_a_logged_model_is_committed_once(store: tuple[Path, str]) -> None:
+    """Finalizing a logged model again with other files is refused in either mode and the
+    first commitment stands (it used to supersede it: "the latest wins"); the changed
+    files are refused at registration, the first files still register and load."""
     from mlflow.entities import LoggedModelStatus
 
     d, uri = store
     model_id, stored = log(d, 11)
     original = (stored / WEIGHTS).read_bytes()
     flip_byte(stored)
-    mlflow.MlflowClient().finalize_logged_model(model_id, LoggedModelStatus.READY)
-    (stored / WEIGHTS).write_bytes(original)  # back to the superseded files
-
-    with pytest.raises(MlflowException) as refused:
-        mlflow.register_model(f"models:/{model_id}", "t-superseded")
-    assert f"{WEIGHTS} (changed)" in refused.value.message
-    assert "latest commitment" in refused.value.message
-    assert not mlflow.MlflowClient().search_model_versions("name='t-superseded'")
-
-    mlflow.set_tracking_uri(uri + "?flchain_mode=permissive")
-    try:
-        with pytest.warns(MismatchWarning, match=f"{WEIGHTS} \\(changed\\)"):
-            mv = mlflow.register_model(f"models:/{model_id}", "t-superseded")
-    finally:
-        mlflow.set_tracking_uri(uri)
-    assert mv.tags["flchain.status"] == "mismatch"
+    for mode in ("strict", "permissive"):
+        mlflow.set_tracking_uri(f"{uri}?flchain_mode={mode}")
+        try:
+            with pytest.raises(MlflowException) as again:
+                mlflow.MlflowClient().finalize_logged_model(model_id, LoggedModelStatus.READY)
+        finally:
+            mlflow.set_tracking_uri(uri)
+        assert again.value.error_code == "RESOURCE_CONFLICT"
+        assert f"{WEIGHTS} (changed)" in again.value.message
+        assert "the first stands" in again.value.message
     with Ledger(d / "mlflow.db.flchain.db", create=False) as led:
         mine = [e for e in led.iter_entries(type="mlflow") if e.entry.model_id == model_id]
-    logged = [e for e in mine if e.entry.kind == "logged_model"]
-    assert len(logged) == 2
-    version = mine[-1].entry
-    assert (version.kind, version.status) == ("model_version", "mismatch")
-    assert version.detail["logged_model_entry"] == logged[-1].index
-    assert version.detail["reason"] == "files_changed"
+        assert led.verify().ok
+    assert [e.entry.kind for e in mine] == ["logged_model"]
+
+    with pytest.raises(MlflowException) as refused:
+        mlflow.register_model(f"models:/{model_id}", "t-once")
+    assert f"{WEIGHTS} (changed)" in refused.value.message
+    assert f"its commitment, ledger entry {mine[0].index}" in refused.value.message
+    assert not mlflow.MlflowClient().search_model_versions("name='t-once'")
+
+    (stored / WEIGHTS).write_bytes(original)  # back to the committed files
+    mlflow.MlflowClient().finalize_logged_model(model_id, LoggedModelStatus.READY)  # no-op
+    mv = mlflow.register_model(f"models:/{model_id}", "t-once")
+    assert mv.tags["flchain.status"] == "ok"
+    assert load_model(f"models:/t-once/{mv.version}").predict([1, 2]) == [2]
+    with Ledger(d / "mlflow.db.flchain.db", create=False) as led:
+        again_mine = [e for e in led.iter_entries(type="mlflow") if e.entry.model_id == model_id]
+    assert [e.entry.kind for e in again_mine] == ["logged_model", "model_version"]
+    assert again_mine[1].entry.detail["logged_model_entry"] == mine[0].index

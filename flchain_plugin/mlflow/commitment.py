@@ -50,6 +50,11 @@ class MismatchWarning(UserWarning):
     """Permissive mode let through a model whose files differ from its commitment."""
 
 
+class DuplicateCommitmentWarning(UserWarning):
+    """The ledger holds more than one commitment for one model version or logged model
+    (the plugin refuses to write a second): the first stands, the others are ignored."""
+
+
 class UnknownModelError(RuntimeError):
     """The ledger holds no commitment for this model: it was never logged through the plugin."""
 

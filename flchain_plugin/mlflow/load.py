@@ -27,25 +27,34 @@ from typing import Any, TypeVar
 
 from flchain_plugin.digest import FileDigest
 from flchain_plugin.ledger import Ledger
+from flchain_plugin.notes import Verifier
 
 from .artifacts import local_path
 from .commitment import MismatchWarning, TamperedModelError, copy_model_files
 from .config import LEDGER_ENV, MODE_ENV, PREFIX, ConfigError, parse_mode, parse_store_uri
 from .verify import Target, Verification, verify_directory
-from .view import HttpView, LedgerView, LocalView
+from .view import HttpView, LedgerView, LocalView, pinned_verifier
 from .weights import MODEL_DIGEST_TAG
 
 T = TypeVar("T")
 LedgerArg = str | os.PathLike[str] | Ledger | LedgerView | None
+VerifierArg = str | Verifier | None
+"""The log's verifier key: a `notes.Verifier`, a vkey string, or a file holding one."""
 
 
-def open_view(ledger: LedgerArg = None, tracking_uri: str | None = None) -> LedgerView:
+def open_view(ledger: LedgerArg = None, tracking_uri: str | None = None,
+              verifier: VerifierArg = None) -> LedgerView:
     """The ledger to verify against: given, else `FLCHAIN_LEDGER`, else the one the
-    tracking URI implies (`flchain+<db>` → its ledger file; `http(s)://` → the server's)."""
+    tracking URI implies (`flchain+<db>` → its ledger file; `http(s)://` → the server's).
+
+    With a verifier key (`verifier`, else FLCHAIN_VERIFIER_KEY) the view holds only what
+    the newest checkpoint signed by that key covers, and a ledger re-signed by any other
+    key is refused: a reader other than the writer should always pin it."""
     if isinstance(ledger, LedgerView):
         return ledger
+    key = pinned_verifier(verifier)
     if isinstance(ledger, Ledger):
-        return LocalView(ledger)
+        return LocalView(ledger, key)
     where = os.fspath(ledger) if ledger is not None else os.environ.get(LEDGER_ENV)
     if not where:
         import mlflow
@@ -61,8 +70,8 @@ def open_view(ledger: LedgerArg = None, tracking_uri: str | None = None) -> Ledg
                 f"{PREFIX}<db> tracking URI, set {LEDGER_ENV}, or pass ledger="
             )
     if where.startswith(("http://", "https://")):
-        return HttpView(where)
-    return LocalView(Ledger(where, create=False))
+        return HttpView(where, verifier=key)
+    return LocalView(Ledger(where, create=False), key)
 
 
 def _mode(mode: str | None, tracking_uri: str | None) -> bool:
@@ -144,12 +153,13 @@ def _private_copy(target: Target, private: Path, tracking_uri: str | None
 
 
 def _verify_private(
-    model_uri: str, ledger: LedgerArg, mode: str | None, tracking_uri: str | None
+    model_uri: str, ledger: LedgerArg, mode: str | None, tracking_uri: str | None,
+    verifier: VerifierArg = None,
 ) -> tuple[Verification, Path]:
     """Copy the model into a new 0700 directory and verify that copy; it is removed on
     failure."""
     strict = _mode(mode, tracking_uri)
-    view = open_view(ledger, tracking_uri)
+    view = open_view(ledger, tracking_uri, verifier)
     target = resolve(model_uri)
     private = Path(tempfile.mkdtemp(prefix="flchain-"))
     try:
@@ -180,13 +190,15 @@ def verify_model(
     dst_path: str | os.PathLike[str] | None = None,
     mode: str | None = None,
     tracking_uri: str | None = None,
+    verifier: VerifierArg = None,
 ) -> Verification:
     """Download `model_uri` into a private directory and verify that copy; nothing is
     deserialized. With `dst_path` (empty or new) the verified copy is then moved there;
     without, it is removed and `path` is "". Raises TamperedModelError (naming files) or
-    UnknownModelError."""
+    UnknownModelError; with a pinned `verifier` (see `open_view`), LedgerUnavailableError
+    for a ledger signed by another key."""
     dst = _empty_destination(dst_path)
-    result, private = _verify_private(model_uri, ledger, mode, tracking_uri)
+    result, private = _verify_private(model_uri, ledger, mode, tracking_uri, verifier)
     if dst is None:
         shutil.rmtree(private, ignore_errors=True)
         return dataclasses.replace(result, path="")
@@ -216,14 +228,14 @@ def _check_weights(model: Any, result: Verification, strict: bool) -> None:
 
 
 def verified(load_fn: Callable[..., T], *, ledger: LedgerArg = None,
-             mode: str | None = None) -> Callable[..., T]:
+             mode: str | None = None, verifier: VerifierArg = None) -> Callable[..., T]:
     """Wrap a flavor's `load_model(model_uri, ...)` so it loads only a verified copy:
     `verified(mlflow.pyfunc.load_model)("models:/name/3")`."""
 
     @functools.wraps(load_fn)
     def load(model_uri: str, *args: Any, dst_path: str | None = None, **kwargs: Any) -> T:
         dst = _empty_destination(dst_path)
-        result, private = _verify_private(model_uri, ledger, mode, None)
+        result, private = _verify_private(model_uri, ledger, mode, None, verifier)
         try:
             model = load_fn(result.path, *args, **kwargs)
         except BaseException:
@@ -244,10 +256,11 @@ def load_model(
     ledger: LedgerArg = None,
     dst_path: str | None = None,
     mode: str | None = None,
+    verifier: VerifierArg = None,
     **kwargs: Any,
 ) -> Any:
     """`mlflow.<flavor>.load_model` of a copy verified against the ledger first."""
     module = importlib.import_module(f"mlflow.{flavor}")
-    return verified(module.load_model, ledger=ledger, mode=mode)(
+    return verified(module.load_model, ledger=ledger, mode=mode, verifier=verifier)(
         model_uri, dst_path=dst_path, **kwargs
     )

@@ -5,7 +5,8 @@ Strict (default): a changed, added or removed file, or a model the ledger never 
 refuses the version and the error names the files. Permissive: the version is created,
 recorded as a mismatch, and a warning names the files. The `flchain.*` tags are passed
 inside the `create_model_version` call, so they cost no extra writes. If the ledger
-append fails after the version was created, the version is deleted again.
+append fails after the version was created, the version is deleted again; so it is when
+the ledger already commits that name and version (`identity`: one commitment each).
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from .commitment import (
     model_files,
 )
 from .config import PluginConfig, parse_store_uri
+from .identity import DuplicateCommitmentError, commit_once, first_commitment
 from .store import FILES_TAG, STATUS_TAG
-from .view import MlflowQuery, newest_mlflow
+from .view import MlflowQuery
 
 
 def model_id_from_source(source: str) -> str | None:
@@ -53,40 +55,33 @@ def model_id_from_source(source: str) -> str | None:
     return head if head.startswith("m-") else None
 
 
-def _first_logged(ledger: Ledger, digest: str, model_id: str | None) -> LoggedEntry | None:
-    """The oldest logged-model commitment with these files (and this id, if given).
+def _first_logged(ledger: Ledger, digest: str) -> LoggedEntry | None:
+    """The oldest logged-model commitment with these files.
 
     Reads the digest index oldest first and stops at the first hit: version entries carry
     the same files digest, so a model registered many times has many later entries."""
     for i in ledger.store.find(parse_digest(digest)):
         got = ledger.get(i)
         e = got.entry
-        if (isinstance(e, E.Mlflow) and e.kind == "logged_model" and e.files == digest
-                and (model_id is None or e.model_id == model_id)):
+        if isinstance(e, E.Mlflow) and e.kind == "logged_model" and e.files == digest:
             return got
     return None
-
-
-def latest_logged(ledger: Ledger, model_id: str) -> LoggedEntry | None:
-    """The newest logged-model commitment of `model_id`: the one `verify_directory` holds a
-    copy to, so the only one a version may match (a re-finalized model supersedes its older
-    files)."""
-    return newest_mlflow(ledger, MlflowQuery(kind="logged_model", model_id=model_id))
 
 
 def committed_logged_model(
     ledger: Ledger, model_id: str | None, files: str
 ) -> tuple[LoggedEntry | None, LoggedEntry | None]:
-    """(the commitment these files match, the latest commitment of `model_id`).
+    """(the commitment these files match, the commitment of `model_id`).
 
-    With a model id, only its latest commitment counts; without one (a plain source), any
-    logged model with these files does."""
+    With a model id, only its commitment counts (the first, which stands: a logged model
+    is committed once); without one (a plain source), any logged model with these files
+    does."""
     if model_id is None:
-        match = _first_logged(ledger, files, None)
+        match = _first_logged(ledger, files)
         return match, match
-    latest = latest_logged(ledger, model_id)
-    files_match = latest is not None and latest.entry.files == files  # type: ignore[attr-defined]
-    return (latest if files_match else None), latest
+    committed = first_commitment(ledger, MlflowQuery(kind="logged_model", model_id=model_id))
+    files_match = committed is not None and committed.entry.files == files  # type: ignore[attr-defined]
+    return (committed if files_match else None), committed
 
 
 class LedgerRegistryMixin:
@@ -166,7 +161,7 @@ class LedgerRegistryMixin:
                 detail["logged_model_entry"] = latest.index
                 detail["changes"] = [c.__dict__ for c in changes[:50]]
                 named = describe(changes) if changes else f"files digest {digest}"
-                msg = (f"files of {what} differ from its latest commitment, ledger entry "
+                msg = (f"files of {what} differ from its commitment, ledger entry "
                        f"{latest.index} (made at finalize): {named}")
             if self.flchain.strict:
                 raise MlflowException(
@@ -199,7 +194,15 @@ class LedgerRegistryMixin:
             detail=files_detail(detail, files),
         )
         try:
-            self.ledger.append([entry])
+            commit_once(self.ledger, entry)
+        except DuplicateCommitmentError as e:
+            store.delete_model_version(name, mv.version)
+            raise MlflowException(
+                f"flchain refused version of {name!r}: {e} (a registered model of this "
+                "name was deleted and made again, or another database shares the ledger "
+                f"{self.flchain.ledger}). The version was removed again; register under "
+                "a new name.", RESOURCE_CONFLICT,
+            ) from None
         except Exception as e:
             try:
                 store.delete_model_version(name, mv.version)

@@ -26,14 +26,25 @@ from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from flchain_plugin.digest import DigestError
+from flchain_plugin import entries as E
+from flchain_plugin.digest import DigestError, FileDigest
 from flchain_plugin.entries import EntryError, check_digest
 from flchain_plugin.ledger import Ledger, LoggedEntry
 
 from .artifacts import in_server, local_directory
-from .commitment import MismatchWarning, dataset_record, logged_model_entry, model_files, run_digest
+from .commitment import (
+    MismatchWarning,
+    dataset_record,
+    describe,
+    file_changes,
+    logged_model_entry,
+    manifest_files,
+    model_files,
+    run_digest,
+)
 from .config import PluginConfig, parse_store_uri
-from .view import LocalView
+from .identity import DuplicateCommitmentError, commit_once, first_commitment
+from .view import MlflowQuery
 from .weights import MODEL_DIGEST_TAG, safetensors_digest
 
 FILES_TAG = "flchain.files"
@@ -139,12 +150,12 @@ class LedgerTrackingMixin:
                 context = next((t.value for t in di.tags if t.key == "mlflow.data.context"), None)
                 datasets.append(dataset_record(ds.name, ds.digest, ds.source_type, ds.source,
                                                context, hash_local))
-            view = LocalView(self.ledger)
             missing = []
             for mi in run.inputs.model_inputs:
                 if mi.model_id == model_id:
                     continue
-                parent = view.latest_mlflow(kind="logged_model", model_id=mi.model_id)
+                parent = first_commitment(
+                    self.ledger, MlflowQuery(kind="logged_model", model_id=mi.model_id))
                 if parent is None:
                     missing.append(mi.model_id)
                 else:
@@ -155,8 +166,28 @@ class LedgerTrackingMixin:
             model_id, files, model=model, run_id=run_id, name=lm.name, params=params,
             datasets=datasets, parents=parents, detail=detail, status=status,
         )
-        head = self.ledger.append([entry])
-        return LoggedEntry(head.size - 1, entry.encode(), entry)
+        return self._commit_once(entry, files)
+
+    def _commit_once(self, entry: E.Mlflow, files: list[FileDigest]) -> LoggedEntry:
+        """Commit a logged model once: finalizing it again with the same files finds its
+        commitment; with other files it is refused, and the first commitment stands."""
+        try:
+            committed = commit_once(self.ledger, entry)
+        except DuplicateCommitmentError as dup:
+            first: Any = dup.existing.entry
+            if first.files == entry.files:
+                return dup.existing
+            expected = manifest_files(first)
+            changes = file_changes(expected, files) if expected is not None else []
+            named = describe(changes) if changes else f"files digest {entry.files}"
+            raise MlflowException(
+                f"flchain refused to finalize logged model {entry.model_id} again: ledger "
+                f"entry {dup.existing.index} already commits it with files {first.files}, "
+                f"and its files now differ: {named}. One commitment per model: the first "
+                "stands; log a new model for new files.",
+                RESOURCE_CONFLICT,
+            ) from None
+        return LoggedEntry(committed.first, entry.encode(), entry)
 
 
 class FlchainTrackingStore(LedgerTrackingMixin, SqlAlchemyStore):
