@@ -241,3 +241,18 @@ def test_latest_commitment_is_read_newest_first(tmp_path: Path) -> None:
         assert latest is not None and latest.entry.files == logged("m-0", 20).files
         assert latest == view.mlflow(MlflowQuery(kind="logged_model", model_id="m-0"))[-1]
         assert view.latest_mlflow(kind="logged_model", model_id="m-404") is None
+
+
+def test_a_download_loses_its_empty_directories_before_the_loader_sees_it(
+        tmp_path: Path) -> None:
+    """Remote storage is downloaded by MLflow; directories the digest does not cover are
+    removed from the copy, so what loads is a function of the committed files alone."""
+    from flchain_plugin.mlflow.load import _prune_empty_directories
+
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "f").write_bytes(b"x")
+    (tmp_path / "keep" / "empty").mkdir()
+    _prune_empty_directories(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "keep", "keep/f"]
