@@ -27,8 +27,10 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
 from flchain_plugin import entries as E
+from flchain_plugin.commit import log_signer
 from flchain_plugin.digest import DigestError, FileDigest, files_root, parse_digest
 from flchain_plugin.ledger import Ledger, LoggedEntry
+from flchain_plugin.notes import Signer
 
 from .artifacts import local_directory
 from .commitment import (
@@ -75,13 +77,16 @@ def committed_logged_model(
 
     With a model id, only its commitment counts (the first, which stands: a logged model
     is committed once); without one (a plain source), any logged model with these files
-    does."""
+    does. The digest index finds a matching commitment in a read or two; only the entries
+    before it are searched for an older commitment of the same id."""
+    match = _first_logged(ledger, files)
     if model_id is None:
-        match = _first_logged(ledger, files)
         return match, match
-    committed = first_commitment(ledger, MlflowQuery(kind="logged_model", model_id=model_id))
-    files_match = committed is not None and committed.entry.files == files  # type: ignore[attr-defined]
-    return (committed if files_match else None), committed
+    query = MlflowQuery(kind="logged_model", model_id=model_id)
+    if match is not None and match.entry.model_id == model_id:  # type: ignore[attr-defined]
+        older = first_commitment(ledger, query, 0, match.index)
+        return (match, match) if older is None else (None, older)
+    return None, first_commitment(ledger, query)
 
 
 class LedgerRegistryMixin:
@@ -95,6 +100,13 @@ class LedgerRegistryMixin:
         self.flchain = config
         self.ledger = Ledger(config.ledger)
         self._tracking_uri = tracking_uri
+        self._signer: Signer | None = None
+
+    def _log_signer(self) -> Signer:
+        """The ledger's checkpoint key, read once per store rather than once per version."""
+        if self._signer is None:
+            self._signer = log_signer(self.ledger)
+        return self._signer
 
     def _tracking_store(self) -> Any:
         from mlflow.tracking._tracking_service.utils import _get_store
@@ -194,7 +206,7 @@ class LedgerRegistryMixin:
             detail=files_detail(detail, files),
         )
         try:
-            commit_once(self.ledger, entry)
+            commit_once(self.ledger, entry, self._log_signer())
         except DuplicateCommitmentError as e:
             store.delete_model_version(name, mv.version)
             raise MlflowException(

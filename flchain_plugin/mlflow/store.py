@@ -27,9 +27,11 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
 from flchain_plugin import entries as E
+from flchain_plugin.commit import log_signer
 from flchain_plugin.digest import DigestError, FileDigest
 from flchain_plugin.entries import EntryError, check_digest
 from flchain_plugin.ledger import Ledger, LoggedEntry
+from flchain_plugin.notes import Signer
 
 from .artifacts import in_server, local_directory
 from .commitment import (
@@ -60,6 +62,13 @@ class LedgerTrackingMixin:
     def _open_ledger(self, config: PluginConfig) -> None:
         self.flchain = config
         self.ledger = Ledger(config.ledger)
+        self._signer: Signer | None = None
+
+    def _log_signer(self) -> Signer:
+        """The ledger's checkpoint key, read once per store rather than once per commit."""
+        if self._signer is None:
+            self._signer = log_signer(self.ledger)
+        return self._signer
 
     def finalize_logged_model(self, model_id: str, status: LoggedModelStatus) -> Any:
         if LoggedModelStatus(status) != LoggedModelStatus.READY:
@@ -172,7 +181,7 @@ class LedgerTrackingMixin:
         """Commit a logged model once: finalizing it again with the same files finds its
         commitment; with other files it is refused, and the first commitment stands."""
         try:
-            committed = commit_once(self.ledger, entry)
+            committed = commit_once(self.ledger, entry, self._log_signer())
         except DuplicateCommitmentError as dup:
             first: Any = dup.existing.entry
             if first.files == entry.files:
