@@ -191,7 +191,7 @@ def _check_files(view: LedgerView, target: Target, entry: LoggedEntry,
     changes: list[FileChange] = file_changes(expected, files) if expected else []
     named = describe(changes) if changes else f"files digest {digest}"
     raise TamperedModelError(
-        f"{target}: the downloaded files differ from ledger entry {entry.index} "
+        f"{target}: the files copied for loading differ from ledger entry {entry.index} "
         f"({committed.files}): {named}. Refusing to load it.",
         changes,
     )
