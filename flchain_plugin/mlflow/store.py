@@ -147,35 +147,42 @@ class LedgerTrackingMixin:
             detail["model_from"] = "tag"
 
         run_id = lm.source_run_id
-        params = None
-        datasets: list[dict[str, Any]] = []
-        parents: list[str] = []
-        if run_id:
-            run = store.get_run(run_id)
-            params = run_digest(run.data.params, run.data.metrics)
-            hash_local = not in_server()
-            for di in run.inputs.dataset_inputs:
-                ds = di.dataset
-                context = next((t.value for t in di.tags if t.key == "mlflow.data.context"), None)
-                datasets.append(dataset_record(ds.name, ds.digest, ds.source_type, ds.source,
-                                               context, hash_local))
-            missing = []
-            for mi in run.inputs.model_inputs:
-                if mi.model_id == model_id:
-                    continue
-                parent = first_commitment(
-                    self.ledger, MlflowQuery(kind="logged_model", model_id=mi.model_id))
-                if parent is None:
-                    missing.append(mi.model_id)
-                else:
-                    parents.append(parent.entry.files)  # type: ignore[attr-defined]
-            if missing:
-                detail["uncommitted_parents"] = missing
+        params, datasets, parents = self._run_inputs(run_id, model_id, detail)
         entry = logged_model_entry(
             model_id, files, model=model, run_id=run_id, name=lm.name, params=params,
             datasets=datasets, parents=parents, detail=detail, status=status,
         )
         return self._commit_once(entry, files)
+
+    def _run_inputs(self, run_id: str | None, model_id: str, detail: dict[str, Any]
+                    ) -> tuple[str | None, list[dict[str, Any]], list[str]]:
+        """(params digest, dataset records, parent commitments) of the model's run; parents
+        the ledger does not hold are listed in `detail`."""
+        if not run_id:
+            return None, [], []
+        store: Any = self
+        run = store.get_run(run_id)
+        params = run_digest(run.data.params, run.data.metrics)
+        hash_local = not in_server()
+        datasets = []
+        for di in run.inputs.dataset_inputs:
+            ds = di.dataset
+            context = next((t.value for t in di.tags if t.key == "mlflow.data.context"), None)
+            datasets.append(dataset_record(ds.name, ds.digest, ds.source_type, ds.source,
+                                           context, hash_local))
+        parents, missing = [], []
+        for mi in run.inputs.model_inputs:
+            if mi.model_id == model_id:
+                continue
+            parent = first_commitment(
+                self.ledger, MlflowQuery(kind="logged_model", model_id=mi.model_id))
+            if parent is None:
+                missing.append(mi.model_id)
+            else:
+                parents.append(parent.entry.files)  # type: ignore[attr-defined]
+        if missing:
+            detail["uncommitted_parents"] = missing
+        return params, datasets, parents
 
     def _commit_once(self, entry: E.Mlflow, files: list[FileDigest]) -> LoggedEntry:
         """Commit a logged model once: finalizing it again with the same files finds its
