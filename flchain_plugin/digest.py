@@ -283,14 +283,16 @@ def _hash_range(h: Any, fd: int, start: int, end: int, buf: bytearray) -> None:
         start += n
 
 
-def _copy_one(src: Path, dst: Path, hasher: ThreadPoolExecutor) -> tuple[int, str]:
-    """Copy one file in the kernel and hash each copied step *from the copy* on `hasher`
-    while the next step is copied: the digest is of the bytes the copy holds."""
+def _copy_one(src: Path, dst: Path, hasher: ThreadPoolExecutor | None) -> tuple[int, str]:
+    """Copy one file in the kernel and hash each copied step *from the copy*: on `hasher`
+    while the next step is copied, inline for the last step (nothing left to overlap with,
+    and a thread hand-off costs more than a small file's hash when the cores are busy)."""
     h = hashlib.sha256()
     buf = bytearray(CHUNK_SIZE)
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fin = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
+        total = os.fstat(fin).st_size
         fout = os.open(dst, flags, 0o600)
         try:
             size, pending = 0, None
@@ -298,9 +300,13 @@ def _copy_one(src: Path, dst: Path, hasher: ThreadPoolExecutor) -> tuple[int, st
                 n = _kernel_copy(fin, fout, size, COPY_STEP)
                 if pending is not None:
                     pending.result()
+                    pending = None
                 if n <= 0:
                     break
-                pending = hasher.submit(_hash_range, h, fout, size, size + n, buf)
+                if hasher is None or size + n >= total:
+                    _hash_range(h, fout, size, size + n, buf)
+                else:
+                    pending = hasher.submit(_hash_range, h, fout, size, size + n, buf)
                 size += n
         finally:
             os.close(fout)
@@ -325,12 +331,18 @@ def copy_files(
     overwritten.
     """
     out: list[FileDigest] = []
-    with ThreadPoolExecutor(1, thread_name_prefix="flchain-hash") as hasher:
-        for rel in regular_files(root, exclude):
+    paths = regular_files(root, exclude)
+    big = any(os.lstat(Path(root, rel)).st_size > COPY_STEP for rel in paths)
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="flchain-hash") if big else None
+    try:
+        for rel in paths:
             target = Path(dest, rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             size, digest = _copy_one(Path(root, rel), target, hasher)
             out.append(FileDigest(rel, size, digest))
+    finally:
+        if hasher is not None:
+            hasher.shutdown()
     return out
 
 
