@@ -60,14 +60,14 @@ def pinned_verifier(verifier: str | Verifier | None = None) -> Verifier | None:
     if not value.strip():
         return None
     text = value.strip()
-    if os.path.isfile(text):
-        with open(text, encoding="utf-8") as f:
-            text = f.read().strip()
     try:
+        if os.path.isfile(text):
+            with open(text, encoding="utf-8") as f:
+                text = f.read(4096).strip()
         return Verifier.parse(text)
-    except (NoteError, ValueError) as e:
+    except (NoteError, ValueError, OSError) as e:
         raise ConfigError(
-            f"{source}: {value!r} is not a verifier key ({e}); give the log's vkey "
+            f"{source}: {value[:100]!r} is not a verifier key ({e}); give the log's vkey "
             "(`flchain keygen` prints it) or a file holding it"
         ) from None
 
@@ -85,7 +85,7 @@ def _signed_checkpoint(notes: list[str], verifier: Verifier, origin: str, where:
     for note in notes:
         try:
             cp, _ = open_checkpoint(note, verifier, origin=origin)
-        except (CheckpointError, NoteError) as e:
+        except (CheckpointError, NoteError, ValueError) as e:
             raise LedgerUnavailableError(
                 f"{where}: a checkpoint is not signed by the pinned verifier key "
                 f"{verifier.vkey} ({e}); the log was re-signed by another key or rewritten. "
