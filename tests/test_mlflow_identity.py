@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flchain_plugin import entries as E
 from flchain_plugin.checkpoint import open_checkpoint
@@ -145,3 +147,33 @@ def test_two_processes_racing_commit_each_identity_once(tmp_path: Path) -> None:
     seen = [identity_of(e) for e in entries]
     assert len(seen) == len(set(seen)) == 2 * n
     assert sorted(sizes) == list(range(1, 2 * n + 1))  # one signed checkpoint per batch
+
+
+TEXT = st.text(alphabet=st.sampled_from(['a', '1', '"', '\\', 'é', '\u2028', '\x01', '/', ' ']),
+               min_size=1, max_size=4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["logged_model", "model_version"]), TEXT, TEXT, TEXT),
+                min_size=1, max_size=12),
+       st.tuples(TEXT, TEXT, TEXT))
+def test_the_byte_prefilter_finds_exactly_what_decoding_finds(
+        rows: list[tuple[str, str, str, str]], probe: tuple[str, str, str]) -> None:
+    """Stored entries are canonical JSON, so `"key":value` is the same bytes wherever it
+    sits: scanning with the pre-filter selects the same entries as decoding every one,
+    whatever escapes the names need."""
+    import tempfile
+
+    from flchain_plugin.mlflow.view import MlflowQuery, scan_mlflow
+
+    entries = [E.Mlflow(kind=k, model_id=m, name=n, version=v, files=files(i),
+                        detail={"name": v, "version": n, "model_id": n})
+               for i, (k, m, n, v) in enumerate(rows)]
+    queries = [identity_of(e) for e in entries] + [
+        MlflowQuery(kind="model_version", name=probe[0], version=probe[1]),
+        MlflowQuery(kind="logged_model", model_id=probe[2]), MlflowQuery(name=probe[0])]
+    with tempfile.TemporaryDirectory() as d, Ledger(Path(d) / "l.db") as led:
+        led.append(entries)
+        for q in queries:
+            want = [i for i, e in enumerate(entries) if q.matches(e)]
+            assert [le.index for le in scan_mlflow(led, q)] == want
