@@ -261,16 +261,29 @@ COPY_STEP = 8 << 20
 nothing, small enough that hashing the first step overlaps copying the rest."""
 
 
+_UNSUPPORTED = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
+
+
 def _kernel_copy(fin: int, fout: int, offset: int, count: int) -> int:
     """Copy up to `count` bytes at `offset` inside the kernel (no user-space buffer, GIL
-    released); `sendfile` where `copy_file_range` cannot cross filesystems."""
+    released); `sendfile` where `copy_file_range` cannot cross filesystems, and a plain
+    read and write where neither works."""
     try:
         return os.copy_file_range(fin, fout, count, offset, offset)
     except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+        if e.errno not in _UNSUPPORTED:
             raise
-    os.lseek(fout, offset, os.SEEK_SET)
-    return os.sendfile(fout, fin, offset, count)
+    try:
+        os.lseek(fout, offset, os.SEEK_SET)
+        return os.sendfile(fout, fin, offset, count)
+    except OSError as e:
+        if e.errno not in _UNSUPPORTED:
+            raise
+    data = os.pread(fin, count, offset)
+    view, done = memoryview(data), 0
+    while done < len(data):
+        done += os.pwrite(fout, view[done:], offset + done)
+    return len(data)
 
 
 def _hash_range(h: Any, fd: int, start: int, end: int, buf: bytearray) -> None:

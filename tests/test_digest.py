@@ -488,3 +488,19 @@ def test_copy_files_refuses_what_directory_digests_refuse(tmp_path: Path) -> Non
     with pytest.raises(DigestError, match="link: is a symlink"):
         copy_files(src, dst)
     assert not any(dst.iterdir())  # refused before anything is copied
+
+
+def test_copy_files_falls_back_when_the_kernel_cannot_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filesystems without copy_file_range or sendfile get a plain read and write, with
+    the same digests."""
+    import errno
+
+    def unsupported(*a: object) -> int:
+        raise OSError(errno.EOPNOTSUPP, "not supported here")
+
+    monkeypatch.setattr(os, "copy_file_range", unsupported)
+    monkeypatch.setattr(os, "sendfile", unsupported)
+    src = make_tree(tmp_path / "src", {"w.bin": os.urandom(9 * MIB + 7), "a": b"a"})
+    (tmp_path / "dst").mkdir()
+    assert copy_files(src, tmp_path / "dst") == directory_files(src)
