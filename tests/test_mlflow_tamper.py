@@ -374,3 +374,30 @@ def test_an_empty_directory_in_storage_never_reaches_the_loader(
     assert present == manifest | parents
     assert not (tmp_path / "out" / "empty").exists()
     assert not (tmp_path / "out" / "artifacts" / "plugins").exists()
+
+
+def test_a_version_the_shared_ledger_already_commits_is_refused_and_removed(
+        store: tuple[Path, str]) -> None:
+    """Two MLflow databases sharing one ledger both make version 1 of a name: the second
+    commitment of that identity is refused, its version removed again, the first stands."""
+    d, uri = store
+    model_id, _ = log(d, 25)
+    first = mlflow.register_model(f"models:/{model_id}", "t-shared")
+    other = f"flchain+sqlite:///{d}/other.db?flchain_ledger={ledger_file(d)}"
+    mlflow.set_tracking_uri(other)
+    try:
+        exp = mlflow.create_experiment("other", artifact_location=str(d / "other-artifacts"))
+        with mlflow.start_run(experiment_id=exp):
+            info = mlflow.pyfunc.log_model(name="m", python_model=Tripwire(),
+                                           pip_requirements=["numpy"])
+        with pytest.raises(MlflowException) as refused:
+            mlflow.register_model(f"models:/{info.model_id}", "t-shared")
+        assert refused.value.error_code == "RESOURCE_CONFLICT"
+        assert "version 1 of 't-shared' is already committed" in refused.value.message
+        assert "removed again" in refused.value.message
+        assert not mlflow.MlflowClient().search_model_versions("name='t-shared'")
+    finally:
+        mlflow.set_tracking_uri(uri)
+    assert str(first.version) == "1"
+    got = verify_model("models:/t-shared/1")
+    assert got.entry.entry.model_id == model_id  # the first stands
