@@ -1,16 +1,22 @@
-"""The MLflow plugin flag's cost against MLflow's own sqlite store, measured side by side.
+"""The MLflow plugin flag's cost against MLflow's own sqlite store and one SHA-256 pass.
 
 Two SQLite tracking stores in one process: `sqlite:///plain.db` and
-`flchain+sqlite:///flchain.db`. Issue 4's targets:
-- register + load of a 200 MB model: at most 10% slower than the plain store. The model
-  is a pyfunc whose 200 MB of float32 weights are an artifact read back in `load_context`.
-  Plain: `mlflow.register_model` + `mlflow.pyfunc.load_model("models:/name/v")` (which, on
-  a local store, loads the stored directory in place). Plugin: `register_model` (re-hashes
-  the files from storage and checks them against the ledger) + `flchain_plugin.mlflow.
-  load_model` (downloads a fresh copy, verifies it, then loads). Runs are interleaved and
-  the median is taken. The full cycle with `log_model` is reported beside it.
-- 100 x `MlflowClient.create_model_version` of one small logged model: at most 3 ms extra
-  per version (the plugin passes its tags inside the create call).
+`flchain+sqlite:///flchain.db`. Verifying costs at least one SHA-256 pass over the model's
+files, which the plain store never makes, so issue 13 measures the plugin's extra time
+against one such pass over the same files, timed in the same run:
+- verified load of a 200 MB model: extra time over the plain load <= 1.25x one SHA-256
+  pass. Plain: `mlflow.pyfunc.load_model("models:/name/v")`, which on a local store loads
+  the stored directory in place. Plugin: `flchain_plugin.mlflow.load_model`, which copies
+  the files into a private directory while hashing them, checks them against the ledger,
+  then loads that copy. The model is a pyfunc whose 200 MB of float32 weights are an
+  artifact read back in `load_context`.
+- registration of that model: extra time of `register_model` <= 1.1x one SHA-256 pass (the
+  plugin re-hashes the files from storage and checks them against the ledger).
+- 100 x `MlflowClient.create_model_version` of one small logged model (nothing to hash):
+  at most 3 ms extra per version (median).
+Runs are interleaved and medians taken; the SHA-256 pass is timed once per run over the
+stored model directory (page cache warm, as for the loads). The full cycle with
+`log_model` is reported beside it for context.
 
     python bench/bench_mlflow.py            # 200 MB, median of 5; 100 versions
     python bench/bench_mlflow.py --quick    # 8 MB, 2 runs, 10 versions: proves it works
@@ -115,15 +121,35 @@ class Store:
         return took
 
 
+def sha256_pass(directory: Path) -> float:
+    """Seconds for one single-threaded SHA-256 pass over every file under `directory`."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    t0 = time.perf_counter()
+    for path in files:
+        with open(path, "rb") as f:
+            hashlib.file_digest(f, "sha256")
+    return time.perf_counter() - t0
+
+
+def verified_copy(directory: Path, scratch: Path) -> float:
+    """Seconds for the verified copy alone: what the plugin's load adds before loading."""
+    from flchain_plugin.mlflow.commitment import copy_model_files
+
+    scratch.mkdir()
+    t0 = time.perf_counter()
+    copy_model_files(directory, scratch)
+    took = time.perf_counter() - t0
+    shutil.rmtree(scratch)
+    return took
+
+
 def big_model(stores: dict[str, Store], root: Path, mb: int, runs: int
               ) -> dict[str, dict[str, float]]:
+    import mlflow
+
     weights = root / "weights.bin"
     rng = np.random.default_rng(0)
     rng.standard_normal(mb * MB // 4, dtype=np.float32).tofile(weights)
-    t0 = time.perf_counter()
-    with open(weights, "rb") as f:
-        hashlib.file_digest(f, "sha256")
-    sha = time.perf_counter() - t0
 
     out: dict[str, dict[str, list[float]]] = {k: {"log": [], "register": [], "load": []}
                                               for k in stores}
@@ -131,8 +157,14 @@ def big_model(stores: dict[str, Store], root: Path, mb: int, runs: int
     for k, s in stores.items():
         ids[k], took = s.log(weights)
         out[k]["log"].append(took)
+    stores["flchain"].use()
+    stored = Path(mlflow.MlflowClient().get_logged_model(ids["flchain"]).artifact_location)
+    shas: list[float] = []
+    copies: list[float] = []
     for r in range(runs + 1):  # run 0 warms caches and imports, and is not counted
         order = list(stores) if r % 2 == 0 else list(reversed(stores))
+        sha = sha256_pass(stored)
+        copy = verified_copy(stored, root / f"copy-{r}")
         for k in order:
             s = stores[k]
             version, reg = s.register(ids[k], f"big-{k}")
@@ -142,8 +174,11 @@ def big_model(stores: dict[str, Store], root: Path, mb: int, runs: int
             if r:
                 out[k]["register"].append(reg)
                 out[k]["load"].append(load)
+        if r:
+            shas.append(sha)
+            copies.append(copy)
     med = {k: {p: statistics.median(v) for p, v in parts.items()} for k, parts in out.items()}
-    med["sha256"] = {"file": sha}
+    med["sha256"] = {"pass": statistics.median(shas), "copy": statistics.median(copies)}
     return med
 
 
@@ -171,20 +206,29 @@ def many_versions(stores: dict[str, Store], n: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def ledger_append(root: Path, n: int) -> float:
-    """Seconds per durable one-entry append of an `mlflow` entry (the ledger's own cost)."""
+def ledger_append(root: Path, n: int) -> tuple[float, float]:
+    """Median seconds per durable one-entry append of an `mlflow` entry (the ledger's own
+    cost), and per plugin commit of one (identity check, append, signed checkpoint)."""
     from flchain_plugin import entries as E
+    from flchain_plugin.commit import log_signer
     from flchain_plugin.ledger import Ledger
+    from flchain_plugin.mlflow.identity import commit_once
 
-    times = []
-    with Ledger(root / "append-only.db") as led:
+    def entry(i: int) -> E.Mlflow:
+        return E.Mlflow(kind="model_version", model_id="m-x", name="x", version=str(i),
+                        files=E.Digest("sha256:" + "ab" * 32))
+
+    appends, commits = [], []
+    with Ledger(root / "append-only.db") as led, Ledger(root / "commit-once.db") as once:
+        signer = log_signer(once)
         for i in range(n):
-            e = E.Mlflow(kind="model_version", model_id="m-x", name="x", version=str(i),
-                         files=E.Digest("sha256:" + "ab" * 32))
             t0 = time.perf_counter()
-            led.append([e])
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+            led.append([entry(i)])
+            t1 = time.perf_counter()
+            commit_once(once, entry(i), signer)
+            commits.append(time.perf_counter() - t1)
+            appends.append(t1 - t0)
+    return statistics.median(appends), statistics.median(commits)
 
 
 @click.command()
@@ -230,32 +274,48 @@ def main(mb: int, runs: int, versions: int, workdir: Path | None, quick: bool,
 
     judged = not quick
     p, f = big["plain"], big["flchain"]
+    sha = big["sha256"]["pass"]
+    load_extra, reg_extra = f["load"] - p["load"], f["register"] - p["register"]
     rl_plain, rl_fl = p["register"] + p["load"], f["register"] + f["load"]
     cycle_plain, cycle_fl = p["log"] + rl_plain, f["log"] + rl_fl
     extra_ms = (per["flchain"] - per["plain"]) * 1e3
     results = [
-        Result("register_load", f"register + load, {mb} MB model (flchain+sqlite)", rl_fl, "s",
+        Result("load_extra", f"verified load, {mb} MB: extra time over the plain load",
+               load_extra, "s", baseline=sha, baseline_name="one SHA-256 pass, same files",
+               ratio=load_extra / sha, target="extra ≤ 1.25× one SHA-256 pass (ratio ≤ 1.25)",
+               passed=(load_extra <= 1.25 * sha) if judged else None),
+        Result("register_extra", f"register_model, {mb} MB: extra time (re-hash from storage)",
+               reg_extra, "s", baseline=sha, baseline_name="one SHA-256 pass, same files",
+               ratio=reg_extra / sha, target="extra ≤ 1.1× one SHA-256 pass (ratio ≤ 1.1)",
+               passed=(reg_extra <= 1.10 * sha) if judged else None),
+        Result("create_model_version_extra", "create_model_version, nothing to hash: extra "
+               "per version (median)", extra_ms, "ms", baseline=per["plain"] * 1e3,
+               baseline_name="sqlite:/// create_model_version", ratio=None,
+               target="≤ 3 ms per version",
+               passed=(extra_ms <= 3.0) if judged else None),
+        Result("register_load", f"register + load, {mb} MB model (flchain+sqlite; context, "
+               "issue 4's ≤ 10% target withdrawn by issue 13)", rl_fl, "s",
                baseline=rl_plain, baseline_name="sqlite:/// register + load",
-               ratio=rl_plain / rl_fl, target="overhead ≤ 10% (ratio ≥ 0.909)",
-               passed=(rl_fl <= 1.10 * rl_plain) if judged else None),
+               ratio=rl_plain / rl_fl),
         Result("register", f"register_model, {mb} MB (re-hash from storage + check)",
                f["register"], "s", baseline=p["register"], baseline_name="sqlite:/// register",
                ratio=p["register"] / f["register"]),
-        Result("load", f"load, {mb} MB (download copy, verify, deserialize)", f["load"], "s",
-               baseline=p["load"], baseline_name="sqlite:/// pyfunc.load_model in place",
+        Result("load", f"load, {mb} MB (private copy hashed as written, verify, deserialize)",
+               f["load"], "s", baseline=p["load"],
+               baseline_name="sqlite:/// pyfunc.load_model in place",
                ratio=p["load"] / f["load"]),
         Result("log_register_load", f"log_model + register + load, {mb} MB", cycle_fl, "s",
                baseline=cycle_plain, baseline_name="sqlite:/// same cycle",
                ratio=cycle_plain / cycle_fl),
-        Result("sha256_file", f"one SHA-256 pass over the {mb} MB weights (context)",
-               big["sha256"]["file"], "s"),
-        Result("create_model_version_extra", "extra time per create_model_version",
-               extra_ms, "ms", baseline=per["plain"] * 1e3,
-               baseline_name="sqlite:/// create_model_version", ratio=None,
-               target="≤ 3 ms per version",
-               passed=(extra_ms <= 3.0) if judged else None),
+        Result("sha256_file", f"one SHA-256 pass over the {mb} MB model's files (the unit "
+               "of the targets above)", sha, "s"),
+        Result("verified_copy", "of the load's extra: the private copy, copied in the kernel "
+               "and hashed from the copy on a second thread", big["sha256"]["copy"], "s",
+               baseline=sha, baseline_name="one SHA-256 pass", ratio=big["sha256"]["copy"] / sha),
         Result("ledger_append", "of which: one durable ledger append (fsync; context)",
-               append * 1e3, "ms"),
+               append[0] * 1e3, "ms"),
+        Result("commit_once", "of which: one plugin commit (identity check, append, signed "
+               "checkpoint: two fsyncs; context)", append[1] * 1e3, "ms"),
         Result("create_model_version", f"create_model_version × {versions} (flchain+sqlite)",
                per["flchain"] * 1e3, "ms", baseline=per["plain"] * 1e3,
                baseline_name="sqlite:/// create_model_version",
@@ -267,8 +327,10 @@ def main(mb: int, runs: int, versions: int, workdir: Path | None, quick: bool,
                    "cpus": os.cpu_count()},
            notes=[f"median of {runs} interleaved runs after one warm-up; files in page cache; "
                   "create_model_version: median per call, calls alternating between the stores",
-                  "plain load reads the stored directory in place; the plugin downloads a "
-                  "fresh copy so the bytes it verifies are the bytes it loads",
+                  "plain load reads the stored directory in place; the plugin copies it into a "
+                  "private directory, hashing each buffer as it is written, so the bytes it "
+                  "verifies are the bytes it loads",
+                  "extra-time ratios are extra / one SHA-256 pass: lower is better",
                   f"log_model: plain {p['log']:.2f} s, flchain {f['log']:.2f} s "
                   "(one call each; the plugin hashes the files at finalize)"])
 

@@ -70,8 +70,10 @@ def main(out: Path | None) -> None:
     import mlflow
     import torch
 
+    from flchain_plugin.commit import key_path
     from flchain_plugin.ledger import Ledger
     from flchain_plugin.mlflow import TamperedModelError, digest_tags, load_model, verify_model
+    from flchain_plugin.notes import load_private_key
 
     con = Console()
     root = (out or Path(tempfile.mkdtemp(prefix="flchain-mlflow-"))).absolute()
@@ -89,12 +91,16 @@ def main(out: Path | None) -> None:
                                         pip_requirements=[f"torch=={torch.__version__}"],
                                         tags=digest_tags(net))
     mv = mlflow.register_model(info.model_uri, "regressor")
-    ok = verify_model(f"models:/regressor/{mv.version}")
+    # A reader other than the writer pins the log's verifier key, handed out once: loads
+    # then trust only checkpoints signed by it, never a ledger re-signed by another key.
+    vkey = load_private_key(key_path(root / "mlflow.db.flchain.db")).verifier_key
+    ok = verify_model(f"models:/regressor/{mv.version}", verifier=vkey)
     con.print(Panel(f"logged model {info.model_id}\nregistered regressor v{mv.version}\n"
                     f"files {ok.files}\nweights {ok.entry.entry.model}\n"  # type: ignore[attr-defined]
-                    f"ledger entry #{ok.entry.index}, tree size {ok.size}",
+                    f"ledger entry #{ok.entry.index}, covered by a checkpoint of size "
+                    f"{ok.size} signed by the pinned key {vkey.split('+')[0]}",
                     title="1-2. logged, committed, registered", expand=False))
-    model = load_model(f"models:/regressor/{mv.version}", flavor="pytorch")
+    model = load_model(f"models:/regressor/{mv.version}", flavor="pytorch", verifier=vkey)
     con.print(f"verified load: prediction {float(model(torch.ones(1, 4))):.3f}")
 
     stored = Path(mlflow.MlflowClient().get_logged_model(info.model_id).artifact_location)

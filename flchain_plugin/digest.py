@@ -9,6 +9,7 @@ releases the GIL.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -215,17 +216,20 @@ class FileDigest:
         return canonical_json({"digest": self.digest, "path": self.path, "size": self.size})
 
 
-def directory_files(root: str | os.PathLike[str], exclude: Iterable[str] = ()) -> list[FileDigest]:
-    """Every regular file under `root`, hashed, sorted by UTF-8 path.
+def regular_files(root: str | os.PathLike[str], exclude: Iterable[str] = ()) -> list[str]:
+    """The `/`-separated relative paths of every regular file under `root`, sorted by
+    UTF-8 bytes: the walk rule of the directory digest, in one place.
 
-    Symlinks are refused, not followed. `exclude` lists relative paths to leave out
-    (e.g. files a framework writes at load time).
+    Symlinks are refused, not followed; so is anything neither a file nor a directory.
+    Directories themselves are not part of the digest (format v1): an empty directory adds
+    nothing, and a verified copy (`copy_files`) recreates only the parents of its files.
+    `exclude` lists relative paths to leave out (files a framework writes at load time).
     """
     base = Path(root)
     if base.is_symlink() or not base.is_dir():
         raise DigestError(f"{root}: not a directory (symlinks are refused)")
     skip = set(exclude)
-    out: list[FileDigest] = []
+    out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(base):
         for name in list(dirnames) + filenames:
             full = Path(dirpath, name)
@@ -237,10 +241,121 @@ def directory_files(root: str | os.PathLike[str], exclude: Iterable[str] = ()) -
                 continue
             if not stat.S_ISREG(st.st_mode):
                 raise DigestError(f"{rel}: not a regular file")
-            if rel in skip:
-                continue
-            out.append(FileDigest(rel, st.st_size, file_digest(full)))
-    out.sort(key=lambda f: f.path.encode("utf-8"))
+            if rel not in skip:
+                out.append(rel)
+    out.sort(key=lambda p: p.encode("utf-8"))
+    return out
+
+
+def directory_files(root: str | os.PathLike[str], exclude: Iterable[str] = ()) -> list[FileDigest]:
+    """Every regular file under `root` (see `regular_files`), hashed by streaming."""
+    out = []
+    for rel in regular_files(root, exclude):
+        full = Path(root, rel)
+        out.append(FileDigest(rel, os.lstat(full).st_size, file_digest(full)))
+    return out
+
+
+COPY_STEP = 8 << 20
+"""Bytes per kernel copy call of `copy_files`: large enough that the syscalls cost
+nothing, small enough that hashing the first step overlaps copying the rest."""
+
+
+_UNSUPPORTED = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
+
+
+def _kernel_copy(fin: int, fout: int, offset: int, count: int) -> int:
+    """Copy up to `count` bytes at `offset` inside the kernel (no user-space buffer, GIL
+    released); `sendfile` where `copy_file_range` cannot cross filesystems, and a plain
+    read and write where neither works."""
+    try:
+        return os.copy_file_range(fin, fout, count, offset, offset)
+    except OSError as e:
+        if e.errno not in _UNSUPPORTED:
+            raise
+    try:
+        os.lseek(fout, offset, os.SEEK_SET)
+        return os.sendfile(fout, fin, offset, count)
+    except OSError as e:
+        if e.errno not in _UNSUPPORTED:
+            raise
+    data = os.pread(fin, count, offset)
+    view, done = memoryview(data), 0
+    while done < len(data):
+        done += os.pwrite(fout, view[done:], offset + done)
+    return len(data)
+
+
+def _hash_range(h: Any, fd: int, start: int, end: int, buf: bytearray) -> None:
+    view = memoryview(buf)
+    while start < end:
+        n = os.preadv(fd, [view[: min(len(buf), end - start)]], start)
+        if n <= 0:
+            raise OSError(f"copy shrank while being hashed at byte {start}")
+        h.update(view[:n])
+        start += n
+
+
+def _copy_one(src: Path, dst: Path, hasher: ThreadPoolExecutor | None) -> tuple[int, str]:
+    """Copy one file in the kernel and hash each copied step *from the copy*: on `hasher`
+    while the next step is copied, inline for the last step (nothing left to overlap with,
+    and a thread hand-off costs more than a small file's hash when the cores are busy)."""
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK_SIZE)
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fin = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        total = os.fstat(fin).st_size
+        fout = os.open(dst, flags, 0o600)
+        try:
+            size, pending = 0, None
+            while True:
+                n = _kernel_copy(fin, fout, size, COPY_STEP)
+                if pending is not None:
+                    pending.result()
+                    pending = None
+                if n <= 0:
+                    break
+                if hasher is None or size + n >= total:
+                    _hash_range(h, fout, size, size + n, buf)
+                else:
+                    pending = hasher.submit(_hash_range, h, fout, size, size + n, buf)
+                size += n
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+    return size, PREFIX + h.hexdigest()
+
+
+def copy_files(
+    root: str | os.PathLike[str], dest: str | os.PathLike[str], exclude: Iterable[str] = ()
+) -> list[FileDigest]:
+    """Copy every regular file under `root` into `dest` and return their digests, hashed
+    from the very bytes written to the copy.
+
+    The copy is made in the kernel and each step of it hashed (from the copy, in the page
+    cache) on a second thread while the next step is copied, so verifying a copy costs
+    about one SHA-256 pass, where copying and then hashing costs a copy plus a pass. The
+    digests describe the copy, not the source, so a source changed during the copy cannot
+    pass as verified.
+    Only the files (and the directories that hold them) are created: nothing the digest
+    leaves out reaches the copy. `dest` must exist; files are created 0600 and never
+    overwritten.
+    """
+    out: list[FileDigest] = []
+    paths = regular_files(root, exclude)
+    big = any(os.lstat(Path(root, rel)).st_size > COPY_STEP for rel in paths)
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="flchain-hash") if big else None
+    try:
+        for rel in paths:
+            target = Path(dest, rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            size, digest = _copy_one(Path(root, rel), target, hasher)
+            out.append(FileDigest(rel, size, digest))
+    finally:
+        if hasher is not None:
+            hasher.shutdown()
     return out
 
 

@@ -25,6 +25,7 @@ from flchain_plugin.digest import (
     DigestError,
     RawTensor,
     as_raw_tensor,
+    copy_files,
     directory_digest,
     directory_files,
     file_digest,
@@ -448,3 +449,58 @@ def test_file_digest_is_plain_sha256(tmp_path: Path) -> None:
     data = os.urandom(3 * MIB + 5)
     (tmp_path / "w.bin").write_bytes(data)
     assert file_digest(tmp_path / "w.bin") == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_copy_files_digests_the_copy_as_directory_files_would(tmp_path: Path) -> None:
+    """One read per byte: the copy's digests equal a separate hash of source and copy."""
+    files = {**FILES, "big/w.bin": os.urandom(20 * MIB + 3), "zero": b""}  # > COPY_STEP
+    src = make_tree(tmp_path / "src", files)
+    (src / "emptydir" / "deeper").mkdir(parents=True)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    copied = copy_files(src, dst, exclude=["a.txt"])
+    assert copied == directory_files(src, exclude=["a.txt"]) == directory_files(dst)
+    assert not (dst / "a.txt").exists()
+    assert {(dst / p).read_bytes() == files[p] for p in files if p != "a.txt"} == {True}
+    assert all(os.stat(dst / f.path).st_mode & 0o777 == 0o600 for f in copied)
+    # nothing the digest leaves out reaches the copy: no empty directory, no excluded file
+    assert not (dst / "emptydir").exists()
+    with pytest.raises(FileExistsError):  # never overwrites
+        copy_files(src, dst)
+
+
+def test_copy_files_digest_is_of_the_bytes_written(tmp_path: Path) -> None:
+    """The digest describes the copy: hash the copy again and they agree, whatever the
+    source holds now."""
+    src = make_tree(tmp_path / "src", {"w.bin": os.urandom(3 * MIB)})
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (got,) = copy_files(src, dst)
+    (src / "w.bin").write_bytes(b"changed after the copy")
+    assert got.digest == file_digest(dst / "w.bin") != file_digest(src / "w.bin")
+
+
+def test_copy_files_refuses_what_directory_digests_refuse(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"a": b"a"})
+    (src / "link").symlink_to(src / "a")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    with pytest.raises(DigestError, match="link: is a symlink"):
+        copy_files(src, dst)
+    assert not any(dst.iterdir())  # refused before anything is copied
+
+
+def test_copy_files_falls_back_when_the_kernel_cannot_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filesystems without copy_file_range or sendfile get a plain read and write, with
+    the same digests."""
+    import errno
+
+    def unsupported(*a: object) -> int:
+        raise OSError(errno.EOPNOTSUPP, "not supported here")
+
+    monkeypatch.setattr(os, "copy_file_range", unsupported)
+    monkeypatch.setattr(os, "sendfile", unsupported)
+    src = make_tree(tmp_path / "src", {"w.bin": os.urandom(9 * MIB + 7), "a": b"a"})
+    (tmp_path / "dst").mkdir()
+    assert copy_files(src, tmp_path / "dst") == directory_files(src)

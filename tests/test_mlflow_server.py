@@ -32,12 +32,13 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from flchain_plugin import merkle  # noqa: E402
-from flchain_plugin.checkpoint import Checkpoint, verify_checkpoint  # noqa: E402
+from flchain_plugin.checkpoint import verify_checkpoint  # noqa: E402
+from flchain_plugin.commit import key_path  # noqa: E402
 from flchain_plugin.digest import format_digest, parse_digest  # noqa: E402
 from flchain_plugin.ledger import Ledger  # noqa: E402
 from flchain_plugin.mlflow import TamperedModelError, load_model, verify_model  # noqa: E402
 from flchain_plugin.mlflow.view import HttpView, LedgerUnavailableError  # noqa: E402
-from flchain_plugin.notes import generate_key  # noqa: E402
+from flchain_plugin.notes import generate_key, load_private_key  # noqa: E402
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(240),
               pytest.mark.xdist_group("mlflow_server")]
@@ -185,10 +186,18 @@ def test_ledger_routes(server: Server) -> None:
     merkle.verify_inclusion(0, size, merkle.leaf_hash(data),
                             [bytes.fromhex(h) for h in proof["hashes"]], root_hash)
 
+    # The server signs a checkpoint per batch with the ledger's key file (issue 13, B.2).
     status, cp = _get(api + "/checkpoint")
-    assert status == 200 and cp["signed"] is False
-    unsigned = Checkpoint.parse(cp["note"])
-    assert unsigned.origin == root["origin"] and unsigned.size >= size
+    log_key = load_private_key(key_path(server.ledger)).verifier
+    signed = verify_checkpoint(cp["note"], log_key)
+    assert status == 200 and cp["signed"] is True
+    assert signed.origin == root["origin"] and 1 <= signed.size <= size + 2
+    # A client pinning that key holds exactly what the signed checkpoint covers; pinning
+    # any other key refuses the server's ledger.
+    pinned = HttpView(server.url, verifier=log_key)
+    assert pinned.size >= signed.size and pinned.get(0).index == 0
+    with pytest.raises(LedgerUnavailableError, match="not signed by the pinned verifier key"):
+        HttpView(server.url, verifier=generate_key(root["origin"]).verifier)
 
     status, cons = _get(f"{api}/consistency?first=1&second={size}")
     with Ledger(server.ledger, create=False) as led:

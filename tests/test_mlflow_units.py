@@ -241,3 +241,42 @@ def test_latest_commitment_is_read_newest_first(tmp_path: Path) -> None:
         assert latest is not None and latest.entry.files == logged("m-0", 20).files
         assert latest == view.mlflow(MlflowQuery(kind="logged_model", model_id="m-0"))[-1]
         assert view.latest_mlflow(kind="logged_model", model_id="m-404") is None
+
+
+def test_a_download_loses_its_empty_directories_before_the_loader_sees_it(
+        tmp_path: Path) -> None:
+    """Remote storage is downloaded by MLflow; directories the digest does not cover are
+    removed from the copy, so what loads is a function of the committed files alone."""
+    from flchain_plugin.mlflow.load import _prune_empty_directories
+
+    (tmp_path / "a" / "b" / "c").mkdir(parents=True)
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "f").write_bytes(b"x")
+    (tmp_path / "keep" / "empty").mkdir()
+    _prune_empty_directories(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "keep", "keep/f"]
+
+
+def test_the_pinned_verifier_key_comes_from_the_argument_or_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flchain_plugin.mlflow.config import ConfigError
+    from flchain_plugin.mlflow.view import PINNED_KEY_ENV, pinned_verifier
+    from flchain_plugin.notes import generate_key
+
+    key = generate_key("flchain.local/pin")
+    monkeypatch.delenv(PINNED_KEY_ENV, raising=False)
+    assert pinned_verifier() is None
+    assert pinned_verifier(key.verifier_key) == key.verifier
+    (tmp_path / "log.vkey").write_text(key.verifier_key + "\n")
+    assert pinned_verifier(str(tmp_path / "log.vkey")) == key.verifier
+    monkeypatch.setenv(PINNED_KEY_ENV, str(tmp_path / "log.vkey"))
+    assert pinned_verifier() == key.verifier
+    other = generate_key("flchain.local/pin")
+    assert pinned_verifier(other.verifier_key) == other.verifier  # the argument wins
+    for bad in ("sha256:" + "0" * 64, str(tmp_path), "x" * 10_000):
+        with pytest.raises(ConfigError, match="is not a verifier key"):
+            pinned_verifier(bad)
+    monkeypatch.setenv(PINNED_KEY_ENV, "nonsense")
+    with pytest.raises(ConfigError, match="FLCHAIN_VERIFIER_KEY: 'nonsense'"):
+        pinned_verifier()

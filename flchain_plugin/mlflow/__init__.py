@@ -2,7 +2,9 @@
 
 Set `MLFLOW_TRACKING_URI=flchain+sqlite:///mlflow.db` (or run `mlflow server
 --backend-store-uri flchain+<db> --app-name flchain`) and every logged model and model
-version is committed to the ledger; `load_model` refuses a model whose files differ.
+version is committed to the ledger, once each, with a signed checkpoint; `load_model`
+refuses a model whose files differ, and with the log's verifier key pinned (`verifier=`
+or FLCHAIN_VERIFIER_KEY) a ledger re-signed by any other key.
 
 Names are imported lazily: MLflow imports this package while it registers its own stores,
 so importing it must not import MLflow back.
@@ -23,6 +25,9 @@ _EXPORTS = {
     "UnknownModelError": ".commitment",
     "FileChange": ".commitment",
     "MismatchWarning": ".commitment",
+    "DuplicateCommitmentWarning": ".commitment",
+    "DuplicateCommitmentError": ".identity",
+    "LedgerUnavailableError": ".view",
     "digest_tags": ".weights",
     "MODEL_DIGEST_TAG": ".weights",
     "PluginConfig": ".config",

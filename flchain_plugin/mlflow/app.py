@@ -22,7 +22,7 @@ from flchain_plugin.digest import DigestError, format_digest, parse_digest
 from flchain_plugin.ledger import Ledger
 
 from .config import LEDGER_ENV, PREFIX, ConfigError, parse_store_uri
-from .view import API_PREFIX, MlflowQuery, select_mlflow
+from .view import API_PREFIX, MlflowQuery, scan_mlflow
 
 _BACKEND_ENV = "_MLFLOW_SERVER_FILE_STORE"  # set by `mlflow server --backend-store-uri`
 
@@ -141,8 +141,7 @@ def ledger_blueprint(path: str) -> Blueprint:
         a = request.args
         query = MlflowQuery(kind=a.get("kind"), model_id=a.get("model_id"),
                             name=a.get("name"), version=a.get("version"))
-        return jsonify({"indices": select_mlflow(led.iter_entries(0, size, type="mlflow"),
-                                                 query)})
+        return jsonify({"indices": [e.index for e in scan_mlflow(led, query, 0, size)]})
 
     return bp
 

@@ -24,7 +24,8 @@ def in_server() -> bool:
     return "_MLFLOW_SERVER_FILE_STORE" in os.environ
 
 
-def _local(uri: str) -> Path | None:
+def local_path(uri: str) -> Path | None:
+    """The path a `file:` URI or plain path names on this machine; None for remote URIs."""
     parts = urlsplit(uri)
     if parts.scheme == "file" and parts.netloc in ("", "localhost"):
         return Path(unquote(parts.path))
@@ -54,7 +55,7 @@ def local_directory(artifact_uri: str) -> Iterator[Path]:
     """The directory at `artifact_uri` on this machine: storage itself when it is local,
     otherwise a temporary download that is removed on exit."""
     location = server_location(artifact_uri)
-    path = _local(location)
+    path = local_path(location)
     if path is not None:
         if not path.is_dir():
             raise FileNotFoundError(f"{artifact_uri}: no model directory at {path}")

@@ -21,6 +21,7 @@ from flchain_plugin.canonical import canonical_json, json_value
 from flchain_plugin.digest import (
     DigestError,
     FileDigest,
+    copy_files,
     directory_digest,
     directory_files,
     file_digest,
@@ -49,6 +50,11 @@ class MismatchWarning(UserWarning):
     """Permissive mode let through a model whose files differ from its commitment."""
 
 
+class DuplicateCommitmentWarning(UserWarning):
+    """The ledger holds more than one commitment for one model version or logged model
+    (the plugin refuses to write a second): the first stands, the others are ignored."""
+
+
 class UnknownModelError(RuntimeError):
     """The ledger holds no commitment for this model: it was never logged through the plugin."""
 
@@ -69,6 +75,14 @@ class FileChange:
 def model_files(path: str | os.PathLike[str]) -> list[FileDigest]:
     """The files of a model directory as the ledger commits them, hashed by streaming."""
     return directory_files(path, exclude=EXCLUDED_FILES)
+
+
+def copy_model_files(
+    path: str | os.PathLike[str], dest: str | os.PathLike[str]
+) -> list[FileDigest]:
+    """Copy a model directory's committed files into `dest`, hashed as they are written:
+    what `model_files` would say of the copy, for one read of the source."""
+    return copy_files(path, dest, exclude=EXCLUDED_FILES)
 
 
 def manifest(files: Sequence[FileDigest]) -> list[dict[str, Any]]:

@@ -5,12 +5,14 @@ Strict (default): a changed, added or removed file, or a model the ledger never 
 refuses the version and the error names the files. Permissive: the version is created,
 recorded as a mismatch, and a warning names the files. The `flchain.*` tags are passed
 inside the `create_model_version` call, so they cost no extra writes. If the ledger
-append fails after the version was created, the version is deleted again.
+append fails after the version was created, the version is deleted again; so it is when
+the ledger already commits that name and version (`identity`: one commitment each).
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,12 +28,13 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
 from flchain_plugin import entries as E
+from flchain_plugin.commit import log_signer
 from flchain_plugin.digest import DigestError, FileDigest, files_root, parse_digest
 from flchain_plugin.ledger import Ledger, LoggedEntry
+from flchain_plugin.notes import Signer
 
 from .artifacts import local_directory
 from .commitment import (
-    FileChange,
     MismatchWarning,
     describe,
     file_changes,
@@ -40,8 +43,9 @@ from .commitment import (
     model_files,
 )
 from .config import PluginConfig, parse_store_uri
+from .identity import DuplicateCommitmentError, commit_once, first_commitment
 from .store import FILES_TAG, STATUS_TAG
-from .view import MlflowQuery, newest_mlflow
+from .view import MlflowQuery
 
 
 def model_id_from_source(source: str) -> str | None:
@@ -53,40 +57,36 @@ def model_id_from_source(source: str) -> str | None:
     return head if head.startswith("m-") else None
 
 
-def _first_logged(ledger: Ledger, digest: str, model_id: str | None) -> LoggedEntry | None:
-    """The oldest logged-model commitment with these files (and this id, if given).
+def _first_logged(ledger: Ledger, digest: str) -> LoggedEntry | None:
+    """The oldest logged-model commitment with these files.
 
     Reads the digest index oldest first and stops at the first hit: version entries carry
     the same files digest, so a model registered many times has many later entries."""
     for i in ledger.store.find(parse_digest(digest)):
         got = ledger.get(i)
         e = got.entry
-        if (isinstance(e, E.Mlflow) and e.kind == "logged_model" and e.files == digest
-                and (model_id is None or e.model_id == model_id)):
+        if isinstance(e, E.Mlflow) and e.kind == "logged_model" and e.files == digest:
             return got
     return None
-
-
-def latest_logged(ledger: Ledger, model_id: str) -> LoggedEntry | None:
-    """The newest logged-model commitment of `model_id`: the one `verify_directory` holds a
-    copy to, so the only one a version may match (a re-finalized model supersedes its older
-    files)."""
-    return newest_mlflow(ledger, MlflowQuery(kind="logged_model", model_id=model_id))
 
 
 def committed_logged_model(
     ledger: Ledger, model_id: str | None, files: str
 ) -> tuple[LoggedEntry | None, LoggedEntry | None]:
-    """(the commitment these files match, the latest commitment of `model_id`).
+    """(the commitment these files match, the commitment of `model_id`).
 
-    With a model id, only its latest commitment counts; without one (a plain source), any
-    logged model with these files does."""
+    With a model id, only its commitment counts (the first, which stands: a logged model
+    is committed once); without one (a plain source), any logged model with these files
+    does. The digest index finds a matching commitment in a read or two; only the entries
+    before it are searched for an older commitment of the same id."""
+    match = _first_logged(ledger, files)
     if model_id is None:
-        match = _first_logged(ledger, files, None)
         return match, match
-    latest = latest_logged(ledger, model_id)
-    files_match = latest is not None and latest.entry.files == files  # type: ignore[attr-defined]
-    return (latest if files_match else None), latest
+    query = MlflowQuery(kind="logged_model", model_id=model_id)
+    if match is not None and match.entry.model_id == model_id:  # type: ignore[attr-defined]
+        older = first_commitment(ledger, query, 0, match.index)
+        return (match, match) if older is None else (None, older)
+    return None, first_commitment(ledger, query)
 
 
 class LedgerRegistryMixin:
@@ -100,6 +100,13 @@ class LedgerRegistryMixin:
         self.flchain = config
         self.ledger = Ledger(config.ledger)
         self._tracking_uri = tracking_uri
+        self._signer: Signer | None = None
+
+    def _log_signer(self) -> Signer:
+        """The ledger's checkpoint key, read once per store rather than once per version."""
+        if self._signer is None:
+            self._signer = log_signer(self.ledger)
+        return self._signer
 
     def _tracking_store(self) -> Any:
         from mlflow.tracking._tracking_service.utils import _get_store
@@ -125,8 +132,26 @@ class LedgerRegistryMixin:
         local_model_path: str | None = None,
         model_id: str | None = None,
     ) -> Any:
-        store: Any = self
+        """Hash the version's files from storage, judge them against the logged model's
+        commitment, create the version with the verdict in its tags, commit it once."""
         mid = model_id or model_id_from_source(source)
+        location, files, run_id = self._stored_files(name, source, mid, run_id)
+        verdict = self._judge(name, source, mid, location, files)
+        extra = [ModelVersionTag(FILES_TAG, verdict.digest),
+                 ModelVersionTag(STATUS_TAG, verdict.status)]
+        mine = {t.key for t in extra}
+        all_tags = [t for t in (tags or []) if t.key not in mine] + extra
+        mv = super().create_model_version(  # type: ignore[misc]
+            name, source, run_id=run_id, tags=all_tags, run_link=run_link,
+            description=description, local_model_path=local_model_path, model_id=model_id,
+        )
+        self._record(verdict.entry(mid, name, str(mv.version), run_id, files), mv.version)
+        return mv
+
+    def _stored_files(self, name: str, source: str, mid: str | None, run_id: str | None
+                      ) -> tuple[str, list[FileDigest], str | None]:
+        """(storage location, its files hashed, the run) of the version being created."""
+        store: Any = self
         if mid is not None:
             location, source_run = self._location(mid)
             run_id = run_id or source_run
@@ -136,80 +161,96 @@ class LedgerRegistryMixin:
             location = source
         try:
             with local_directory(location) as root:
-                files = model_files(root)
+                return location, model_files(root), run_id
         except (OSError, DigestError, ValueError) as e:
             raise MlflowException(
                 f"flchain refused version of {name!r}: cannot hash the model files at "
                 f"{location}: {e}", RESOURCE_CONFLICT
             ) from e
-        digest = files_root(files)
-        match, latest = committed_logged_model(self.ledger, mid, digest)
 
-        status, detail = "ok", {"source": source, "storage_location": location}
-        changes: list[FileChange] = []
+    def _judge(self, name: str, source: str, mid: str | None, location: str,
+               files: list[FileDigest]) -> Verdict:
+        """Match the files to the logged model's commitment; strict mode raises on a
+        mismatch, permissive mode warns and records it."""
+        digest = files_root(files)
+        match, committed = committed_logged_model(self.ledger, mid, digest)
+        detail: dict[str, Any] = {"source": source, "storage_location": location}
         if match is not None:
             detail["logged_model_entry"] = match.index
             model_from = match.entry.detail.get("model_from")  # type: ignore[attr-defined]
             if model_from:
                 detail["model_from"] = model_from
+            return Verdict(digest, "ok", detail, match.entry)  # type: ignore[arg-type]
+        what = f"logged model {mid}" if mid else f"source {source}"
+        if committed is None:
+            detail["reason"] = "not_committed"
+            msg = (f"the ledger has no commitment for {what}; log it through a "
+                   "flchain+<db> tracking store (or the server running one)")
         else:
-            status = "mismatch"
-            what = f"logged model {mid}" if mid else f"source {source}"
-            if latest is None:
-                detail["reason"] = "not_committed"
-                msg = (f"the ledger has no commitment for {what}; log it through a "
-                       "flchain+<db> tracking store (or the server running one)")
-            else:
-                expected: list[FileDigest] | None = manifest_files(latest.entry)  # type: ignore[arg-type]
-                changes = file_changes(expected, files) if expected is not None else []
-                detail["reason"] = "files_changed"
-                detail["logged_model_entry"] = latest.index
-                detail["changes"] = [c.__dict__ for c in changes[:50]]
-                named = describe(changes) if changes else f"files digest {digest}"
-                msg = (f"files of {what} differ from its latest commitment, ledger entry "
-                       f"{latest.index} (made at finalize): {named}")
-            if self.flchain.strict:
-                raise MlflowException(
-                    f"flchain refused version of {name!r}: {msg}. Nothing was registered. "
-                    "Re-log the model, or use flchain_mode=permissive to record the mismatch.",
-                    RESOURCE_CONFLICT,
-                )
-            warnings.warn(f"flchain: registering {name!r} despite a mismatch (permissive "
-                          f"mode): {msg}", MismatchWarning, stacklevel=2)
+            expected = manifest_files(committed.entry)  # type: ignore[arg-type]
+            changes = file_changes(expected, files) if expected is not None else []
+            detail["reason"] = "files_changed"
+            detail["logged_model_entry"] = committed.index
+            detail["changes"] = [c.__dict__ for c in changes[:50]]
+            named = describe(changes) if changes else f"files digest {digest}"
+            msg = (f"files of {what} differ from its commitment, ledger entry "
+                   f"{committed.index} (made at finalize): {named}")
+        if self.flchain.strict:
+            raise MlflowException(
+                f"flchain refused version of {name!r}: {msg}. Nothing was registered. "
+                "Re-log the model, or use flchain_mode=permissive to record the mismatch.",
+                RESOURCE_CONFLICT,
+            )
+        warnings.warn(f"flchain: registering {name!r} despite a mismatch (permissive "
+                      f"mode): {msg}", MismatchWarning, stacklevel=3)
+        return Verdict(digest, "mismatch", detail, None)
 
-        extra = [ModelVersionTag(FILES_TAG, digest), ModelVersionTag(STATUS_TAG, status)]
-        mine = {t.key for t in extra}
-        all_tags = [t for t in (tags or []) if t.key not in mine] + extra
-        mv = super().create_model_version(  # type: ignore[misc]
-            name, source, run_id=run_id, tags=all_tags, run_link=run_link,
-            description=description, local_model_path=local_model_path, model_id=model_id,
-        )
-        committed: Any = match.entry if match is not None else None
-        entry = E.Mlflow(
-            kind="model_version",
-            model_id=mid or "",
-            files=E.Digest(digest),
-            model=committed.model if committed else None,
-            run_id=run_id,
-            name=name,
-            version=str(mv.version),
-            params=committed.params if committed else None,
-            parents=[committed.files] if committed else [],
-            status=status,
-            detail=files_detail(detail, files),
-        )
+    def _record(self, entry: E.Mlflow, version: Any) -> None:
+        """Commit the created version once; if that fails, the version is removed again."""
+        store: Any = self
+        name = entry.name
         try:
-            self.ledger.append([entry])
+            commit_once(self.ledger, entry, self._log_signer())
+        except DuplicateCommitmentError as e:
+            store.delete_model_version(name, version)
+            raise MlflowException(
+                f"flchain refused version of {name!r}: {e} (a registered model of this "
+                "name was deleted and made again, or another database shares the ledger "
+                f"{self.flchain.ledger}). The version was removed again; register under "
+                "a new name.", RESOURCE_CONFLICT,
+            ) from None
         except Exception as e:
             try:
-                store.delete_model_version(name, mv.version)
+                store.delete_model_version(name, version)
             finally:
                 raise MlflowException(
-                    f"flchain: version {mv.version} of {name!r} could not be recorded in the "
+                    f"flchain: version {version} of {name!r} could not be recorded in the "
                     f"ledger ({e}); it was removed again. Fix the ledger at "
                     f"{self.flchain.ledger} and register again.", INVALID_STATE
                 ) from e
-        return mv
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the registry found for a new version's files: their digest, `ok` or
+    `mismatch`, the detail recorded, and the logged model's entry when they match it."""
+
+    digest: str
+    status: str
+    detail: dict[str, Any]
+    logged: E.Mlflow | None
+
+    def entry(self, mid: str | None, name: str, version: str, run_id: str | None,
+              files: list[FileDigest]) -> E.Mlflow:
+        """The version's `mlflow` entry: the logged model's weights, params and files as
+        its parent when they match, nothing claimed when they do not."""
+        c = self.logged
+        return E.Mlflow(
+            kind="model_version", model_id=mid or "", files=E.Digest(self.digest),
+            model=c.model if c else None, run_id=run_id, name=name, version=version,
+            params=c.params if c else None, parents=[c.files] if c else [],
+            status=self.status, detail=files_detail(self.detail, files),
+        )
 
 
 def _name_version(source: str) -> tuple[str, str]:

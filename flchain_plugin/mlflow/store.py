@@ -26,14 +26,27 @@ from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.tracking.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
-from flchain_plugin.digest import DigestError
+from flchain_plugin import entries as E
+from flchain_plugin.commit import log_signer
+from flchain_plugin.digest import DigestError, FileDigest
 from flchain_plugin.entries import EntryError, check_digest
 from flchain_plugin.ledger import Ledger, LoggedEntry
+from flchain_plugin.notes import Signer
 
 from .artifacts import in_server, local_directory
-from .commitment import MismatchWarning, dataset_record, logged_model_entry, model_files, run_digest
+from .commitment import (
+    MismatchWarning,
+    dataset_record,
+    describe,
+    file_changes,
+    logged_model_entry,
+    manifest_files,
+    model_files,
+    run_digest,
+)
 from .config import PluginConfig, parse_store_uri
-from .view import LocalView
+from .identity import DuplicateCommitmentError, commit_once, first_commitment
+from .view import MlflowQuery
 from .weights import MODEL_DIGEST_TAG, safetensors_digest
 
 FILES_TAG = "flchain.files"
@@ -49,6 +62,13 @@ class LedgerTrackingMixin:
     def _open_ledger(self, config: PluginConfig) -> None:
         self.flchain = config
         self.ledger = Ledger(config.ledger)
+        self._signer: Signer | None = None
+
+    def _log_signer(self) -> Signer:
+        """The ledger's checkpoint key, read once per store rather than once per commit."""
+        if self._signer is None:
+            self._signer = log_signer(self.ledger)
+        return self._signer
 
     def finalize_logged_model(self, model_id: str, status: LoggedModelStatus) -> Any:
         if LoggedModelStatus(status) != LoggedModelStatus.READY:
@@ -127,36 +147,63 @@ class LedgerTrackingMixin:
             detail["model_from"] = "tag"
 
         run_id = lm.source_run_id
-        params = None
-        datasets: list[dict[str, Any]] = []
-        parents: list[str] = []
-        if run_id:
-            run = store.get_run(run_id)
-            params = run_digest(run.data.params, run.data.metrics)
-            hash_local = not in_server()
-            for di in run.inputs.dataset_inputs:
-                ds = di.dataset
-                context = next((t.value for t in di.tags if t.key == "mlflow.data.context"), None)
-                datasets.append(dataset_record(ds.name, ds.digest, ds.source_type, ds.source,
-                                               context, hash_local))
-            view = LocalView(self.ledger)
-            missing = []
-            for mi in run.inputs.model_inputs:
-                if mi.model_id == model_id:
-                    continue
-                parent = view.latest_mlflow(kind="logged_model", model_id=mi.model_id)
-                if parent is None:
-                    missing.append(mi.model_id)
-                else:
-                    parents.append(parent.entry.files)  # type: ignore[attr-defined]
-            if missing:
-                detail["uncommitted_parents"] = missing
+        params, datasets, parents = self._run_inputs(run_id, model_id, detail)
         entry = logged_model_entry(
             model_id, files, model=model, run_id=run_id, name=lm.name, params=params,
             datasets=datasets, parents=parents, detail=detail, status=status,
         )
-        head = self.ledger.append([entry])
-        return LoggedEntry(head.size - 1, entry.encode(), entry)
+        return self._commit_once(entry, files)
+
+    def _run_inputs(self, run_id: str | None, model_id: str, detail: dict[str, Any]
+                    ) -> tuple[str | None, list[dict[str, Any]], list[str]]:
+        """(params digest, dataset records, parent commitments) of the model's run; parents
+        the ledger does not hold are listed in `detail`."""
+        if not run_id:
+            return None, [], []
+        store: Any = self
+        run = store.get_run(run_id)
+        params = run_digest(run.data.params, run.data.metrics)
+        hash_local = not in_server()
+        datasets = []
+        for di in run.inputs.dataset_inputs:
+            ds = di.dataset
+            context = next((t.value for t in di.tags if t.key == "mlflow.data.context"), None)
+            datasets.append(dataset_record(ds.name, ds.digest, ds.source_type, ds.source,
+                                           context, hash_local))
+        parents, missing = [], []
+        for mi in run.inputs.model_inputs:
+            if mi.model_id == model_id:
+                continue
+            parent = first_commitment(
+                self.ledger, MlflowQuery(kind="logged_model", model_id=mi.model_id))
+            if parent is None:
+                missing.append(mi.model_id)
+            else:
+                parents.append(parent.entry.files)  # type: ignore[attr-defined]
+        if missing:
+            detail["uncommitted_parents"] = missing
+        return params, datasets, parents
+
+    def _commit_once(self, entry: E.Mlflow, files: list[FileDigest]) -> LoggedEntry:
+        """Commit a logged model once: finalizing it again with the same files finds its
+        commitment; with other files it is refused, and the first commitment stands."""
+        try:
+            committed = commit_once(self.ledger, entry, self._log_signer())
+        except DuplicateCommitmentError as dup:
+            first: Any = dup.existing.entry
+            if first.files == entry.files:
+                return dup.existing
+            expected = manifest_files(first)
+            changes = file_changes(expected, files) if expected is not None else []
+            named = describe(changes) if changes else f"files digest {entry.files}"
+            raise MlflowException(
+                f"flchain refused to finalize logged model {entry.model_id} again: ledger "
+                f"entry {dup.existing.index} already commits it with files {first.files}, "
+                f"and its files now differ: {named}. One commitment per model: the first "
+                "stands; log a new model for new files.",
+                RESOURCE_CONFLICT,
+            ) from None
+        return LoggedEntry(committed.first, entry.encode(), entry)
 
 
 class FlchainTrackingStore(LedgerTrackingMixin, SqlAlchemyStore):

@@ -1,14 +1,16 @@
 """Checking a local copy of an MLflow model against the ledger, and its lineage.
 
-A registered version must match the latest ledger entry for that name and version (names
-are reused when a registered model is deleted and made again, so older entries do not
-count); a logged model must match the latest commitment of its id; any other URI must
-match some committed model. Deserializing is the caller's business and comes after.
+A registered version must match the commitment of that name and version, and a logged
+model the commitment of its id: each identity is committed once (`identity`); should a
+ledger hold more, the first stands and the others are reported. Any other URI must match
+some committed model. Deserializing is the caller's business and comes after.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ from flchain_plugin.ledger import LoggedEntry
 from flchain_plugin.lineage import records, walk
 
 from .commitment import (
+    DuplicateCommitmentWarning,
     FileChange,
     TamperedModelError,
     UnknownModelError,
@@ -117,39 +120,26 @@ class Verification:
 
 
 def verify_directory(
-    path: str | os.PathLike[str], target: Target, view: LedgerView, *, strict: bool = True
+    path: str | os.PathLike[str],
+    target: Target,
+    view: LedgerView,
+    *,
+    strict: bool = True,
+    files: Sequence[FileDigest] | None = None,
 ) -> Verification:
-    """Hash the copy at `path` and find the ledger entry it must match; raise
-    TamperedModelError (naming the files) or UnknownModelError otherwise."""
-    files = model_files(path)
+    """Hash the copy at `path` (unless `files`, its digests taken while it was written,
+    are given) and find the ledger entry it must match; raise TamperedModelError (naming
+    the files) or UnknownModelError otherwise."""
+    if files is None:
+        files = model_files(path)
     digest = files_root(files)
     query = target.query()
     if query is None:
-        found = [e for e in view.find(digest, type="mlflow") if e.entry.status == "ok"]  # type: ignore[attr-defined]
-        if not found:
-            raise UnknownModelError(
-                f"{target.uri}: no model with files digest {digest} is in the ledger at "
-                f"{view.location}; it was not logged through the flchain plugin, or was changed"
-            )
-        entry = found[-1]
+        entry = _any_commitment(view, target, digest)
     else:
-        latest = view.latest_mlflow(**query.params())
-        if latest is None:
-            raise UnknownModelError(
-                f"{target}: the ledger at {view.location} has no commitment for it; it was "
-                "not logged or registered through a flchain+<db> store"
-            )
-        entry = latest
+        entry = _the_commitment(view, target, query)
+        _check_files(view, target, entry, files, digest)
         committed: Any = entry.entry
-        if committed.files != digest:
-            expected = manifest_files(committed) or _logged_manifest(view, committed)
-            changes: list[FileChange] = file_changes(expected, files) if expected else []
-            named = describe(changes) if changes else f"files digest {digest}"
-            raise TamperedModelError(
-                f"{target}: the downloaded files differ from ledger entry {entry.index} "
-                f"({committed.files}): {named}. Refusing to load it.",
-                changes,
-            )
         if committed.status != "ok":
             msg = (f"{target} was registered although its files differed from its logged "
                    f"model (ledger entry {entry.index}, status {committed.status!r})")
@@ -159,6 +149,52 @@ def verify_directory(
         target=target, path=os.fspath(path), files=digest, entry=entry,
         ledger=view.location, size=view.size, root=view.root_digest,
         lineage=tuple(lineage(view, entry)),
+    )
+
+
+def _any_commitment(view: LedgerView, target: Target, digest: str) -> LoggedEntry:
+    """A plain URI names no identity: any committed model with these files will do."""
+    found = [e for e in view.find(digest, type="mlflow") if e.entry.status == "ok"]  # type: ignore[attr-defined]
+    if not found:
+        raise UnknownModelError(
+            f"{target.uri}: no model with files digest {digest} is in {view.coverage()}; "
+            "it was not logged through the flchain plugin, or was changed"
+        )
+    return found[-1]
+
+
+def _the_commitment(view: LedgerView, target: Target, query: MlflowQuery) -> LoggedEntry:
+    """The one commitment of a version or logged model: the first, which stands. Later
+    ones (which the plugin refuses to write) are reported, never preferred."""
+    found = view.mlflow(query)
+    if not found:
+        raise UnknownModelError(
+            f"{target}: {view.coverage()} has no commitment for it; it was not logged or "
+            "registered through a flchain+<db> store"
+        )
+    if len(found) > 1:
+        later = ", ".join(str(e.index) for e in found[1:])
+        warnings.warn(
+            f"flchain: the ledger holds {len(found)} commitments for {target} (entries "
+            f"{found[0].index}, {later}); one commitment per identity: the first, entry "
+            f"{found[0].index}, stands and the later ones are ignored",
+            DuplicateCommitmentWarning, stacklevel=4,
+        )
+    return found[0]
+
+
+def _check_files(view: LedgerView, target: Target, entry: LoggedEntry,
+                 files: Sequence[FileDigest], digest: str) -> None:
+    committed: Any = entry.entry
+    if committed.files == digest:
+        return
+    expected = manifest_files(committed) or _logged_manifest(view, committed)
+    changes: list[FileChange] = file_changes(expected, files) if expected else []
+    named = describe(changes) if changes else f"files digest {digest}"
+    raise TamperedModelError(
+        f"{target}: the files copied for loading differ from ledger entry {entry.index} "
+        f"({committed.files}): {named}. Refusing to load it.",
+        changes,
     )
 
 

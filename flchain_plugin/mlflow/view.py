@@ -3,12 +3,16 @@
 A view pins one tree head when it is opened and hands out only entries whose inclusion
 in that tree it has checked (RFC 9162 inclusion proof against the pinned root), so a local
 reader notices an entry edited in place, and a client reading over HTTP notices a server
-whose answers disagree with the head it states. That head itself is the server's word
-unless the client holds a checkpoint it trusts (signed by a key the server does not hold,
-or cosigned by witnesses): `HttpView(uri, trusted=(note, verifier))`, or the environment
-variables FLCHAIN_TRUSTED_CHECKPOINT (a note file) and FLCHAIN_LOG_VERIFIER, make the
-view prove the served tree consistent with that checkpoint before pinning it. Nothing is
-cached between views: the ledger may be written by several processes at once.
+whose answers disagree with the head it states. That head itself is the writer's word,
+and the writer (or whoever can rewrite its SQLite file) could re-sign a rewritten history
+with a key of its own. So a reader that is not the writer pins the log's verifier key
+(`verifier=`, or FLCHAIN_VERIFIER_KEY: a vkey or a file holding one): the view then pins
+the newest checkpoint signed by that key instead of the head, refuses a ledger whose recent
+checkpoints are signed by any other key, and holds only the entries that checkpoint covers.
+A client may also hold a checkpoint it trusts (`HttpView(uri, trusted=(note, verifier))`,
+or FLCHAIN_TRUSTED_CHECKPOINT with FLCHAIN_LOG_VERIFIER): the served tree must then be
+provably consistent with it. Nothing is cached between views: the ledger may be written by
+several processes at once.
 """
 
 from __future__ import annotations
@@ -16,22 +20,81 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from flchain_plugin import merkle
+from flchain_plugin.canonical import canonical_json
+from flchain_plugin.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from flchain_plugin.digest import format_digest, parse_digest
 from flchain_plugin.entries import Mlflow, decode
 from flchain_plugin.ledger import Ledger, LoggedEntry
+from flchain_plugin.notes import NoteError, Verifier
+
+from .config import ConfigError
 
 API_PREFIX = "/flchain/v1"
 TRUSTED_ENV = "FLCHAIN_TRUSTED_CHECKPOINT"
 VERIFIER_ENV = "FLCHAIN_LOG_VERIFIER"
+"""The key of the FLCHAIN_TRUSTED_CHECKPOINT note (an auditor's or witness's, say)."""
+PINNED_KEY_ENV = "FLCHAIN_VERIFIER_KEY"
+"""The log's own verifier key, pinned by a reader that is not the writer."""
+RECENT_CHECKPOINTS = 16
+"""How many of the newest stored checkpoints a pinned local view checks: all must be signed
+by the pinned key. The log signs one per batch, so checking every one would cost a
+signature check per entry on each load; `flchain verify --key-verifier` checks them all."""
 
 
 class LedgerUnavailableError(RuntimeError):
     """The ledger cannot be reached or answered something that does not verify."""
+
+
+def pinned_verifier(verifier: str | Verifier | None = None) -> Verifier | None:
+    """The log's verifier key a reader pins: `verifier` (a Verifier, a vkey string or a
+    file holding one), else FLCHAIN_VERIFIER_KEY, else None (nothing pinned)."""
+    if isinstance(verifier, Verifier):
+        return verifier
+    source = "verifier" if verifier else PINNED_KEY_ENV
+    value = verifier or os.environ.get(PINNED_KEY_ENV, "")
+    if not value.strip():
+        return None
+    text = value.strip()
+    try:
+        if os.path.isfile(text):
+            with open(text, encoding="utf-8") as f:
+                text = f.read(4096).strip()
+        return Verifier.parse(text)
+    except (NoteError, ValueError, OSError) as e:
+        raise ConfigError(
+            f"{source}: {value[:100]!r} is not a verifier key ({e}); give the log's vkey "
+            "(`flchain keygen` prints it) or a file holding it"
+        ) from None
+
+
+def _signed_checkpoint(notes: list[str], verifier: Verifier, origin: str, where: str
+                       ) -> Checkpoint:
+    """The largest of `notes`, each of which must be a checkpoint of `origin` signed by
+    the pinned key: one signed by another key means the log was re-signed."""
+    if not notes:
+        raise LedgerUnavailableError(
+            f"{where}: no signed checkpoint, but the verifier key {verifier.name} is pinned: "
+            "nothing in this ledger can be checked against it"
+        )
+    best = None
+    for note in notes:
+        try:
+            cp, _ = open_checkpoint(note, verifier, origin=origin)
+        except (CheckpointError, NoteError, ValueError) as e:
+            raise LedgerUnavailableError(
+                f"{where}: a checkpoint is not signed by the pinned verifier key "
+                f"{verifier.vkey} ({e}); the log was re-signed by another key or rewritten. "
+                "Refusing to load from it."
+            ) from None
+        if best is None or cp.size > best.size:
+            best = cp
+    assert best is not None
+    return best
 
 
 @dataclass(frozen=True)
@@ -55,20 +118,33 @@ class MlflowQuery:
     def params(self) -> dict[str, str]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
+    def needles(self) -> tuple[bytes, ...]:
+        """Byte strings that the stored bytes of every matching entry contain: stored
+        entries are canonical JSON (`decode` refuses any other form) and a member
+        `"key":value` is encoded the same wherever it sits, so rows without them need no
+        decoding. Only a pre-filter: candidates are still decoded and matched."""
+        return tuple(canonical_json({k: v})[1:-1] for k, v in self.params().items())
 
-def select_mlflow(entries: Iterable[LoggedEntry], query: MlflowQuery) -> list[int]:
-    return [e.index for e in entries if query.matches(e.entry)]
+
+def scan_mlflow(ledger: Ledger, query: MlflowQuery, start: int = 0, end: int | None = None,
+                *, reverse: bool = False) -> Iterator[LoggedEntry]:
+    """The `mlflow` entries in [start, end) that `query` matches, decoding only the rows
+    whose bytes hold its needles: a registration checks every earlier entry of the log
+    for its identity, so this runs on each one."""
+    stop = ledger.size if end is None else end
+    needles = query.needles()
+    for row in ledger.store.entries(start, stop, "mlflow", reverse):
+        if all(n in row.data for n in needles):
+            le = ledger.get(row.index)
+            if query.matches(le.entry):
+                yield le
 
 
 def newest_mlflow(ledger: Ledger, query: MlflowQuery, end: int | None = None
                   ) -> LoggedEntry | None:
     """The newest `mlflow` entry below `end` that `query` matches: read newest first,
     stopping at the first match, so a load or a registration reads the end of the log."""
-    stop = ledger.size if end is None else end
-    for le in ledger.iter_entries(0, stop, type="mlflow", reverse=True):
-        if query.matches(le.entry):
-            return le
-    return None
+    return next(scan_mlflow(ledger, query, 0, end, reverse=True), None)
 
 
 class LedgerView:
@@ -132,15 +208,35 @@ class LedgerView:
         found = self.mlflow(MlflowQuery(**query))
         return found[-1] if found else None
 
+    pinned: Verifier | None = None
+
+    def coverage(self) -> str:
+        """What the pinned tree is, for messages about an entry it does not hold."""
+        if self.pinned is None:
+            return f"the ledger at {self.location} (head of size {self.size})"
+        return (f"the ledger at {self.location}, as far as its newest checkpoint signed by "
+                f"the pinned key {self.pinned.name} covers it (size {self.size})")
+
 
 class LocalView(LedgerView):
     """A ledger file (or open Ledger) on this machine."""
 
-    def __init__(self, ledger: Ledger):
+    def __init__(self, ledger: Ledger, verifier: Verifier | None = None):
         self.ledger = ledger
         self.location = str(getattr(ledger.store, "path", "ledger"))
-        head = ledger.head()
-        self._pin(ledger.origin, head.size, head.root)
+        if verifier is None:
+            head = ledger.head()
+            self._pin(ledger.origin, head.size, head.root)
+            return
+        notes = [n for _, n in ledger.store.checkpoints(last=RECENT_CHECKPOINTS)]
+        cp = _signed_checkpoint(notes, verifier, ledger.origin, self.location)
+        if cp.size > ledger.size or ledger.root_at(cp.size) != cp.root_hash:
+            raise LedgerUnavailableError(
+                f"{self.location}: the tree of size {cp.size} differs from the checkpoint "
+                "signed by the pinned key: the ledger was rewritten. Refusing to load from it."
+            )
+        self.pinned = verifier
+        self._pin(ledger.origin, cp.size, cp.root_hash)
 
     def _read(self, index: int) -> tuple[bytes, LoggedEntry | None]:
         got = self.ledger.get(index)  # already decoded once; decode it no more
@@ -153,7 +249,7 @@ class LocalView(LedgerView):
         return [e.index for e in self.ledger.find(digest, type=type)]
 
     def _mlflow(self, query: MlflowQuery) -> list[int]:
-        return select_mlflow(self.ledger.iter_entries(0, self.size, type="mlflow"), query)
+        return [e.index for e in scan_mlflow(self.ledger, query, 0, self.size)]
 
     def latest_mlflow(self, **query: str | None) -> LoggedEntry | None:
         """Newest first, stopping at the first match: a load or a finalize reads the end of
@@ -166,7 +262,8 @@ class HttpView(LedgerView):
     """The ledger of an `mlflow server ... --app-name flchain`, read over its REST routes
     with the client's MLflow credentials."""
 
-    def __init__(self, server_uri: str, trusted: tuple[str, str] | None = None):
+    def __init__(self, server_uri: str, trusted: tuple[str, str] | None = None,
+                 verifier: Verifier | None = None):
         from mlflow.utils.credentials import get_default_host_creds
 
         base = server_uri.rstrip("/")
@@ -184,12 +281,24 @@ class HttpView(LedgerView):
                 trusted = (f.read(), os.environ.get(VERIFIER_ENV, ""))
         if trusted is not None:
             self._check_against(*trusted)
+        if verifier is not None:
+            self._pin_signed(verifier)
+
+    def _pin_signed(self, verifier: Verifier) -> None:
+        """Pin the server's checkpoint signed by the pinned key instead of its stated head."""
+        doc = self._get("/checkpoint")
+        notes = [doc["note"]] if isinstance(doc, dict) and doc.get("signed") else []
+        cp = _signed_checkpoint(notes, verifier, self.origin, self.location)
+        if cp.size > self.size:
+            raise LedgerUnavailableError(
+                f"{self.location}: the signed checkpoint ({cp.size}) is beyond the tree the "
+                f"server states ({self.size})"
+            )
+        self.pinned = verifier
+        self._pin(self.origin, cp.size, cp.root_hash)
 
     def _check_against(self, note: str, verifier: str) -> None:
         """Refuse the served head unless it extends a checkpoint the client trusts."""
-        from flchain_plugin.checkpoint import CheckpointError, open_checkpoint
-        from flchain_plugin.notes import NoteError, Verifier
-
         try:
             cp, _ = open_checkpoint(note, Verifier.parse(verifier), origin=self.origin)
         except (CheckpointError, NoteError, ValueError) as e:
