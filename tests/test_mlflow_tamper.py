@@ -290,7 +290,7 @@ def test_a_pinned_key_refuses_a_rewritten_ledger_re_signed_with_another_key(
         for pin in (key, str(tmp_path / "log.vkey")):
             with pytest.raises(LedgerUnavailableError, match="not signed by the pinned"):
                 load_model(uri, ledger=tmp_path / "resigned.db", verifier=pin)
-        monkeypatch.setenv("FLCHAIN_VERIFIER_KEY", key)
+        monkeypatch.setenv("FLCHAIN_LOG_VERIFIER", key)
         with pytest.raises(LedgerUnavailableError, match="re-signed by another key"):
             verify_model(uri, ledger=tmp_path / "resigned.db")
         # Keeping the genuine checkpoints instead does not help: their roots do not match.
@@ -305,8 +305,8 @@ def test_a_pinned_key_refuses_a_rewritten_ledger_re_signed_with_another_key(
     finally:
         (stored / WEIGHTS).write_bytes(original)
     assert load_model(uri).predict([1]) == [1]  # pinned through the environment
-    monkeypatch.setenv("FLCHAIN_VERIFIER_KEY", "not a key")
-    with pytest.raises(ConfigError, match="FLCHAIN_VERIFIER_KEY: 'not a key' is not a verifier"):
+    monkeypatch.setenv("FLCHAIN_LOG_VERIFIER", "not a key")
+    with pytest.raises(ConfigError, match="FLCHAIN_LOG_VERIFIER: 'not a key' is not a verifier"):
         verify_model(uri)
 
 

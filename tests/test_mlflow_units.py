@@ -261,22 +261,22 @@ def test_a_download_loses_its_empty_directories_before_the_loader_sees_it(
 def test_the_pinned_verifier_key_comes_from_the_argument_or_the_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flchain_plugin.mlflow.config import ConfigError
-    from flchain_plugin.mlflow.view import PINNED_KEY_ENV, pinned_verifier
+    from flchain_plugin.mlflow.view import VERIFIER_ENV, pinned_verifier
     from flchain_plugin.notes import generate_key
 
     key = generate_key("flchain.local/pin")
-    monkeypatch.delenv(PINNED_KEY_ENV, raising=False)
+    monkeypatch.delenv(VERIFIER_ENV, raising=False)
     assert pinned_verifier() is None
     assert pinned_verifier(key.verifier_key) == key.verifier
     (tmp_path / "log.vkey").write_text(key.verifier_key + "\n")
     assert pinned_verifier(str(tmp_path / "log.vkey")) == key.verifier
-    monkeypatch.setenv(PINNED_KEY_ENV, str(tmp_path / "log.vkey"))
+    monkeypatch.setenv(VERIFIER_ENV, str(tmp_path / "log.vkey"))
     assert pinned_verifier() == key.verifier
     other = generate_key("flchain.local/pin")
     assert pinned_verifier(other.verifier_key) == other.verifier  # the argument wins
     for bad in ("sha256:" + "0" * 64, str(tmp_path), "x" * 10_000):
         with pytest.raises(ConfigError, match="is not a verifier key"):
             pinned_verifier(bad)
-    monkeypatch.setenv(PINNED_KEY_ENV, "nonsense")
-    with pytest.raises(ConfigError, match="FLCHAIN_VERIFIER_KEY: 'nonsense'"):
+    monkeypatch.setenv(VERIFIER_ENV, "nonsense")
+    with pytest.raises(ConfigError, match="FLCHAIN_LOG_VERIFIER: 'nonsense'"):
         pinned_verifier()

@@ -14,10 +14,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..pinning import VERIFIER_ENV
     from .callback import SALT_FILE, FitSummary, LedgerCallback, hparams_digest
     from .dataset import Commitment, Manifest, ManifestFile, commit_dataset, item_bytes, load_salt
     from .lineage import (
-        VERIFIER_ENV,
         CheckpointLineage,
         CheckpointLineageError,
         UnverifiedCheckpointError,
@@ -35,7 +35,7 @@ _NAMES = {
     "commit_dataset": ".dataset",
     "item_bytes": ".dataset",
     "load_salt": ".dataset",
-    "VERIFIER_ENV": ".lineage",
+    "VERIFIER_ENV": "..pinning",
     "CheckpointLineage": ".lineage",
     "CheckpointLineageError": ".lineage",
     "UnverifiedCheckpointError": ".lineage",

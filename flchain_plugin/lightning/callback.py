@@ -35,15 +35,14 @@ from ..datasets import SCHEME, DatasetError
 from ..digest import json_digest, model_digest, parse_digest
 from ..ledger import Ledger
 from ..notes import Signer, Verifier
+from ..pinning import VERIFIER_ENV, configured_verifier
 from . import checkpoint_io
 from .dataset import Commitment, ItemBytes, commit_dataset, load_salt, loader_datasets
 from .lineage import (
-    VERIFIER_ENV,
     CheckpointLineage,
     CheckpointLineageError,
     UnverifiedCheckpointError,
     checkpoint_lineage,
-    configured_verifier,
 )
 
 SALT_FILE = "flchain-dataset.salt"
@@ -130,7 +129,8 @@ class LedgerLogic:
             raise ValueError("item_bytes: want a function example -> bytes")
         if signer is not None and not isinstance(signer, (Signer, str, os.PathLike)):
             raise ValueError(f"signer: want a notes.Signer or a key file path, got {signer!r}")
-        self.verifier = configured_verifier(verifier_key)  # ValueError naming the source
+        # PinError (a ValueError) names the argument or variable the key came from.
+        self.verifier = configured_verifier(verifier_key, "verifier_key")
         self._ledger = ledger if isinstance(ledger, Ledger) else None
         self._ledger_path = (
             None if ledger is None or isinstance(ledger, Ledger) else os.fspath(ledger)

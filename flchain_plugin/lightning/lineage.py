@@ -18,7 +18,6 @@ reads only the ledger.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from .. import entries as E
@@ -27,10 +26,6 @@ from ..ledger import Ledger, LoggedEntry
 from ..lineage import walk
 from ..merkle import ProofError
 from ..notes import NoteError, Verifier
-
-VERIFIER_ENV = "FLCHAIN_LOG_VERIFIER"
-"""The environment variable holding the log's verifier key (`<name>+<id>+<key>`) that a
-resume pins, as MLflow loads read it."""
 
 
 class CheckpointLineageError(ValueError):
@@ -67,28 +62,6 @@ class CheckpointLineage:
         e = self.chain[0].entry
         assert isinstance(e, E.TrainingCheckpoint)
         return e
-
-
-def parse_verifier(value: Verifier | str, name: str = "verifier_key") -> Verifier:
-    """A verifier key given as a `Verifier` or its `<name>+<id>+<key>` string; ValueError
-    naming `name` otherwise."""
-    if isinstance(value, Verifier):
-        return value
-    if not isinstance(value, str):
-        raise ValueError(f"{name}: want a verifier key string or notes.Verifier, "
-                         f"got {type(value).__name__}")
-    try:
-        return Verifier.parse(value.strip())
-    except NoteError as e:
-        raise ValueError(f"{name}: {e}") from None
-
-
-def configured_verifier(given: Verifier | str | None) -> Verifier | None:
-    """The pinned key: `given`, else the FLCHAIN_LOG_VERIFIER environment variable."""
-    if given is not None:
-        return parse_verifier(given)
-    env = os.environ.get(VERIFIER_ENV)
-    return parse_verifier(env, VERIFIER_ENV) if env else None
 
 
 def signed_size(ledger: Ledger, verifier: Verifier) -> int:

@@ -4,7 +4,7 @@ Set `MLFLOW_TRACKING_URI=flchain+sqlite:///mlflow.db` (or run `mlflow server
 --backend-store-uri flchain+<db> --app-name flchain`) and every logged model and model
 version is committed to the ledger, once each, with a signed checkpoint; `load_model`
 refuses a model whose files differ, and with the log's verifier key pinned (`verifier=`
-or FLCHAIN_VERIFIER_KEY) a ledger re-signed by any other key.
+or FLCHAIN_LOG_VERIFIER) a ledger re-signed by any other key.
 
 Names are imported lazily: MLflow imports this package while it registers its own stores,
 so importing it must not import MLflow back.

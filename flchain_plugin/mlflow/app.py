@@ -123,7 +123,8 @@ def ledger_blueprint(path: str) -> Blueprint:
     def verify() -> Any:
         report = ledger().verify()
         return jsonify({"ok": report.ok, "size": report.size, "root": format_digest(report.root),
-                        "problem": str(report.problem) if report.problem else None})
+                        "problem": str(report.problem) if report.problem else None,
+                        "head_signed": report.head_signed, "warnings": list(report.warnings)})
 
     @bp.get("/find/<digest>")
     def find(digest: str) -> Any:

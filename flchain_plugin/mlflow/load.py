@@ -47,7 +47,7 @@ def open_view(ledger: LedgerArg = None, tracking_uri: str | None = None,
     """The ledger to verify against: given, else `FLCHAIN_LEDGER`, else the one the
     tracking URI implies (`flchain+<db>` → its ledger file; `http(s)://` → the server's).
 
-    With a verifier key (`verifier`, else FLCHAIN_VERIFIER_KEY) the view holds only what
+    With a verifier key (`verifier`, else FLCHAIN_LOG_VERIFIER) the view holds only what
     the newest checkpoint signed by that key covers, and a ledger re-signed by any other
     key is refused: a reader other than the writer should always pin it."""
     if isinstance(ledger, LedgerView):

@@ -6,7 +6,7 @@ reader notices an entry edited in place, and a client reading over HTTP notices 
 whose answers disagree with the head it states. That head itself is the writer's word,
 and the writer (or whoever can rewrite its SQLite file) could re-sign a rewritten history
 with a key of its own. So a reader that is not the writer pins the log's verifier key
-(`verifier=`, or FLCHAIN_VERIFIER_KEY: a vkey or a file holding one): the view then pins
+(`verifier=`, or FLCHAIN_LOG_VERIFIER: a vkey or a file holding one): the view then pins
 the newest checkpoint signed by that key instead of the head, refuses a ledger whose recent
 checkpoints are signed by any other key, and holds only the entries that checkpoint covers.
 A client may also hold a checkpoint it trusts (`HttpView(uri, trusted=(note, verifier))`,
@@ -31,15 +31,12 @@ from flchain_plugin.digest import format_digest, parse_digest
 from flchain_plugin.entries import Mlflow, decode
 from flchain_plugin.ledger import Ledger, LoggedEntry
 from flchain_plugin.notes import NoteError, Verifier
+from flchain_plugin.pinning import VERIFIER_ENV, PinError, configured_verifier
 
 from .config import ConfigError
 
 API_PREFIX = "/flchain/v1"
 TRUSTED_ENV = "FLCHAIN_TRUSTED_CHECKPOINT"
-VERIFIER_ENV = "FLCHAIN_LOG_VERIFIER"
-"""The key of the FLCHAIN_TRUSTED_CHECKPOINT note (an auditor's or witness's, say)."""
-PINNED_KEY_ENV = "FLCHAIN_VERIFIER_KEY"
-"""The log's own verifier key, pinned by a reader that is not the writer."""
 RECENT_CHECKPOINTS = 16
 """How many of the newest stored checkpoints a pinned local view checks: all must be signed
 by the pinned key. The log signs one per batch, so checking every one would cost a
@@ -51,25 +48,12 @@ class LedgerUnavailableError(RuntimeError):
 
 
 def pinned_verifier(verifier: str | Verifier | None = None) -> Verifier | None:
-    """The log's verifier key a reader pins: `verifier` (a Verifier, a vkey string or a
-    file holding one), else FLCHAIN_VERIFIER_KEY, else None (nothing pinned)."""
-    if isinstance(verifier, Verifier):
-        return verifier
-    source = "verifier" if verifier else PINNED_KEY_ENV
-    value = verifier or os.environ.get(PINNED_KEY_ENV, "")
-    if not value.strip():
-        return None
-    text = value.strip()
+    """The log's verifier key a reader pins (`flchain_plugin.pinning`): `verifier` (a
+    Verifier, a vkey string or a file holding one), else FLCHAIN_LOG_VERIFIER, else None."""
     try:
-        if os.path.isfile(text):
-            with open(text, encoding="utf-8") as f:
-                text = f.read(4096).strip()
-        return Verifier.parse(text)
-    except (NoteError, ValueError, OSError) as e:
-        raise ConfigError(
-            f"{source}: {value[:100]!r} is not a verifier key ({e}); give the log's vkey "
-            "(`flchain keygen` prints it) or a file holding it"
-        ) from None
+        return configured_verifier(verifier, "verifier")
+    except PinError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _signed_checkpoint(notes: list[str], verifier: Verifier, origin: str, where: str
