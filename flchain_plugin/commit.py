@@ -11,6 +11,7 @@ these three, so each rule is written once.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,36 +115,44 @@ class Committed:
     checkpoint: str | None
 
 
+Admit = Callable[[int, int], None]
+"""`admit(start, end)`: look at the entries another writer appended in [start, end) and raise
+to abandon the batch (say, when one of them already commits the same identity)."""
+
+
 def commit(
     ledger: Ledger,
     batch: list[Entry],
     *,
     built_for: int | None = None,
     signer: Signer | None = None,
+    admit: Admit | None = None,
 ) -> Committed:
-    """Append `batch` as one batch and sign a checkpoint of its tree head.
+    """Append `batch` as one batch, with a signed checkpoint of its tree head stored in the
+    same transaction.
 
     `built_for`: the ledger size against which the batch's leaf indices (a `model`
-    entry's `inputs`) were computed. If another writer grew the log since, every entry is
-    rebased by the difference (`Entry.rebased`) and the append retried, at most
-    MAX_REBASES times. The checkpoint is of this batch's head exactly, whatever another
-    writer appends after it, so proofs announced for that size stay valid.
+    entry's `inputs`), or a caller's checks (`admit`), were computed. If another writer
+    grew the log since, `admit` sees what it appended, every entry is rebased by the
+    difference (`Entry.rebased`) and the append retried, at most MAX_REBASES times. The
+    checkpoint is of this batch's head exactly, whatever another writer appends after it,
+    so proofs announced for that size stay valid.
     """
     base = built_for
     for _ in range(MAX_REBASES):
         try:
-            head = ledger.append(batch, expect_size=base)
-            break
+            head = ledger.append(batch, expect_size=base, signer=signer)
+            return Committed(head, head.size - len(batch), tuple(batch), head.checkpoint)
         except SizeConflict as conflict:
+            if admit is not None:
+                admit(conflict.expected, conflict.size)
             delta, base = conflict.size - conflict.expected, conflict.size
             batch = [e.rebased(delta) for e in batch]
-    else:
-        raise SizeConflict(ledger.size, base or 0)
-    note = ledger.sign_checkpoint(signer, size=head.size) if signer is not None else None
-    return Committed(head, head.size - len(batch), tuple(batch), note)
+    raise SizeConflict(ledger.size, base or 0)
 
 
 __all__ = [
+    "Admit",
     "Committed",
     "LedgerTarget",
     "commit",

@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class TreeHead:
     size: int
     root: bytes
     timestamp: float
+    checkpoint: str | None = field(default=None, compare=False)
+    """The signed checkpoint stored with this head when `append` was given a signer."""
 
     @property
     def root_digest(self) -> str:
@@ -118,6 +120,30 @@ def _open_store(target: str | os.PathLike[str] | Store, create: bool, read_only:
     return SqliteStore(Path(text), create=create, read_only=read_only)
 
 
+def _encode_batch(
+    entries: Iterable[Entry],
+) -> tuple[list[tuple[str, bytes]], list[tuple[bytes, ...]]]:
+    """Each entry's type and canonical bytes, and the digests it is indexed under: all
+    checked before the write lock is taken, so a bad entry changes nothing."""
+    items = list(entries)
+    if not items:
+        raise EntryError("empty batch: append at least one entry")
+    encoded: list[tuple[str, bytes]] = []
+    subjects: list[tuple[bytes, ...]] = []
+    for i, e in enumerate(items):
+        if not isinstance(e, Entry) or ENTRY_TYPES.get(e.TYPE) is not type(e):
+            raise EntryError(
+                f"batch[{i}]: {type(e).__name__} is not a registered entry type "
+                f"(one of {sorted(ENTRY_TYPES)})"
+            )
+        try:
+            encoded.append((e.TYPE, e.encode()))
+        except EntryError as err:
+            raise EntryError(f"batch[{i}]: {err}") from err
+        subjects.append(tuple(bytes.fromhex(s[7:]) for s in e.subjects))
+    return encoded, subjects
+
+
 class Ledger:
     """An append-only, verifiable log of training events.
 
@@ -161,30 +187,28 @@ class Ledger:
 
     # -- writing -----------------------------------------------------------------------
 
-    def append(self, entries: Iterable[Entry], *, expect_size: int | None = None) -> TreeHead:
+    def append(
+        self,
+        entries: Iterable[Entry],
+        *,
+        expect_size: int | None = None,
+        signer: Signer | None = None,
+    ) -> TreeHead:
         """Append one batch atomically and durably; returns the new tree head.
 
         Every entry is encoded and checked before anything is written: a bad entry raises
         EntryError and the ledger is unchanged. `expect_size`: refuse with SizeConflict if
         another writer grew the log since the caller computed leaf indices for this batch
-        (e.g. a `model` entry's `inputs`).
+        (e.g. a `model` entry's `inputs`). `signer`: also sign the new head as a C2SP
+        checkpoint and store it in the same transaction (one fsync for batch and
+        signature; the note is the returned head's `checkpoint`).
         """
-        items = list(entries)
-        if not items:
-            raise EntryError("empty batch: append at least one entry")
-        encoded: list[tuple[str, bytes]] = []
-        subjects: list[tuple[bytes, ...]] = []
-        for i, e in enumerate(items):
-            if not isinstance(e, Entry) or ENTRY_TYPES.get(e.TYPE) is not type(e):
-                raise EntryError(
-                    f"batch[{i}]: {type(e).__name__} is not a registered entry type "
-                    f"(one of {sorted(ENTRY_TYPES)})"
-                )
-            try:
-                encoded.append((e.TYPE, e.encode()))
-            except EntryError as err:
-                raise EntryError(f"batch[{i}]: {err}") from err
-            subjects.append(tuple(bytes.fromhex(s[7:]) for s in e.subjects))
+        if signer is not None and signer.name != self.origin:
+            raise ValueError(
+                f"signer name {signer.name!r} is not the ledger origin {self.origin!r}: "
+                f"make the key with `flchain keygen {self.origin}`"
+            )
+        encoded, subjects = _encode_batch(entries)
         leaf = merkle.leaf_hash
         leaves = [leaf(d) for _, d in encoded]
 
@@ -214,8 +238,10 @@ class Ledger:
             rows = [(size + i, t, leaves[i], d) for i, (t, d) in enumerate(encoded)]
             refs = [(s, size + i) for i, subs in enumerate(subjects) for s in subs]
             new = HeadRow(frontier.size, frontier.root(), time.time())
-            w.put(rows, refs, nodes, new)
-        return TreeHead(new.size, new.root, new.timestamp)
+            note = (sign_checkpoint(Checkpoint(self.origin, new.size, new.root), signer)
+                    if signer is not None else None)
+            w.put(rows, refs, nodes, new, note)
+        return TreeHead(new.size, new.root, new.timestamp, note)
 
     # -- reading -----------------------------------------------------------------------
 

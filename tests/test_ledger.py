@@ -316,6 +316,25 @@ def test_signed_checkpoint_of_the_head(tmp_path: Path) -> None:
     led.close()
 
 
+def test_append_with_a_signer_stores_the_checkpoint_with_the_batch(tmp_path: Path) -> None:
+    led, _ = build(tmp_path / "l.db", [3])
+    signer = generate_key(led.origin)
+    head = led.append(entries(4, 3), signer=signer)
+    cp = verify_checkpoint(head.checkpoint, signer.verifier)
+    assert (cp.size, cp.root_hash) == (7, led.head().root) == (head.size, head.root)
+    assert led.latest_checkpoint() == head.checkpoint and led.checkpoint_sizes(5) == [7]
+    assert head == led.head()  # the note rides along; heads still compare by the tree
+    # A key not named after the log is refused before anything is written.
+    with pytest.raises(ValueError, match="not the ledger origin"):
+        led.append(entries(1, 7), signer=generate_key("example.com/other"))
+    # A batch that conflicts stores neither its entries nor a checkpoint.
+    with pytest.raises(SizeConflict):
+        led.append(entries(1, 7), expect_size=3, signer=signer)
+    assert led.size == 7 and led.store.checkpoints() == [(7, head.checkpoint)]
+    assert led.verify(verifier=signer.verifier).ok
+    led.close()
+
+
 def test_latest_checkpoints_come_newest_last_and_sizes_once(tmp_path: Path) -> None:
     led, _ = build(tmp_path / "l.db", [2, 3, 4])
     signer = generate_key(led.origin)

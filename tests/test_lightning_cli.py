@@ -70,6 +70,26 @@ def test_verify_names_recorded_and_unrecorded_files(tmp_path: Path) -> None:
     with Ledger(ledger) as led:
         assert led.head() == before, "verify must not write to the ledger"
 
+    # Pinning the log's key: the writer's key verifies, another key named after the log
+    # (a re-signed history) does not, and a key that is no key is a one-line usage error.
+    from flchain_plugin.commit import key_path
+    from flchain_plugin.notes import generate_key, load_private_key
+
+    writer = load_private_key(key_path(ledger)).verifier_key
+    pinned = CliRunner().invoke(lightning, ["verify", "--ledger", str(ledger), str(good),
+                                            "--key-verifier", writer, "--json"])
+    assert pinned.exit_code == 0, pinned.output
+    assert json.loads(pinned.stdout)["checkpoints"][0]["verifier"] == writer
+    with Ledger(ledger) as led:
+        other = generate_key(led.origin).verifier_key
+    forged = CliRunner().invoke(lightning, ["verify", "--ledger", str(ledger), str(good)],
+                                env={"FLCHAIN_LOG_VERIFIER": other})
+    assert forged.exit_code == 1 and "not signed by the pinned log key" in forged.stderr
+    junk = CliRunner().invoke(lightning, ["verify", "--ledger", str(ledger), str(good),
+                                          "--key-verifier", "not a key"])
+    assert junk.exit_code == 2 and junk.stderr.count("\n") == 1, junk.output
+    assert "--key-verifier" in junk.stderr and "Traceback" not in junk.output
+
 
 def test_cli_and_dataset_helpers_need_no_lightning(tmp_path: Path) -> None:
     code = (

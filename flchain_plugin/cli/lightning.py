@@ -17,23 +17,28 @@ from rich.table import Table
 from ..digest import file_digest
 from ..ledger import Ledger
 from ..lightning.lineage import CheckpointLineageError, checkpoint_lineage
+from ..notes import Verifier
+from ..pinning import VERIFIER_ENV
 from .errors import Group, VerificationFailed
-from .root import Output, Settings, common_options, open_ledger
+from .root import Output, Settings, common_options, key_verifier_option, open_ledger
 
 
 def _short(d: str | None) -> str:
     return d[7:19] if d else "-"
 
 
-def check(led: Ledger, path: Path) -> dict[str, Any]:
-    """One file's verdict as JSON: its digest, and its lineage or why it has none."""
+def check(led: Ledger, path: Path, verifier: Verifier | None = None) -> dict[str, Any]:
+    """One file's verdict as JSON: its digest, and its lineage or why it has none.
+    `verifier`: the log's pinned key; the lineage must then be covered by a checkpoint it
+    signed (what a resume pinning that key requires)."""
     digest = file_digest(path)
     try:
-        lin = checkpoint_lineage(led, digest)
+        lin = checkpoint_lineage(led, digest, verifier=verifier)
     except CheckpointLineageError as e:
         return {"path": str(path), "file": digest, "ok": False, "problem": str(e)}
     return {
         "path": str(path), "file": digest, "ok": True, "tree_size": lin.size,
+        "verifier": lin.verifier,
         "chain": [{"index": c.index, "name": c.entry.name, "epoch": c.entry.epoch,
                    "step": c.entry.step, "file": c.entry.file, "model": c.entry.model,
                    "parent": c.entry.parent}
@@ -74,14 +79,17 @@ def lightning() -> None:
 @lightning.command("verify")
 @click.argument("checkpoints", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@key_verifier_option("Require the lineage to be covered by a checkpoint signed with this log "
+                     f"key (default: ${VERIFIER_ENV}; none: the ledger's own head).")
 @common_options
-def verify(settings: Settings, out: Output, checkpoints: tuple[Path, ...]) -> None:
+def verify(settings: Settings, out: Output, checkpoints: tuple[Path, ...],
+           key_verifier: Verifier | None) -> None:
     """Check CHECKPOINTS: recorded, and their lineage back to the datasets verifies.
 
     Exit status 1 if any does not verify.
     """
     with open_ledger(settings) as led:
-        results = [check(led, p) for p in checkpoints]
+        results = [check(led, p, key_verifier) for p in checkpoints]
     doc = {"ok": all(r["ok"] for r in results), "checkpoints": results}
     if not out.json:
         for r in results:

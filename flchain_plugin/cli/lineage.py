@@ -19,7 +19,7 @@ from ..blobs import BlobError, BlobStore, default_root
 from ..commit import commit, key_path, log_signer
 from ..digest import DigestError, parse_digest
 from ..ledger import Ledger
-from ..lineage import Lineage, LineageError, Round, latest_model
+from ..lineage import Lineage, LineageError, Round, latest_model, records
 from ..lineage import lineage as trace
 from .errors import Command, InputError, VerificationFailed
 from .root import Output, Settings, common_options, open_ledger
@@ -176,7 +176,7 @@ def rollback(settings: Settings, out: Output, digest: str, blobs: Path | None,
     store = _blob_store(settings.ledger, blobs)
     with open_ledger(settings) as led:
         digest = _resolve(led, digest)
-        known = [le for le in led.find(digest) if le.entry.TYPE in ("model", "run", "rollback")]
+        known = records(led, digest)  # the entry types that record a model declare it
         if not known:
             raise InputError(f"{digest} is not a model version recorded in {settings.ledger}; "
                              "list versions with `flchain log --type model`")

@@ -24,8 +24,10 @@ from ..mlflow.commitment import TamperedModelError, UnknownModelError
 from ..mlflow.config import ConfigError
 from ..mlflow.verify import Verification
 from ..mlflow.view import LedgerUnavailableError
+from ..notes import Verifier
+from ..pinning import VERIFIER_ENV
 from .errors import Group, InputError, VerificationFailed
-from .root import Output, Settings, common_options, kv_table, short_digest
+from .root import Output, Settings, common_options, key_verifier_option, kv_table, short_digest
 
 
 @contextlib.contextmanager
@@ -96,9 +98,11 @@ def _datasets_table(v: Verification) -> Table | None:
               help="Accept a version recorded as a mismatch (warn instead of fail).")
 @click.option("--keep", "dst_path", default=None, type=click.Path(file_okay=False),
               help="Keep a copy of the verified model in this empty directory.")
+@key_verifier_option("Pin the log's verifier key: only what a checkpoint signed with it covers "
+                     f"verifies (default: ${VERIFIER_ENV}).")
 @common_options
 def verify(settings: Settings, out: Output, model_uri: str, tracking_uri: str | None,
-           permissive: bool, dst_path: str | None) -> None:
+           permissive: bool, dst_path: str | None, key_verifier: Verifier | None) -> None:
     """Download MODEL_URI, verify the copy against the ledger and print its lineage.
 
     The ledger is --ledger (a file or a server URL) if given, else the one the tracking
@@ -116,7 +120,7 @@ def verify(settings: Settings, out: Output, model_uri: str, tracking_uri: str | 
     try:
         with status, _quiet_mlflow():
             v = verify_model(model_uri, ledger=chosen, dst_path=dst_path,
-                             mode="permissive" if permissive else None)
+                             mode="permissive" if permissive else None, verifier=key_verifier)
     except TamperedModelError as e:
         doc = {"ok": False, "uri": model_uri, "error": str(e),
                "changes": [c.__dict__ for c in e.changes]}

@@ -37,6 +37,7 @@ from .. import notes
 from ..commit import key_path, load_or_create_key
 from ..ledger import Ledger
 from ..ledger_audit import VerifyReport, verify_ledger
+from ..pinning import VERIFIER_ENV, PinError, parse_verifier
 from ..store import StoreError
 from .errors import JSON_META, Group, InputError, VerificationFailed, library_errors
 
@@ -89,6 +90,23 @@ def ledger_option(**extra: Any) -> Callable[[Callable[..., Any]], Callable[..., 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON document on stdout.")
 """`--json`, spelled once."""
+
+
+def _parse_key_verifier(ctx: click.Context, param: click.Parameter,
+                        value: str | None) -> notes.Verifier | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return parse_verifier(value, "--key-verifier")
+    except PinError as e:
+        raise click.BadParameter(str(e).removeprefix("--key-verifier: ")) from None
+
+
+def key_verifier_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--key-verifier VKEY` (the log's verifier key, or a file holding it; default
+    $FLCHAIN_LOG_VERIFIER), spelled once: the key a reader that is not the writer pins."""
+    return click.option("--key-verifier", "key_verifier", metavar="VKEY", envvar=VERIFIER_ENV,
+                        callback=_parse_key_verifier, help=help)
 
 
 def _settings(ctx: click.Context, ledger_path: str | None, as_json: bool) -> Settings:
@@ -389,18 +407,17 @@ def note_checkpoint(note: str) -> tlog.Checkpoint:
 @cli.command()
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: on a terminal for large ledgers).")
-@click.option("--key-verifier", metavar="VKEY",
-              help="Check every stored checkpoint's signature with this log key (default: "
-                   "the key pinned in the ledger, else <ledger>.key's).")
+@key_verifier_option("Check every stored checkpoint's signature with this log key (default: "
+                     f"${VERIFIER_ENV}, else the key pinned in the ledger, else <ledger>.key's).")
 @common_options
 def verify(settings: Settings, out: Output, progress: bool | None,
-           key_verifier: str | None) -> None:
+           key_verifier: notes.Verifier | None) -> None:
     """Recompute and check the whole ledger.
 
     Every leaf, node, tree head, stored row and stored checkpoint; exits 1 naming the first
     fault. Warns when the newest tree head is covered by no signed checkpoint.
     """
-    given = notes.Verifier.parse(key_verifier) if key_verifier else None
+    given = key_verifier
     with open_ledger(settings) as led:
         size = led.size
         show_bar = progress if progress is not None else (out.err.is_terminal and size >= 50_000)

@@ -18,8 +18,8 @@ Flower ledger signs each round (`commit.log_signer`: the key at `<ledger file>.k
 from __future__ import annotations
 
 from flchain_plugin import entries as E
-from flchain_plugin.commit import MAX_REBASES, Committed, log_signer
-from flchain_plugin.ledger import Ledger, LoggedEntry, SizeConflict
+from flchain_plugin.commit import Committed, commit, log_signer
+from flchain_plugin.ledger import Ledger, LoggedEntry
 from flchain_plugin.notes import Signer
 
 from .view import MlflowQuery, scan_mlflow
@@ -58,21 +58,20 @@ def first_commitment(ledger: Ledger, identity: MlflowQuery, start: int = 0,
 
 
 def commit_once(ledger: Ledger, entry: E.Mlflow, signer: Signer | None = None) -> Committed:
-    """Append `entry` unless its identity is already committed, then sign a checkpoint of
-    the tree head it made. Raises DuplicateCommitmentError (the ledger is unchanged)."""
+    """Append `entry` unless its identity is already committed, with a signed checkpoint of
+    the tree head it made. Raises DuplicateCommitmentError (the ledger is unchanged).
+
+    The log is searched up to the size the append expects; if another writer got there
+    first, only what it appended is searched before the retry (`commit`'s `admit`), so two
+    writers racing on one identity cannot both commit it."""
     identity = identity_of(entry)
-    key = signer or log_signer(ledger)
-    searched = ledger.size
-    existing = first_commitment(ledger, identity, 0, searched)
-    for _ in range(MAX_REBASES):
+
+    def admit(start: int, end: int) -> None:
+        existing = first_commitment(ledger, identity, start, end)
         if existing is not None:
             raise DuplicateCommitmentError(identity, existing)
-        try:
-            head = ledger.append([entry], expect_size=searched)
-        except SizeConflict as grown:  # another writer appended: search only its entries
-            existing = first_commitment(ledger, identity, searched, grown.size)
-            searched = grown.size
-            continue
-        note = ledger.sign_checkpoint(key, size=head.size)
-        return Committed(head, head.size - 1, (entry,), note)
-    raise SizeConflict(ledger.size, searched)
+
+    searched = ledger.size
+    admit(0, searched)
+    return commit(ledger, [entry], built_for=searched, signer=signer or log_signer(ledger),
+                  admit=admit)

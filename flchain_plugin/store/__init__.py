@@ -66,9 +66,11 @@ class Writer(Protocol):
         refs: Sequence[tuple[bytes, int]],
         nodes: Sequence[tuple[int, bytes]],
         head: HeadRow,
+        checkpoint: str | None = None,
     ) -> None:
-        """Store entries (index, type, leaf hash, bytes), digest refs, nodes above level 0
-        and the new tree head, all in this transaction."""
+        """Store entries (index, type, leaf hash, bytes), digest refs, nodes above level 0,
+        the new tree head and, if given, the signed checkpoint of that head, all in this
+        transaction (one durable commit for a batch and its signature)."""
         ...
 
 

@@ -127,6 +127,7 @@ class _SqliteWriter:
         refs: Sequence[tuple[bytes, int]],
         nodes: Sequence[tuple[int, bytes]],
         head: HeadRow,
+        checkpoint: str | None = None,
     ) -> None:
         c = self._conn
         c.executemany("INSERT INTO entries (idx, type, leaf, data) VALUES (?, ?, ?, ?)", entries)
@@ -148,6 +149,9 @@ class _SqliteWriter:
             "INSERT INTO heads (size, root, ts) VALUES (?, ?, ?)",
             (head.size, head.root, head.timestamp),
         )
+        if checkpoint is not None:
+            c.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)",
+                      (head.size, checkpoint))
 
 
 def _text(raw: bytes) -> str:
