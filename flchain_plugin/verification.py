@@ -612,7 +612,8 @@ def all_finite(arr: np.ndarray) -> bool:
     if arr.dtype.kind not in "fc" or arr.size == 0:
         return True
     flat = arr.reshape(-1)
-    if (arr.dtype.kind == "f" and arr.dtype.itemsize >= 4
-            and math.isfinite(float(np.dot(flat, flat)))):
-        return True
+    if arr.dtype.kind == "f" and arr.dtype.itemsize >= 4:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(float(np.dot(flat, flat))):
+                return True
     return bool(np.isfinite(flat).all())
