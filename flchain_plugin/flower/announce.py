@@ -44,6 +44,27 @@ def own_content(msg: Message) -> tuple[RecordDict, str]:
 
 
 @dataclass
+class _Proofs:
+    """The proofs one round's announcements share, each read from the ledger once."""
+
+    ledger: Ledger
+    size: int
+    _inclusion: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
+    _consistency: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
+
+    def inclusion(self, index: int) -> tuple[bytes, ...]:
+        if index not in self._inclusion:
+            self._inclusion[index] = self.ledger.inclusion_proof(index, self.size).hashes
+        return self._inclusion[index]
+
+    def consistency(self, first: int) -> tuple[bytes, ...]:
+        """From a tree of `first` entries to the announced checkpoint's."""
+        if first not in self._consistency:
+            self._consistency[first] = self.ledger.consistency_proof(first, self.size).hashes
+        return self._consistency[first]
+
+
+@dataclass
 class Announcer:
     """Writes announcements and tracks, per node, the checkpoint sizes it may have pinned."""
 
@@ -82,39 +103,50 @@ class Announcer:
 
     def announce(self, st: RunState, server_round: int,
                  messages: Iterable[Message]) -> list[Message]:
-        """Give each message its own content carrying the announcement; remember what each
-        node was sent (`st.sent`) for the checks of its reply."""
+        """Give each message a content of its own carrying its announcement; remember what
+        each node was sent (`st.sent`) for the checks of its reply.
+
+        Messages whose strategy content and announcement are the same (every node that
+        confirmed the same checkpoint, the usual case) share one announced content, as
+        they shared the strategy's: announcing is then one ConfigRecord a round, not one
+        a node. Nothing writes into it after it is built."""
         out = list(messages)
         st.sent, st.sent_msgs = {}, out
         models: dict[int, Sent] = {}
-        proofs: dict[int, tuple[bytes, ...]] = {}  # consistency: from a size to the latest
-        inclusion: tuple[bytes, ...] = ()
+        announced: dict[tuple[int, tuple[int, ...]], RecordDict] = {}
+        proofs = _Proofs(self.ledger, self.checkpoint_size)
         for msg in out:
-            content, config_name = own_content(msg)
+            records = msg.content.array_records
+            if len(records) != 1:
+                msg.content = own_content(msg)[0]
+                continue
             node = msg.metadata.dst_node_id
-            records = content.array_records
-            if len(records) == 1:
-                sent = self._sent_model(st, next(iter(records.values())), models)
-                st.sent[node] = sent
-                entry = index = None
-                if sent.digest == st.model:
-                    if not inclusion:
-                        inclusion = self.ledger.inclusion_proof(
-                            st.entry_index, self.checkpoint_size).hashes
-                    entry, index = st.entry, st.entry_index
-                else:
-                    log.warning("flchain: the model sent to node %s (%s) is not the recorded "
-                                "global model; its client will refuse it", node, sent.digest)
-                sizes = self._sizes_to_prove(node)
-                for n in sizes:
-                    if n not in proofs:
-                        proofs[n] = self.ledger.consistency_proof(n, self.checkpoint_size).hashes
-                Announcement(st.run, server_round, sent.digest, self.checkpoint, entry, index,
-                             inclusion, self.server_key, self.weight_key,
-                             tuple((n, proofs[n]) for n in sizes)).write(content[config_name])
-                self._offered(node)
-            msg.content = content
+            sent = self._sent_model(st, next(iter(records.values())), models)
+            st.sent[node] = sent
+            sizes = tuple(self._sizes_to_prove(node))
+            key = (id(msg.content), sizes)
+            if key not in announced:
+                announced[key] = self._announced(st, server_round, msg, sent, sizes, proofs)
+            msg.content = announced[key]
+            self._offered(node)
         return out
+
+    def _announced(self, st: RunState, server_round: int, msg: Message, sent: Sent,
+                   sizes: tuple[int, ...], proofs: _Proofs) -> RecordDict:
+        """`msg`'s content with the announcement of `sent` proving consistency from `sizes`."""
+        content, config_name = own_content(msg)
+        entry = index = None
+        inclusion: tuple[bytes, ...] = ()
+        if sent.digest == st.model:
+            entry, index, inclusion = st.entry, st.entry_index, proofs.inclusion(st.entry_index)
+        else:
+            log.warning("flchain: the model sent to node %s (%s) is not the recorded global "
+                        "model; its client will refuse it", msg.metadata.dst_node_id,
+                        sent.digest)
+        Announcement(st.run, server_round, sent.digest, self.checkpoint, entry, index,
+                     inclusion, self.server_key, self.weight_key,
+                     tuple((n, proofs.consistency(n)) for n in sizes)).write(content[config_name])
+        return content
 
     @staticmethod
     def _sent_model(st: RunState, record: ArrayRecord, models: dict[int, Sent]) -> Sent:
