@@ -225,6 +225,13 @@ class History:
     updates: set[str] = field(default_factory=set)
     nonces: set[str] = field(default_factory=set)
     norm_bound: float | None = None  # the last bound a MedianNormBound could derive
+    _keys: dict[str, Verifier] = field(default_factory=dict, repr=False)
+
+    def verifier(self, signed: SignedStatement) -> Verifier:
+        """The statement's key, parsed once per run (StatementError if it does not parse)."""
+        if signed.key not in self._keys:
+            self._keys[signed.key] = signed.verifier()
+        return self._keys[signed.key]
 
 
 @dataclass(frozen=True)
@@ -320,7 +327,7 @@ def signature_valid(f: ReplyFacts, r: Round) -> Refusal | None:
     if f.statement is None:
         return None
     try:
-        f.statement.verify(r.policy.verifier(f.statement.key))
+        f.statement.verify(r.policy.verifier(f.statement.key) or r.history.verifier(f.statement))
     except StatementError as e:
         return _refuse(Reason.BAD_SIGNATURE, "signature_valid", str(e))
     return None
@@ -554,46 +561,48 @@ ROUND_CHECKS: tuple[RoundCheck, ...] = (within_norm_bound, metric_keys_agree)
 one before)."""
 
 
-def first_refusal(f: ReplyFacts, r: Round, seen: set[str], nonces: set[str]) -> Refusal | None:
-    """The first check `f` fails; updates and nonces accepted earlier this round count as
-    seen."""
-    view = Round(r.run, r.round, r.policy, History(r.history.members, r.history.updates | seen,
-                                                   r.history.nonces | nonces,
-                                                   r.history.norm_bound))
-    return next((x for x in (c(f, view) for c in CHECKS) if x is not None), None)
+def first_refusal(f: ReplyFacts, r: Round) -> Refusal | None:
+    """The first check in CHECKS that `f` fails, None if it passes them all."""
+    for check in CHECKS:
+        refusal = check(f, r)
+        if refusal is not None:
+            return refusal
+    return None
 
 
 def verify_round(replies: Sequence[ReplyFacts], r: Round) -> list[Verdict]:
     """Every reply's verdict: CHECKS on each in order, then ROUND_CHECKS on the survivors.
-    Only accepted replies are remembered (a refused reply burns no nonce or update)."""
+
+    A reply that passes CHECKS burns its update and nonce at once, so a later reply of the
+    same round repeating them is a replay; one refused by a round check gets them back (a
+    refused reply burns nothing)."""
     refusals: dict[int, Refusal] = {}
-    seen: set[str] = set()
-    nonces: set[str] = set()
     for i, f in enumerate(replies):
-        refusal = first_refusal(f, r, seen, nonces)
+        refusal = first_refusal(f, r)
         if refusal is not None:
             refusals[i] = refusal
         else:
-            seen.add(f.update or "")
-            if f.statement is not None:
-                nonces.add(f.statement.statement.nonce)
+            _burn(r.history, f)
     for check in ROUND_CHECKS:
         alive = [i for i in range(len(replies)) if i not in refusals]
         for j, refusal in check([replies[i] for i in alive], r).items():
             refusals[alive[j]] = refusal
-    verdicts = [Verdict(f, refusals.get(i)) for i, f in enumerate(replies)]
-    remember(r.history, [v.facts for v in verdicts if v.accepted])
-    return verdicts
+            _unburn(r.history, replies[alive[j]])
+    return [Verdict(f, refusals.get(i)) for i, f in enumerate(replies)]
 
 
-def remember(history: History, accepted: Iterable[ReplyFacts]) -> None:
-    """Burn the accepted updates and nonces (members are registered by whoever records
-    the `member` entries)."""
-    for f in accepted:
-        if f.update is not None:
-            history.updates.add(f.update)
-        if f.statement is not None:
-            history.nonces.add(f.statement.statement.nonce)
+def _burn(history: History, f: ReplyFacts) -> None:
+    if f.update is not None:
+        history.updates.add(f.update)
+    if f.statement is not None:
+        history.nonces.add(f.statement.statement.nonce)
+
+
+def _unburn(history: History, f: ReplyFacts) -> None:
+    if f.update is not None and f.update != f.parent:  # an unchanged model burns nothing
+        history.updates.discard(f.update)
+    if f.statement is not None:
+        history.nonces.discard(f.statement.statement.nonce)
 
 
 # -- measuring an update ---------------------------------------------------------------------

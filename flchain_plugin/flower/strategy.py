@@ -117,6 +117,8 @@ class LedgerStrategy(Strategy):
         self._pending_evals: list[tuple[int, str, dict[str, Any]]] = []
         self._pending: list[E.Entry] = []  # federated evaluations awaiting the central one
         self._central = False  # an evaluate_fn wrapper exists: it commits evaluations
+        self._storing: tuple[str, Future[str]] | None = None  # weights being written
+        self._last_index = -1  # index of the last entry this strategy committed
         self._announcer = Announcer(self.ledger, self.verifier_key, policy.weight_key)
 
     # -- keys ----------------------------------------------------------------------------
@@ -128,23 +130,40 @@ class LedgerStrategy(Strategy):
 
     # -- committing ----------------------------------------------------------------------
 
-    def _commit(self, batch: list[E.Entry], built_for: int | None = None) -> int:
+    def _commit(self, batch: list[E.Entry], built_for: int | None = None) -> E.Entry:
         """Append one batch (after any pending evaluations) and sign a checkpoint of it;
-        returns the index of `batch`'s first entry. `built_for`: the ledger size the batch's
-        leaf indices (a model's `inputs`) were computed against."""
+        returns the batch's last entry as logged (rebased if another writer appended).
+        `built_for`: the ledger size the batch's leaf indices (a model's `inputs`) were
+        computed against."""
         batch = self._pending + batch
-        pending, self._pending = len(self._pending), []
+        self._pending = []
         done = commit(self.ledger, batch, built_for=built_for, signer=self.signer)
         self._announcer.signed(done.checkpoint, done.head.size)
-        return done.first + pending
+        self._last_index = done.head.size - 1
+        return done.entries[-1]
 
-    def _store(self, arrays: dict[str, Any], digest: str) -> Future[None] | None:
-        """Keep a global model's weights for rollback, on a thread while the batch commits."""
+    def _store(self, arrays: dict[str, Any], digest: str) -> None:
+        """Keep a global model's weights for rollback, written on a thread while the round
+        goes on (the ledger batch commits, clients evaluate); `_stored` waits for it."""
         if self.blobs is None:
-            return None
+            return
+        self._stored()
         if self._io is None:
             self._io = ThreadPoolExecutor(1, thread_name_prefix="flchain-blobs")
-        return self._io.submit(self.blobs.put, arrays, digest)
+        self._storing = (digest, self._io.submit(self.blobs.put, arrays, digest))
+
+    def _stored(self) -> None:
+        """Wait for the weights being written; a failure is logged (the round stays
+        recorded), naming what can no longer be rolled back to."""
+        if self._storing is None:
+            return
+        digest, future = self._storing
+        self._storing = None
+        try:
+            future.result()
+        except (OSError, ValueError) as e:
+            log.error("flchain: could not store the weights of model %s in %s (%s): "
+                      "rolling back to it will not be possible", digest, self.blobs, e)
 
     # -- the run -------------------------------------------------------------------------
 
@@ -170,7 +189,8 @@ class LedgerStrategy(Strategy):
         self._pending_evals.clear()
         if self.blobs is not None:
             self.blobs.put(record_to_numpy(record), digest=digest)
-        first = self._commit(batch)
+        self._commit(batch)
+        first = self._last_index - len(batch) + 1
         st = RunState(run_id, digest, record, first, run_entry.encode())
         st.load_history(self.ledger)
         if st.history.members or st.history.updates:  # this run's server restarted: its
@@ -308,19 +328,11 @@ class LedgerStrategy(Strategy):
         model = batch[-1]
         assert isinstance(model, E.Model)
         views = record_views(arrays) if arrays is not None else None
-        stored = None
         if views is not None:
-            stored = self._store({k: v.numpy() for k, v in views.items()}, model.model)
-        first = self._commit(batch, built_for)
-        if stored is not None:
-            try:
-                stored.result()
-            except (OSError, ValueError) as e:  # the round stays recorded; say what is lost
-                log.error("flchain: could not store the weights of model %s in %s (%s): "
-                          "rolling back to it will not be possible", model.model, self.blobs, e)
-        # Read back what was logged: a concurrent writer may have shifted the model's inputs.
-        st.model, st.entry_index = model.model, first + len(batch) - 1
-        st.entry = self.ledger.get(st.entry_index).data
+            self._store({k: v.numpy() for k, v in views.items()}, model.model)
+        logged = self._commit(batch, built_for)
+        # What was logged: a concurrent writer may have shifted the model's inputs.
+        st.model, st.entry_index, st.entry = model.model, self._last_index, logged.encode()
         if arrays is not None:
             st.record, st.views = arrays, views
         reasons: dict[str, int] = {}
@@ -340,6 +352,7 @@ class LedgerStrategy(Strategy):
         """
         replies = list(replies)
         self._announcer.confirm(replies)
+        self._stored()  # the weights were written while clients evaluated
         metrics = self.strategy.aggregate_evaluate(server_round, replies)
         st = self._run
         if metrics is not None and st is not None:
