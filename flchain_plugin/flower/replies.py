@@ -10,6 +10,7 @@ replies are large enough to gain from it (hashlib and BLAS release the GIL).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,17 +63,21 @@ def _signatures(views: dict[str, TensorView]) -> dict[str, tuple[str, tuple[int,
 
 def _measure(arrays: _Arrays, sent: SentModel, norms: bool) -> _Arrays:
     """Digest, finiteness and (when a bound needs it and the tensors match the model sent)
-    the update norm. Thread-safe: hashlib and numpy only."""
+    the update norm. A finite norm proves every value finite (update - parent is NaN or
+    infinite wherever the update is), so the separate finiteness pass runs only without
+    one. Thread-safe: hashlib and numpy only."""
     if arrays.views is None:
         return arrays
     views = arrays.views
     try:
         digest = views_digest(views, threads=1)
-        bad = next((n for n, v in views.items() if not all_finite(v.numpy())), None)
         norm = None
-        if norms and bad is None and _signatures(views) == _signatures(sent[1]):
+        if norms and _signatures(views) == _signatures(sent[1]):
             norm = update_norm({k: v.numpy() for k, v in views.items()},
                                {k: v.numpy() for k, v in sent[1].items()})
+        bad = None
+        if norm is None or not math.isfinite(norm):  # a finite norm: every value is finite
+            bad = next((n for n, v in views.items() if not all_finite(v.numpy())), None)
     except (DigestError, ValueError, TypeError) as e:  # whatever a client sent: malformed
         return dataclasses.replace(arrays, views=None, error=str(e))
     return dataclasses.replace(arrays, digest=digest, non_finite=bad, norm=norm)
