@@ -330,3 +330,29 @@ def test_the_rules_import_no_framework():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_readme_lists_the_checks_in_their_order():
+    """The README's Flower table is the document a reader compares CHECKS with."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| [0-9–]+ \| (.+?) \| `([a-z_]+)`(?:, `([a-z_]+)`)? \|", readme,
+                      re.MULTILINE)
+    listed = [n for names, *_ in rows for n in re.findall(r"`([a-z_]+)`", names)]
+    assert listed == [c.__name__ for c in CHECKS] + ["norm_bound", "metric_keys_agree"]
+    codes = {}
+    for names, first, second in rows:
+        checks = re.findall(r"`([a-z_]+)`", names)
+        for check, code in zip(checks, [first, second or first], strict=False):
+            codes[check] = code
+    driven = {c[5]: c[4].value for c in CASES} | {"metric_keys_agree": "malformed"}
+    assert codes == driven
+
+
+def test_the_flower_policy_is_the_rules_policy():
+    from flchain_plugin.flower import MedianNormBound as FlowerBound
+    from flchain_plugin.flower import Policy as FlowerPolicy
+
+    assert FlowerPolicy is Policy and FlowerBound is MedianNormBound
