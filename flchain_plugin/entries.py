@@ -15,6 +15,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from enum import Enum
 from typing import Any, ClassVar, NewType, Union
 
 from .canonical import CanonicalError, canonical_json, canonical_object, check_depth
@@ -30,22 +31,27 @@ JsonObject = dict[str, Any]
 """A JSON object (e.g. metrics); numbers must be finite."""
 
 
-REJECT_REASONS = frozenset(
-    {
-        "client_error",
-        "unsigned",
-        "bad_signature",
-        "unknown_client",
-        "wrong_run",
-        "wrong_round",
-        "stale_parent",
-        "digest_mismatch",
-        "replay",
-        "malformed",
-        "non_finite",
-        "out_of_bounds",
-    }
-)
+class Reason(str, Enum):
+    """Why a reply was refused: the `reason` of a `rejected` entry (format v1: a code, once
+    written, keeps its meaning; a new rule gets a new code). Which check raises which code,
+    and in what order, is `flchain_plugin.verification.CHECKS`."""
+
+    CLIENT_ERROR = "client_error"
+    UNSIGNED = "unsigned"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_CLIENT = "unknown_client"
+    WRONG_RUN = "wrong_run"
+    WRONG_ROUND = "wrong_round"
+    STALE_PARENT = "stale_parent"
+    DIGEST_MISMATCH = "digest_mismatch"
+    REPLAY = "replay"
+    MALFORMED = "malformed"
+    NON_FINITE = "non_finite"
+    OUT_OF_BOUNDS = "out_of_bounds"
+
+
+REJECT_REASONS = frozenset(r.value for r in Reason)
+"""Every valid `rejected.reason` (the values of `Reason`)."""
 
 
 class EntryError(ValueError):
@@ -318,7 +324,7 @@ class Update(Entry):
 @entry_type
 @dataclass(frozen=True)
 class Rejected(Entry):
-    """A refused update and why (`reason` is one of REJECT_REASONS)."""
+    """A refused update and why (`reason`: a `Reason` value; `detail` names the check)."""
 
     TYPE: ClassVar[str] = "rejected"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("update",)

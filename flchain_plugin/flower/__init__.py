@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .arrays import arrayrecord_digest
     from .keys import client_key, client_verifier_keys, ledger_key
     from .mod import SigningMod, signing_mod
-    from .policy import Policy
+    from .policy import MedianNormBound, Policy
     from .strategy import LedgerStrategy
 
 _NAMES = {
@@ -24,6 +24,7 @@ _NAMES = {
     "signing_mod": ".mod",
     "SigningMod": ".mod",
     "Policy": ".policy",
+    "MedianNormBound": ".policy",
     "arrayrecord_digest": ".arrays",
     "client_key": ".keys",
     "client_verifier_keys": ".keys",
@@ -32,6 +33,7 @@ _NAMES = {
 
 __all__ = [
     "LedgerStrategy",
+    "MedianNormBound",
     "Policy",
     "SigningMod",
     "arrayrecord_digest",

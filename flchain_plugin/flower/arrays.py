@@ -9,6 +9,7 @@ or numpy arrays (`flchain_plugin.digest.model_digest`).
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Mapping
@@ -84,26 +85,59 @@ def tensor_view(name: str, data: bytes | memoryview) -> TensorView:
     offset = start + hlen
     if offset > view.nbytes or hlen > 65536:
         raise ArrayFormatError(f"array {name!r}: .npy header is truncated or oversized")
-    header = _plain_header(bytes(view[start:offset]))
-    if header is None:
-        header = _numpy_header(name, bytes(view[:offset]), major)
-    shape, fortran, dtype = header
-    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-        raise ArrayFormatError(f"array {name!r}: dtype {dtype} is not a plain numeric dtype")
-    if dtype.kind not in "biufc":
-        raise ArrayFormatError(f"array {name!r}: dtype {dtype} is not numeric")
-    if any(int(s) < 0 for s in shape):
-        raise ArrayFormatError(f"array {name!r}: negative dimension in shape {shape}")
-    count = 1
-    for s in shape:
-        count *= int(s)
-    want = count * dtype.itemsize
+    layout = _plain_layout(bytes(view[start:offset]))
+    if layout is None:
+        layout = _layout(name, *_numpy_header(name, bytes(view[:offset]), major))
+    elif isinstance(layout, str):
+        raise ArrayFormatError(f"array {name!r}: {layout}")
+    shape, fortran, dtype, want = layout
     if view.nbytes - offset != want:
         raise ArrayFormatError(
             f"array {name!r}: {view.nbytes - offset} data bytes, header {dtype.str}{shape} "
             f"needs {want}"
         )
-    return TensorView(name, dtype, tuple(int(s) for s in shape), bool(fortran), view[offset:])
+    return TensorView(name, dtype, shape, fortran, view[offset:])
+
+
+Layout = tuple[tuple[int, ...], bool, np.dtype, int]
+"""(shape, fortran_order, dtype, data bytes) of a valid numeric `.npy` header."""
+
+
+def _layout(name: str, shape: Any, fortran: bool, dtype: np.dtype) -> Layout:
+    """The header's layout if it describes a plain numeric array, else ArrayFormatError."""
+    why = _refusal(shape, dtype)
+    if why is not None:
+        raise ArrayFormatError(f"array {name!r}: {why}")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    return tuple(int(d) for d in shape), bool(fortran), dtype, count * dtype.itemsize
+
+
+def _refusal(shape: Any, dtype: np.dtype) -> str | None:
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        return f"dtype {dtype} is not a plain numeric dtype"
+    if dtype.kind not in "biufc":
+        return f"dtype {dtype} is not numeric"
+    if any(int(d) < 0 for d in shape):
+        return f"negative dimension in shape {shape}"
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_layout(text: bytes) -> Layout | str | None:
+    """The layout of a header in `np.save`'s own form (a str: why it is refused), None for
+    any other form. Memoized: every message of a run repeats the same few headers, and
+    parsing them was a measurable part of signing_mod's cost (a pure function of the
+    bytes, so remembering it changes no verdict)."""
+    header = _plain_header(text)
+    if header is None:
+        return None
+    shape, fortran, dtype = header
+    try:
+        return _layout("", shape, fortran, dtype)
+    except ArrayFormatError:
+        return _refusal(shape, dtype)
 
 
 def _plain_header(text: bytes) -> tuple[tuple[int, ...], bool, np.dtype] | None:

@@ -48,6 +48,9 @@ STATE = "flchain"
 NODE_CONFIG_KEY = "flchain-key"
 """node_config key naming this SuperNode's key file (deployment)."""
 
+VERIFIED_KEPT = 16
+"""Verified announcements a mod remembers (one per round and message kind is enough)."""
+
 KeySource = Signer | str | os.PathLike[str] | Callable[[Context], Signer]
 DatasetSource = str | Callable[[Context], str | None] | None
 
@@ -107,10 +110,15 @@ class SigningMod:
         self.create_keys = create_keys
         self.require_consistency = require_consistency
         self._cache: dict[Any, Signer] = {}
+        # Pure-function memos, per process: a parsed server key, and the checkpoint of an
+        # announcement already verified for the same model and key. A simulation actor
+        # serving several nodes verifies each signed checkpoint once, not once per node.
+        self._verifiers: dict[str, Verifier] = {}
+        self._verified: dict[tuple[Announcement, str, str], Checkpoint] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_cache"] = {}
+        state["_cache"], state["_verifiers"], state["_verified"] = {}, {}, {}
         return state
 
     # -- keys ----------------------------------------------------------------------------
@@ -156,10 +164,23 @@ class SigningMod:
         if not isinstance(vkey, str):
             raise AnnouncementError("no server key: pass signing_mod(server_key=...) or set "
                                     f"node_config {NODE_CONFIG_SERVER_KEY}")
-        try:
-            return Verifier.parse(vkey)
-        except NoteError as e:
-            raise AnnouncementError(f"server key {vkey!r}: {e}") from None
+        if vkey not in self._verifiers:
+            try:
+                self._verifiers[vkey] = Verifier.parse(vkey)
+            except NoteError as e:
+                raise AnnouncementError(f"server key {vkey!r}: {e}") from None
+        return self._verifiers[vkey]
+
+    def _verify(self, ann: Announcement, received: str, server: Verifier) -> Checkpoint:
+        """`ann.verify(received, server)`, remembered for the last few announcements."""
+        key = (ann, received, server.vkey)
+        cp = self._verified.get(key)
+        if cp is None:
+            cp = ann.verify(received, server)  # raises: nothing is remembered
+            if len(self._verified) >= VERIFIED_KEPT:
+                del self._verified[next(iter(self._verified))]
+            self._verified[key] = cp
+        return cp
 
     def _dataset(self, ctx: Context, pinned: ConfigRecord) -> str | None:
         if self.dataset is None:
@@ -199,7 +220,7 @@ class SigningMod:
                                     "ArrayRecords, want 1")
             received = arrayrecord_digest(next(iter(content.array_records.values())))
             server = self._server(ctx, ann, pinned)
-            cp = ann.verify(received, server)
+            cp = self._verify(ann, received, server)
             last = pinned.get("size")
             if isinstance(last, int):
                 if cp.size < last:

@@ -23,6 +23,7 @@ from ..canonical import json_value
 from ..checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from ..notes import Verifier
 from ..statement import SignedStatement, StatementError
+from ..verification import DEFAULT_WEIGHT_KEY
 
 RUN = "flchain-run"
 ROUND = "flchain-round"
@@ -35,7 +36,6 @@ CONSISTENCY_FROM = "flchain-consistency-from"
 CONSISTENCY = "flchain-consistency"
 SERVER_KEY = "flchain-server-key"
 WEIGHT_KEY = "flchain-weight-key"
-DEFAULT_WEIGHT_KEY = "num-examples"
 
 STATEMENT_RECORD = "flchain-statement"
 NODE_CONFIG_SERVER_KEY = "flchain-server-key"
