@@ -315,7 +315,7 @@ def main(mb: int, runs: int, versions: int, workdir: Path | None, quick: bool,
         Result("ledger_append", "of which: one durable ledger append (fsync; context)",
                append[0] * 1e3, "ms"),
         Result("commit_once", "of which: one plugin commit (identity check, append, signed "
-               "checkpoint: two fsyncs; context)", append[1] * 1e3, "ms"),
+               "checkpoint in one transaction, one fsync; context)", append[1] * 1e3, "ms"),
         Result("create_model_version", f"create_model_version × {versions} (flchain+sqlite)",
                per["flchain"] * 1e3, "ms", baseline=per["plain"] * 1e3,
                baseline_name="sqlite:/// create_model_version",
