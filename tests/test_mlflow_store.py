@@ -466,6 +466,24 @@ def test_cli_verify_prints_lineage_and_fails_on_tamper(env: Env) -> None:
                                 "--tracking-uri", env.uri])
     assert human.exit_code == 0 and "verified (ok)" in human.stdout and "lineage" in human.stdout
 
+    # Pinning the log's key (the writer's <ledger>.key): it holds; another key named after
+    # the log (a re-signed history) refuses; a key that is no key is a one-line usage error.
+    from flchain_plugin.commit import key_path
+    from flchain_plugin.notes import generate_key, load_private_key
+
+    writer = load_private_key(key_path(env.ledger)).verifier_key
+    pinned = runner.invoke(cli, ["mlflow", "verify", "models:/scale-cli/1", "--json",
+                                 "--tracking-uri", env.uri, "--key-verifier", writer])
+    assert pinned.exit_code == 0, pinned.output
+    with Ledger(env.ledger, create=False) as led:
+        other = generate_key(led.origin).verifier_key
+    forged = runner.invoke(cli, ["mlflow", "verify", "models:/scale-cli/1",
+                                 "--tracking-uri", env.uri], env={"FLCHAIN_LOG_VERIFIER": other})
+    assert forged.exit_code == 1 and "not signed by the pinned verifier key" in forged.stderr
+    junk = runner.invoke(cli, ["mlflow", "verify", "models:/scale-cli/1",
+                               "--tracking-uri", env.uri, "--key-verifier", "not a key"])
+    assert junk.exit_code == 2 and junk.stderr.count("\n") == 1 and "--key-verifier" in junk.stderr
+
     stored = Path(mlflow.MlflowClient().get_logged_model(model_id).artifact_location)
     weights = stored / "artifacts" / "weights-6.0.bin"
     committed = file_digest(weights)
