@@ -196,7 +196,7 @@ def test_ledger_routes(server: Server) -> None:
     # any other key refuses the server's ledger.
     pinned = HttpView(server.url, verifier=log_key)
     assert pinned.size >= signed.size and pinned.get(0).index == 0
-    with pytest.raises(LedgerUnavailableError, match="not signed by the pinned verifier key"):
+    with pytest.raises(LedgerUnavailableError, match="not signed by the pinned log key"):
         HttpView(server.url, verifier=generate_key(root["origin"]).verifier)
 
     status, cons = _get(f"{api}/consistency?first=1&second={size}")

@@ -479,7 +479,7 @@ def test_cli_verify_prints_lineage_and_fails_on_tamper(env: Env) -> None:
         other = generate_key(led.origin).verifier_key
     forged = runner.invoke(cli, ["mlflow", "verify", "models:/scale-cli/1",
                                  "--tracking-uri", env.uri], env={"FLCHAIN_LOG_VERIFIER": other})
-    assert forged.exit_code == 1 and "not signed by the pinned verifier key" in forged.stderr
+    assert forged.exit_code == 1 and "not signed by the pinned log key" in forged.stderr
     junk = runner.invoke(cli, ["mlflow", "verify", "models:/scale-cli/1",
                                "--tracking-uri", env.uri, "--key-verifier", "not a key"])
     assert junk.exit_code == 2 and junk.stderr.count("\n") == 1 and "--key-verifier" in junk.stderr

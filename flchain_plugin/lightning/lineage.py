@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import entries as E
-from ..checkpoint import CheckpointError, open_checkpoint
 from ..ledger import Ledger, LoggedEntry
 from ..lineage import walk
 from ..merkle import ProofError
-from ..notes import NoteError, Verifier
+from ..notes import Verifier
+from ..pinning import PinError, signed_tree
 
 
 class CheckpointLineageError(ValueError):
@@ -65,27 +65,12 @@ class CheckpointLineage:
 
 
 def signed_size(ledger: Ledger, verifier: Verifier) -> int:
-    """The size of the ledger's newest signed checkpoint, which `verifier` must have signed
-    for this log's origin and whose root must be this ledger's tree at that size."""
-    note = ledger.latest_checkpoint()
-    if note is None:
-        raise CheckpointLineageError(
-            f"the ledger has no signed checkpoint for the pinned key {verifier.vkey} to vouch "
-            "for (LedgerCallback signs one per save)"
-        )
+    """The size of the ledger's newest checkpoint signed by the pinned key, whose root must be
+    this ledger's tree at that size (`pinning.signed_tree`)."""
     try:
-        cp, _ = open_checkpoint(note, verifier, origin=ledger.origin)
-    except (CheckpointError, NoteError) as e:
-        raise CheckpointLineageError(
-            f"the ledger's newest checkpoint is not signed by the pinned log key ({e}): its "
-            "history may have been rewritten and re-signed with another key"
-        ) from None
-    if cp.size > ledger.size or ledger.root_at(cp.size) != cp.root_hash:
-        raise CheckpointLineageError(
-            f"the ledger's tree at size {cp.size} is not the one its signed checkpoint names: "
-            "the file was rewritten after it was signed"
-        )
-    return cp.size
+        return signed_tree(ledger, verifier).size
+    except PinError as e:
+        raise CheckpointLineageError(str(e)) from None
 
 
 def _prove(ledger: Ledger, item: LoggedEntry, size: int) -> None:

@@ -31,18 +31,18 @@ from flchain_plugin.digest import format_digest, parse_digest
 from flchain_plugin.entries import Mlflow, decode
 from flchain_plugin.ledger import Ledger, LoggedEntry
 from flchain_plugin.notes import NoteError, Verifier
-from flchain_plugin.pinning import VERIFIER_ENV, PinError, configured_verifier
+from flchain_plugin.pinning import (
+    VERIFIER_ENV,
+    PinError,
+    configured_verifier,
+    newest_signed,
+    signed_tree,
+)
 
 from .config import ConfigError
 
 API_PREFIX = "/flchain/v1"
 TRUSTED_ENV = "FLCHAIN_TRUSTED_CHECKPOINT"
-RECENT_CHECKPOINTS = 16
-"""How many of the newest stored checkpoints a pinned local view checks: all must be signed
-by the pinned key. The log signs one per batch, so checking every one would cost a
-signature check per entry on each load; `flchain verify --key-verifier` checks them all."""
-
-
 class LedgerUnavailableError(RuntimeError):
     """The ledger cannot be reached or answered something that does not verify."""
 
@@ -58,27 +58,11 @@ def pinned_verifier(verifier: str | Verifier | None = None) -> Verifier | None:
 
 def _signed_checkpoint(notes: list[str], verifier: Verifier, origin: str, where: str
                        ) -> Checkpoint:
-    """The largest of `notes`, each of which must be a checkpoint of `origin` signed by
-    the pinned key: one signed by another key means the log was re-signed."""
-    if not notes:
-        raise LedgerUnavailableError(
-            f"{where}: no signed checkpoint, but the verifier key {verifier.name} is pinned: "
-            "nothing in this ledger can be checked against it"
-        )
-    best = None
-    for note in notes:
-        try:
-            cp, _ = open_checkpoint(note, verifier, origin=origin)
-        except (CheckpointError, NoteError, ValueError) as e:
-            raise LedgerUnavailableError(
-                f"{where}: a checkpoint is not signed by the pinned verifier key "
-                f"{verifier.vkey} ({e}); the log was re-signed by another key or rewritten. "
-                "Refusing to load from it."
-            ) from None
-        if best is None or cp.size > best.size:
-            best = cp
-    assert best is not None
-    return best
+    """The largest of `notes`, all signed by the pinned key (`pinning.newest_signed`)."""
+    try:
+        return newest_signed(notes, verifier, origin)
+    except PinError as e:
+        raise LedgerUnavailableError(f"{where}: {e}. Refusing to load from it.") from None
 
 
 @dataclass(frozen=True)
@@ -212,13 +196,11 @@ class LocalView(LedgerView):
             head = ledger.head()
             self._pin(ledger.origin, head.size, head.root)
             return
-        notes = [n for _, n in ledger.store.checkpoints(last=RECENT_CHECKPOINTS)]
-        cp = _signed_checkpoint(notes, verifier, ledger.origin, self.location)
-        if cp.size > ledger.size or ledger.root_at(cp.size) != cp.root_hash:
-            raise LedgerUnavailableError(
-                f"{self.location}: the tree of size {cp.size} differs from the checkpoint "
-                "signed by the pinned key: the ledger was rewritten. Refusing to load from it."
-            )
+        try:
+            cp = signed_tree(ledger, verifier)
+        except PinError as e:
+            raise LedgerUnavailableError(f"{self.location}: {e}. Refusing to load from it."
+                                         ) from None
         self.pinned = verifier
         self._pin(ledger.origin, cp.size, cp.root_hash)
 
