@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from flchain_plugin import merkle
 from flchain_plugin.digest import (
     CHUNK_SIZE,
+    READ_AHEAD_MIN,
+    READ_AHEAD_STEP,
     DigestError,
     RawTensor,
     as_raw_tensor,
@@ -447,6 +449,16 @@ def test_not_a_directory_and_special_files(tmp_path: Path) -> None:
 
 def test_file_digest_is_plain_sha256(tmp_path: Path) -> None:
     data = os.urandom(3 * MIB + 5)
+    (tmp_path / "w.bin").write_bytes(data)
+    assert file_digest(tmp_path / "w.bin") == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1, READ_AHEAD_STEP - 1, READ_AHEAD_STEP,
+                                   3 * READ_AHEAD_STEP + 7])
+def test_file_digest_reading_ahead_is_plain_sha256(tmp_path: Path, extra: int) -> None:
+    """Around the size where the second thread starts reading ahead, and around its buffer
+    boundaries: every byte hashed once, in order."""
+    data = os.urandom(READ_AHEAD_MIN + extra)
     (tmp_path / "w.bin").write_bytes(data)
     assert file_digest(tmp_path / "w.bin") == "sha256:" + hashlib.sha256(data).hexdigest()
 

@@ -36,8 +36,8 @@ from flchain_plugin.mlflow import (  # noqa: E402
 )
 from flchain_plugin.mlflow.commitment import model_files  # noqa: E402
 from flchain_plugin.mlflow.config import ConfigError  # noqa: E402
-from flchain_plugin.pinning import RECENT_CHECKPOINTS  # noqa: E402
 from flchain_plugin.notes import generate_key, load_private_key  # noqa: E402
+from flchain_plugin.pinning import RECENT_CHECKPOINTS  # noqa: E402
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(180)]
 
