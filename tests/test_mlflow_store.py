@@ -270,13 +270,29 @@ def test_register_refuses_a_model_logged_without_the_plugin(env: Env) -> None:
         load_model(f"models:/{model_id}")
 
 
+def test_a_deleted_logged_model_gets_no_new_version(env: Env) -> None:
+    """The registry remembers where a logged model's files are; deleting the model must
+    still stop its next version, before anything is committed."""
+    with mlflow.start_run():
+        model_id = log_scale(env.dir, 7.0)
+    client = mlflow.MlflowClient()
+    client.create_registered_model("scale-deleted")
+    client.create_model_version("scale-deleted", f"models:/{model_id}", model_id=model_id)
+    size = len(entries_of(env.ledger))
+    client.delete_logged_model(model_id)
+    with pytest.raises(MlflowException):
+        client.create_model_version("scale-deleted", f"models:/{model_id}", model_id=model_id)
+    assert len(entries_of(env.ledger)) == size
+    assert len(client.search_model_versions("name='scale-deleted'")) == 1
+
+
 def test_a_failed_ledger_append_removes_the_version(env: Env,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     with mlflow.start_run():
         model_id = log_scale(env.dir, 5.0)
     registry = mlflow.MlflowClient()._get_registry_client().store
 
-    def disk_full(entries: object) -> None:
+    def disk_full(entries: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(registry.ledger, "append", disk_full)

@@ -88,6 +88,9 @@ def committed_logged_model(
         return (match, match) if older is None else (None, older)
     return None, first_commitment(ledger, query)
 
+LOCATIONS_KEPT = 1024
+"""Logged models whose storage location a registry store remembers (see `_location`)."""
+
 
 class LedgerRegistryMixin:
     """Adds the ledger check and record to a SqlAlchemy registry store (mixed in first)."""
@@ -114,12 +117,24 @@ class LedgerRegistryMixin:
         return _get_store(self._tracking_uri)
 
     def _location(self, model_id: str) -> tuple[str, str | None]:
-        """Where a logged model's files are stored, and its run."""
+        """Where a logged model's files are stored, and its run. MLflow never moves a logged
+        model's artifacts nor changes its run, so the answer is kept per store (bounded):
+        registering many versions of one model asks the tracking store once. Whether the
+        model still exists stays MLflow's own check: its store fetches the logged model of a
+        `models:/` source on every version, before anything here is recorded."""
+        cache: dict[str, tuple[str, str | None]] = self.__dict__.setdefault("_locations", {})
+        if model_id in cache:
+            return cache[model_id]
         store = self._tracking_store()
         if hasattr(store, "logged_model_location"):
-            return store.logged_model_location(model_id)  # type: ignore[no-any-return]
-        lm = store.get_logged_model(model_id)
-        return lm.artifact_location, lm.source_run_id
+            found: tuple[str, str | None] = store.logged_model_location(model_id)
+        else:
+            lm = store.get_logged_model(model_id)
+            found = (lm.artifact_location, lm.source_run_id)
+        if len(cache) >= LOCATIONS_KEPT:
+            del cache[next(iter(cache))]
+        cache[model_id] = found
+        return found
 
     def create_model_version(
         self,
