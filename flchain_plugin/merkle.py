@@ -247,6 +247,20 @@ def verify_consistency(
 
     Requires 0 <= size1 <= size2 (RFC 9162 §2.1.4.2).
     """
+    if _trivial_consistency(size1, size2, proof, root1, root2, hasher):
+        return
+    h1, h2 = _consistency_roots(size1, size2, proof, root1, hasher)
+    if h1 != root1:
+        raise ProofError(f"calculated root1 {h1.hex()}, want {root1.hex()}")
+    if h2 != root2:
+        raise ProofError(f"calculated root2 {h2.hex()}, want {root2.hex()}")
+
+
+def _trivial_consistency(
+    size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes, hasher: Hasher
+) -> bool:
+    """Check the arguments; True when they settle the proof without hashing (equal sizes, or
+    an empty first tree), which then must be empty. ProofError otherwise."""
     if size1 < 0:
         raise ProofError(f"size1 ({size1}) < 0")
     if size2 < size1:
@@ -255,21 +269,24 @@ def verify_consistency(
     _check_hash("root2", root2, hasher)
     if size1 == 0 and root1 != hasher.empty_root():
         raise ProofError(f"root1 {root1.hex()} is not the empty tree root for size1 0")
-    if size1 == size2:
+    if size1 == size2 or size1 == 0:
         if proof:
             raise ProofError(f"wrong proof size {len(proof)}, want 0")
-        if root1 != root2:
+        if size1 == size2 and root1 != root2:
             raise ProofError(f"roots differ for equal sizes: {root1.hex()} != {root2.hex()}")
-        return
-    if size1 == 0:
-        if proof:
-            raise ProofError(f"wrong proof size {len(proof)}, want 0")
-        return
+        return True
     if not proof:
         raise ProofError("empty consistency proof for non-trivial sizes")
     for i, h in enumerate(proof):
         _check_hash(f"proof[{i}]", h, hasher)
+    return False
 
+
+def _consistency_roots(
+    size1: int, size2: int, proof: Sequence[bytes], root1: bytes, hasher: Hasher
+) -> tuple[bytes, bytes]:
+    """The two roots `proof` rebuilds (RFC 9162 §2.1.4.2) for 0 < size1 < size2: the inner
+    part of the path is shared below the split, the border part climbs both trees."""
     inner = ((size1 - 1) ^ (size2 - 1)).bit_length()
     shift = (size1 & -size1).bit_length() - 1  # trailing zeros of size1
     inner -= shift
@@ -284,8 +301,7 @@ def verify_consistency(
     if len(proof) != want:
         raise ProofError(f"wrong proof size {len(proof)}, want {want}")
     rest = proof[start:]
-    h1 = seed
-    h2 = seed
+    h1 = h2 = seed
     for i in range(inner):
         p = rest[i]
         if (mask >> i) & 1:
@@ -296,10 +312,7 @@ def verify_consistency(
     for p in rest[inner:]:
         h1 = hasher.node(p, h1)
         h2 = hasher.node(p, h2)
-    if h1 != root1:
-        raise ProofError(f"calculated root1 {h1.hex()}, want {root1.hex()}")
-    if h2 != root2:
-        raise ProofError(f"calculated root2 {h2.hex()}, want {root2.hex()}")
+    return h1, h2
 
 
 class Frontier:

@@ -58,92 +58,97 @@ def _int_arg(name: str, default: int | None = None) -> int | None:
         raise _Bad(f"{name}={raw!r} is not an integer") from None
 
 
-def ledger_blueprint(path: str) -> Blueprint:
-    """The read-only routes over the ledger at `path` (opened on first use)."""
-    bp = Blueprint("flchain", __name__, url_prefix=API_PREFIX)
-    opened: list[Ledger] = []
-    lock = threading.Lock()
+class _LedgerRoutes:
+    """The read-only routes over one ledger file, each a method; the ledger is opened on
+    first use and never created (read-only routes must not make an empty ledger)."""
 
-    def ledger() -> Ledger:
-        with lock:
-            if not opened:  # read-only routes never create a ledger
-                opened.append(Ledger(path, create=False))
-            return opened[0]
+    def __init__(self, path: str):
+        self.path = path
+        self._opened: Ledger | None = None
+        self._lock = threading.Lock()
 
-    @bp.errorhandler(_Bad)
-    @bp.errorhandler(_Missing)
-    def _error(e: Any) -> Any:
-        return jsonify({"error": str(e)}), e.status
+    def ledger(self) -> Ledger:
+        with self._lock:
+            if self._opened is None:
+                self._opened = Ledger(self.path, create=False)
+            return self._opened
 
-    @bp.get("/root")
-    def root() -> Any:
-        return jsonify(ledger().info())
+    def root(self) -> Any:
+        return jsonify(self.ledger().info())
 
-    @bp.get("/checkpoint")
-    def checkpoint() -> Any:
-        led = ledger()
+    def checkpoint(self) -> Any:
+        led = self.ledger()
         note = led.latest_checkpoint()
         if note is not None:
             return jsonify({"signed": True, "note": note})
         return jsonify({"signed": False, "note": led.checkpoint().body()})
 
-    @bp.get("/entry/<int:index>")
-    def entry(index: int) -> Any:
-        led = ledger()
+    def entry(self, index: int) -> Any:
         try:
-            got = led.get(index)
+            got = self.ledger().get(index)
         except IndexError as e:
             raise _Missing(str(e)) from None
         return jsonify({"index": index, "data": base64.b64encode(got.data).decode("ascii"),
                         "entry": got.entry.to_json()})
 
-    @bp.get("/proof/<int:index>")
-    def proof(index: int) -> Any:
-        led, size = ledger(), _int_arg("size")
+    def proof(self, index: int) -> Any:
+        size = _int_arg("size")  # outside the try: its _Bad is a ValueError too
         try:
-            p = led.inclusion_proof(index, size)
+            p = self.ledger().inclusion_proof(index, size)
         except (IndexError, ValueError) as e:
             raise _Missing(str(e)) from None
         return jsonify({"index": p.index, "size": p.size, "leaf_hash": p.leaf_hash.hex(),
                         "hashes": [h.hex() for h in p.hashes], "root": format_digest(p.root)})
 
-    @bp.get("/consistency")
-    def consistency() -> Any:
+    def consistency(self) -> Any:
         first, second = _int_arg("first"), _int_arg("second")
         if first is None:
             raise _Bad("first= is required")
         try:
-            p = ledger().consistency_proof(first, second)
+            p = self.ledger().consistency_proof(first, second)
         except ValueError as e:
             raise _Missing(str(e)) from None
         return jsonify({"first": p.size1, "second": p.size2, "hashes": [h.hex() for h in p.hashes],
                         "root1": format_digest(p.root1), "root2": format_digest(p.root2)})
 
-    @bp.get("/verify")
-    def verify() -> Any:
-        report = ledger().verify()
+    def verify(self) -> Any:
+        report = self.ledger().verify()
         return jsonify({"ok": report.ok, "size": report.size, "root": format_digest(report.root),
                         "problem": str(report.problem) if report.problem else None,
                         "head_signed": report.head_signed, "warnings": list(report.warnings)})
 
-    @bp.get("/find/<digest>")
-    def find(digest: str) -> Any:
+    def find(self, digest: str) -> Any:
         try:
             parse_digest(digest)
         except DigestError as e:
             raise _Bad(str(e)) from None
-        found = ledger().find(digest, type=request.args.get("type") or None)
+        found = self.ledger().find(digest, type=request.args.get("type") or None)
         return jsonify({"indices": [e.index for e in found]})
 
-    @bp.get("/mlflow")
-    def mlflow_entries() -> Any:
-        led = ledger()
+    def mlflow_entries(self) -> Any:
+        led = self.ledger()
         size = _int_arg("size", led.size)
         a = request.args
         query = MlflowQuery(kind=a.get("kind"), model_id=a.get("model_id"),
                             name=a.get("name"), version=a.get("version"))
         return jsonify({"indices": [e.index for e in scan_mlflow(led, query, 0, size)]})
 
+
+def _error(e: Any) -> Any:
+    return jsonify({"error": str(e)}), e.status
+
+
+def ledger_blueprint(path: str) -> Blueprint:
+    """The read-only routes over the ledger at `path` (opened on first use)."""
+    routes = _LedgerRoutes(path)
+    bp = Blueprint("flchain", __name__, url_prefix=API_PREFIX)
+    bp.register_error_handler(_Bad, _error)
+    bp.register_error_handler(_Missing, _error)
+    for rule, view in [("/root", routes.root), ("/checkpoint", routes.checkpoint),
+                       ("/entry/<int:index>", routes.entry), ("/proof/<int:index>", routes.proof),
+                       ("/consistency", routes.consistency), ("/verify", routes.verify),
+                       ("/find/<digest>", routes.find), ("/mlflow", routes.mlflow_entries)]:
+        bp.add_url_rule(rule, view.__name__, view, methods=["GET"])
     return bp
 
 
