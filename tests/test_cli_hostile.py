@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from flchain_plugin import entries as E
+from flchain_plugin.blobs import BlobStore
 from flchain_plugin.cli import cli
 from flchain_plugin.ledger import Ledger
 
@@ -556,10 +557,10 @@ def test_console_script_never_shows_a_traceback(world: World,
 FRAMEWORKS = ("flwr", "torch", "lightning", "pytorch_lightning", "mlflow", "ray")
 
 
-def test_lineage_rollback_and_lightning_verify_import_no_framework(tmp_path: Path) -> None:
+def _two_round_ledger(tmp_path: Path) -> tuple[Path, str, str, BlobStore]:
+    """A run's initial model m0 and one round's model m1, both with weights in the blob store
+    beside the ledger: what lineage and rollback read."""
     import numpy as np
-
-    from flchain_plugin.blobs import BlobStore
 
     ledger = tmp_path / "fl.db"
     store = BlobStore(str(ledger) + ".blobs")
@@ -568,6 +569,11 @@ def test_lineage_rollback_and_lightning_verify_import_no_framework(tmp_path: Pat
         led.append([E.Run(run="1", strategy="FedAvg", config="sha256:" + "c" * 64, model=m0)])
         led.append([E.Model(run="1", round=1, model=m1, parent=m0, inputs=[],
                             aggregator="FedAvg")])
+    return ledger, m0, m1, store
+
+
+def test_lineage_rollback_and_lightning_verify_import_no_framework(tmp_path: Path) -> None:
+    ledger, m0, _, _ = _two_round_ledger(tmp_path)
     code = (
         "import json, sys\n"
         "from click.testing import CliRunner\n"
@@ -594,18 +600,9 @@ def test_lineage_rollback_and_lightning_verify_import_no_framework(tmp_path: Pat
 
 def test_rollback_with_hostile_blob_and_key_files(tmp_path: Path) -> None:
     """The weights file and the checkpoint key beside the ledger are files the CLI reads."""
-    import numpy as np
-
-    from flchain_plugin.blobs import BlobStore
     from flchain_plugin.commit import key_path
 
-    ledger = tmp_path / "fl.db"
-    store = BlobStore(str(ledger) + ".blobs")
-    m0, m1 = store.put({"w": np.zeros(2)}), store.put({"w": np.ones(2)})
-    with Ledger(ledger) as led:
-        led.append([E.Run(run="1", strategy="FedAvg", config="sha256:" + "c" * 64, model=m0)])
-        led.append([E.Model(run="1", round=1, model=m1, parent=m0, inputs=[],
-                            aggregator="FedAvg")])
+    ledger, m0, m1, store = _two_round_ledger(tmp_path)
     good = store.path(m0).read_bytes()
 
     def rollback() -> Result:
