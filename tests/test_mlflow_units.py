@@ -280,3 +280,27 @@ def test_the_pinned_verifier_key_comes_from_the_argument_or_the_environment(
     monkeypatch.setenv(VERIFIER_ENV, "nonsense")
     with pytest.raises(ConfigError, match="FLCHAIN_LOG_VERIFIER: 'nonsense'"):
         pinned_verifier()
+
+
+def test_a_version_matches_its_own_logged_model_when_another_holds_the_same_files(
+        tmp_path: Path) -> None:
+    """Two logged models with byte-identical files: a version of the second is judged
+    against the second's commitment, not refused because the first one came earlier."""
+    from flchain_plugin import entries as E
+    from flchain_plugin.ledger import Ledger
+    from flchain_plugin.mlflow.registry import committed_logged_model
+
+    files = "sha256:" + hashlib.sha256(b"same files").hexdigest()
+    other = "sha256:" + hashlib.sha256(b"other files").hexdigest()
+    with Ledger(tmp_path / "l.db") as led:
+        led.append([E.Mlflow(kind="logged_model", model_id="m-first", files=files)])
+        led.append([E.Mlflow(kind="logged_model", model_id="m-second", files=files)])
+        match, own = committed_logged_model(led, "m-second", files)
+        assert match is not None and match.index == 1 and own is match
+        # Other files for the same id: no match, and the commitment that stands is named.
+        match, own = committed_logged_model(led, "m-second", other)
+        assert match is None and own is not None and own.index == 1
+        # A plain source (no id) matches the oldest logged model with these files.
+        match, own = committed_logged_model(led, None, files)
+        assert match is not None and match.index == 0 and own is match
+        assert committed_logged_model(led, "m-unknown", files) == (None, None)

@@ -76,17 +76,16 @@ def committed_logged_model(
     """(the commitment these files match, the commitment of `model_id`).
 
     With a model id, only its commitment counts (the first, which stands: a logged model
-    is committed once); without one (a plain source), any logged model with these files
-    does. The digest index finds a matching commitment in a read or two; only the entries
-    before it are searched for an older commitment of the same id."""
-    match = _first_logged(ledger, files)
+    is committed once), whatever other logged models hold the same files; without one (a
+    plain source), any logged model with these files does, found through the digest
+    index in a read or two."""
     if model_id is None:
+        match = _first_logged(ledger, files)
         return match, match
-    query = MlflowQuery(kind="logged_model", model_id=model_id)
-    if match is not None and match.entry.model_id == model_id:  # type: ignore[attr-defined]
-        older = first_commitment(ledger, query, 0, match.index)
-        return (match, match) if older is None else (None, older)
-    return None, first_commitment(ledger, query)
+    own = first_commitment(ledger, MlflowQuery(kind="logged_model", model_id=model_id))
+    matches = own is not None and own.entry.files == files  # type: ignore[attr-defined]
+    return (own if matches else None), own
+
 
 LOCATIONS_KEPT = 1024
 """Logged models whose storage location a registry store remembers (see `_location`)."""
