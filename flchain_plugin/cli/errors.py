@@ -24,6 +24,7 @@ from .. import merkle, notes
 from ..digest import DigestError
 from ..entries import EntryError
 from ..store import StoreError
+from ..store.sqlite import store_error
 
 PREFIX = "flchain: error: "
 JSON_META = "flchain.json"
@@ -66,20 +67,6 @@ class VerificationFailed(InputError):
     exit_code = 1
 
 
-def _sqlite_message(ledger: Path, e: sqlite3.Error) -> str:
-    text = str(e)
-    if "readonly" in text or "read-only" in text:
-        return (f"{ledger} is read-only ({text}): this command writes to the ledger; run it "
-                "where the file and its directory are writable")
-    if "locked" in text or "busy" in text:
-        return f"{ledger} is locked by another writer ({text}): try again when it has finished"
-    if "unable to open" in text:
-        return (f"cannot open {ledger} ({text}): check that its directory exists and is "
-                "readable (and writable, to create or append)")
-    return (f"{ledger} is damaged or not a flchain ledger (SQLite: {text}): run `flchain "
-            "verify`, or restore the file from a copy")
-
-
 def _os_message(e: OSError, ledger: Path | None = None) -> str:
     where = f" {e.filename}" if e.filename else ""
     if ledger is not None and e.filename and Path(e.filename) in (ledger, *ledger.parents):
@@ -95,13 +82,13 @@ def library_errors(ledger: Path) -> Iterator[None]:
     except (EntryError, DigestError, notes.KeyFileError, notes.NoteError) as e:
         raise InputError(str(e)) from e
     except StoreError as e:  # opening errors are raised as InputError by open_ledger
-        if isinstance(e.__cause__, sqlite3.Error):
-            raise InputError(_sqlite_message(ledger, e.__cause__)) from e
+        if isinstance(e.__cause__, sqlite3.Error):  # the store already said what to do
+            raise InputError(str(e)) from e
         raise VerificationFailed(f"{e}") from e
     except merkle.ProofError as e:
         raise VerificationFailed(f"proof does not verify: {e}") from e
-    except sqlite3.Error as e:
-        raise InputError(_sqlite_message(ledger, e)) from e
+    except sqlite3.Error as e:  # raised outside the store: read it the store's way
+        raise InputError(str(store_error(ledger, e))) from e
     except OverflowError as e:
         raise InputError(f"a number is out of range ({e}): ledger indices and sizes are "
                          "integers from 0 to 2^63-1") from e

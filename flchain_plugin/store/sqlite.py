@@ -66,8 +66,9 @@ _KEY_COLUMNS = {"entries": "idx", "nodes": "id", "heads": "size", "checkpoints":
 _INT64 = (-(2**63), 2**63)
 
 
-def _store_error(path: Path, e: sqlite3.Error) -> StoreError:
-    """One line that says what went wrong with the file and what to do about it."""
+def store_error(path: Path, e: sqlite3.Error) -> StoreError:
+    """One line that says what went wrong with the file and what to do about it: the one
+    reading of SQLite's errors, for the store and for the `flchain` command alike."""
     text = str(e) or type(e).__name__
     if isinstance(e, sqlite3.IntegrityError):
         return StoreError(f"{path}: a stored row is in the way of this write ({text}): the file "
@@ -78,6 +79,9 @@ def _store_error(path: Path, e: sqlite3.Error) -> StoreError:
     if "locked" in text or "busy" in text:
         return StoreError(f"{path}: another process holds the ledger's lock ({text}); "
                           "try again when it is done")
+    if "unable to open" in text:
+        return StoreError(f"{path}: cannot open the ledger ({text}); check that its directory "
+                          "exists and is readable (and writable, to create or append)")
     return StoreError(f"{path}: the ledger file is damaged ({text}); restore it from a backup "
                       "or a mirror, and keep the damaged copy for `flchain verify` to examine")
 
@@ -87,7 +91,7 @@ def _sqlite_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as e:
-        raise _store_error(path, e) from e
+        raise store_error(path, e) from e
 
 
 def _read_only_uri(path: Path) -> str:
@@ -236,7 +240,7 @@ class SqliteStore:
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a flchain ledger, or damaged ({e})") from e
         except sqlite3.Error as e:
-            raise _store_error(self.path, e) from e
+            raise store_error(self.path, e) from e
         if schema != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: ledger schema {schema!r}, want {SCHEMA_VERSION!r}")
 
