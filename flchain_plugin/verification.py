@@ -455,7 +455,7 @@ def weight_valid(f: ReplyFacts, r: Round) -> Refusal | None:
 def weight_signed(f: ReplyFacts, r: Round) -> Refusal | None:
     """The weight the server aggregates with is the `num_examples` the client signed."""
     w = _weight(f, r)
-    if f.statement is not None and f.statement.statement.num_examples != int(w):
+    if f.statement is not None and f.statement.statement.num_examples != w:  # 10.0 == 10
         return _refuse(Reason.MALFORMED, "weight_signed", f"the statement signs num_examples "
                        f"{f.statement.statement.num_examples}, the reply weighs "
                        f"{r.policy.weight_key}={w}", f.update)
