@@ -375,9 +375,9 @@ def _init_pin(pin: str | None, origin: str | None) -> notes.Verifier | None:
     if pin is None:
         return None
     try:
-        verifier = notes.Verifier.parse(pin)
-    except notes.NoteError as e:
-        raise InputError(f"--key-verifier: {e}") from None
+        verifier = parse_verifier(pin, "--key-verifier")  # a vkey or a file holding one
+    except PinError as e:
+        raise InputError(str(e)) from None
     if origin is not None and verifier.name != origin:
         raise InputError(f"--key-verifier is named {verifier.name!r}, not --origin {origin!r}: "
                          "a log key is named after its origin")
