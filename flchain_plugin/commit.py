@@ -19,6 +19,10 @@ from .entries import Entry
 from .ledger import Ledger, SizeConflict, TreeHead
 from .notes import KeyFileError, Signer, generate_key, load_private_key, save_private_key
 
+LEDGER_ENV = "FLCHAIN_LEDGER"
+"""The environment variable naming the ledger file, for the `flchain` command and the
+MLflow plugin alike."""
+
 LedgerTarget = Ledger | str | os.PathLike[str]
 """What a user may hand an integration as its ledger."""
 
@@ -152,6 +156,7 @@ def commit(
 
 
 __all__ = [
+    "LEDGER_ENV",
     "Admit",
     "Committed",
     "LedgerTarget",

@@ -203,11 +203,8 @@ class Ledger:
         checkpoint and store it in the same transaction (one fsync for batch and
         signature; the note is the returned head's `checkpoint`).
         """
-        if signer is not None and signer.name != self.origin:
-            raise ValueError(
-                f"signer name {signer.name!r} is not the ledger origin {self.origin!r}: "
-                f"make the key with `flchain keygen {self.origin}`"
-            )
+        if signer is not None:
+            self._check_signer(signer)
         encoded, subjects = _encode_batch(entries)
         leaf = merkle.leaf_hash
         leaves = [leaf(d) for _, d in encoded]
@@ -379,16 +376,20 @@ class Ledger:
 
         The key's name must be the log's origin, as C2SP verifiers expect.
         """
-        if signer.name != self.origin:
-            raise ValueError(
-                f"signer name {signer.name!r} is not the ledger origin {self.origin!r}: "
-                f"make the key with `flchain keygen {self.origin}`"
-            )
+        self._check_signer(signer)
         cp = self.checkpoint(size)
         self._require_head(cp.size)
         note = sign_checkpoint(cp, signer)
         self.store.add_checkpoint(cp.size, note)
         return note
+
+    def _check_signer(self, signer: Signer) -> None:
+        """C2SP verifiers look a checkpoint's signature up by the log's origin."""
+        if signer.name != self.origin:
+            raise ValueError(
+                f"signer name {signer.name!r} is not the ledger origin {self.origin!r}: "
+                f"make the key with `flchain keygen {self.origin}`"
+            )
 
     def _require_head(self, size: int) -> None:
         """A checkpoint signs a batch's tree head, never a size between two batches: so a

@@ -111,9 +111,9 @@ def known_verifier(
     pinned = ledger.pinned_verifier
     if pinned is not None:
         return pinned, "pinned"
-    from .commit import key_path  # commit builds on Ledger, so it is imported late
+    from .commit import key_path, ledger_path  # commit builds on Ledger: imported late
 
-    path = getattr(ledger.store, "path", None)
+    path = ledger_path(ledger)
     if path is None or not key_path(path).exists():
         return None, None
     try:

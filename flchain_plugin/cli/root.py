@@ -34,7 +34,7 @@ from rich.text import Text
 
 from .. import checkpoint as tlog
 from .. import notes
-from ..commit import key_path, load_or_create_key
+from ..commit import LEDGER_ENV, key_path, load_or_create_key
 from ..ledger import Ledger
 from ..ledger_audit import VerifyReport, verify_ledger
 from ..pinning import VERIFIER_ENV, PinError, parse_verifier
@@ -42,7 +42,6 @@ from ..store import StoreError
 from .errors import JSON_META, Group, InputError, VerificationFailed, library_errors
 
 DEFAULT_LEDGER = "flchain.db"
-LEDGER_ENV = "FLCHAIN_LEDGER"
 
 MAX_INDEX = 2**63 - 1
 """The largest entry index or tree size: SQLite keys are signed 64-bit integers."""

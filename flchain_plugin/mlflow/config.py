@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+from flchain_plugin.commit import LEDGER_ENV
+
 PREFIX = "flchain+"
-LEDGER_ENV = "FLCHAIN_LEDGER"
 MODE_ENV = "FLCHAIN_MLFLOW_MODE"
 MODES = ("strict", "permissive")
 _QUERY_LEDGER = "flchain_ledger"

@@ -28,10 +28,8 @@ from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
 
 from flchain_plugin import entries as E
-from flchain_plugin.commit import log_signer
 from flchain_plugin.digest import DigestError, FileDigest, files_root, parse_digest
 from flchain_plugin.ledger import Ledger, LoggedEntry
-from flchain_plugin.notes import Signer
 
 from .artifacts import local_directory
 from .commitment import (
@@ -44,7 +42,7 @@ from .commitment import (
 )
 from .config import PluginConfig, parse_store_uri
 from .identity import DuplicateCommitmentError, commit_once, first_commitment
-from .store import FILES_TAG, STATUS_TAG
+from .store import FILES_TAG, STATUS_TAG, PluginLedger
 from .view import MlflowQuery
 
 
@@ -91,24 +89,16 @@ LOCATIONS_KEPT = 1024
 """Logged models whose storage location a registry store remembers (see `_location`)."""
 
 
-class LedgerRegistryMixin:
+class LedgerRegistryMixin(PluginLedger):
     """Adds the ledger check and record to a SqlAlchemy registry store (mixed in first)."""
 
-    flchain: PluginConfig
-    ledger: Ledger
     _tracking_uri: str | None
+    _locations: dict[str, tuple[str, str | None]]
 
     def _open_ledger(self, config: PluginConfig, tracking_uri: str | None) -> None:
-        self.flchain = config
-        self.ledger = Ledger(config.ledger)
+        self._open_plugin_ledger(config)
         self._tracking_uri = tracking_uri
-        self._signer: Signer | None = None
-
-    def _log_signer(self) -> Signer:
-        """The ledger's checkpoint key, read once per store rather than once per version."""
-        if self._signer is None:
-            self._signer = log_signer(self.ledger)
-        return self._signer
+        self._locations = {}
 
     def _tracking_store(self) -> Any:
         from mlflow.tracking._tracking_service.utils import _get_store
@@ -121,7 +111,7 @@ class LedgerRegistryMixin:
         registering many versions of one model asks the tracking store once. Whether the
         model still exists stays MLflow's own check: its store fetches the logged model of a
         `models:/` source on every version, before anything here is recorded."""
-        cache: dict[str, tuple[str, str | None]] = self.__dict__.setdefault("_locations", {})
+        cache = self._locations
         if model_id in cache:
             return cache[model_id]
         store = self._tracking_store()

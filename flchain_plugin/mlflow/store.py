@@ -53,22 +53,31 @@ FILES_TAG = "flchain.files"
 ENTRY_TAG = "flchain.entry"
 STATUS_TAG = "flchain.status"
 
-class LedgerTrackingMixin:
-    """Adds the ledger commitment to a SqlAlchemy tracking store (mixed in first)."""
+class PluginLedger:
+    """What both plugin stores hold: the config, the ledger, and its checkpoint key, read
+    on the first commit (a store that only reads never creates `<ledger>.key`) and then
+    once per store rather than once per commit."""
 
     flchain: PluginConfig
     ledger: Ledger
+    _signer: Signer | None
 
-    def _open_ledger(self, config: PluginConfig) -> None:
+    def _open_plugin_ledger(self, config: PluginConfig) -> None:
         self.flchain = config
         self.ledger = Ledger(config.ledger)
-        self._signer: Signer | None = None
+        self._signer = None
 
     def _log_signer(self) -> Signer:
-        """The ledger's checkpoint key, read once per store rather than once per commit."""
         if self._signer is None:
             self._signer = log_signer(self.ledger)
         return self._signer
+
+
+class LedgerTrackingMixin(PluginLedger):
+    """Adds the ledger commitment to a SqlAlchemy tracking store (mixed in first)."""
+
+    def _open_ledger(self, config: PluginConfig) -> None:
+        self._open_plugin_ledger(config)
 
     def finalize_logged_model(self, model_id: str, status: LoggedModelStatus) -> Any:
         if LoggedModelStatus(status) != LoggedModelStatus.READY:

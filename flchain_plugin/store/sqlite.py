@@ -399,13 +399,13 @@ class SqliteStore:
 
     def set_meta(self, key: str, value: str, *, replace: bool = True) -> None:
         verb = "REPLACE" if replace else "IGNORE"
-        with self.writer(), _sqlite_errors(self.path):
+        with self.writer():  # the writer already reads SQLite's errors
             self._conn.execute(
                 f"INSERT OR {verb} INTO meta (key, value) VALUES (?, ?)", (key, value)
             )
 
     def add_checkpoint(self, size: int, note: str) -> None:
-        with self.writer(), _sqlite_errors(self.path):
+        with self.writer():  # the writer already reads SQLite's errors
             self._conn.execute("INSERT INTO checkpoints (size, note) VALUES (?, ?)", (size, note))
 
     def checkpoints(self, last: int | None = None) -> list[tuple[int, str]]:
