@@ -150,3 +150,64 @@ def new_tiles(old_size: int, size: int, level: int) -> list[Tile]:
     first = level_size(old_size, level) // TILE_WIDTH
     old_width = level_size(old_size, level) % TILE_WIDTH
     return [t for t in tiles[first:] if not (t.index == first and t.width == old_width)]
+
+
+# -- tile contents --------------------------------------------------------------------------
+
+MAX_ENTRY_SIZE = 0xFFFF
+"""An entry bundle prefixes each entry with a big-endian uint16 length."""
+
+
+class TileDataError(ValueError):
+    """Tile bytes that do not hold what their path says."""
+
+
+def encode_hashes(hashes: list[bytes]) -> bytes:
+    """A hash tile: its hashes concatenated, 32 bytes each."""
+    for i, h in enumerate(hashes):
+        if len(h) != HASH_SIZE:
+            raise TileDataError(f"hash {i}: got {len(h)} bytes, want {HASH_SIZE}")
+    return b"".join(hashes)
+
+
+def decode_hashes(data: bytes, tile: Tile) -> list[bytes]:
+    """The hashes of a hash tile's bytes, which must be exactly `tile.width` hashes."""
+    if tile.level == ENTRIES:
+        raise TileDataError(f"{tile.path} is an entry bundle, not a hash tile")
+    if len(data) != tile.width * HASH_SIZE:
+        raise TileDataError(
+            f"{tile.path}: got {len(data)} bytes, want {tile.width * HASH_SIZE} "
+            f"({tile.width} hashes)"
+        )
+    return [data[i:i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+
+def encode_bundle(entries: list[bytes]) -> bytes:
+    """An entry bundle: each entry prefixed by its length as a big-endian uint16."""
+    out = bytearray()
+    for i, e in enumerate(entries):
+        if len(e) > MAX_ENTRY_SIZE:
+            raise TileDataError(f"entry {i}: got {len(e)} bytes, want at most {MAX_ENTRY_SIZE}")
+        out += len(e).to_bytes(2, "big") + e
+    return bytes(out)
+
+
+def decode_bundle(data: bytes, tile: Tile) -> list[bytes]:
+    """The entries of a bundle's bytes: exactly `tile.width` of them and nothing after."""
+    if tile.level != ENTRIES:
+        raise TileDataError(f"{tile.path} is a hash tile, not an entry bundle")
+    out, pos = [], 0
+    while pos < len(data):
+        if pos + 2 > len(data):
+            raise TileDataError(f"{tile.path}: truncated length prefix at byte {pos}")
+        n = int.from_bytes(data[pos:pos + 2], "big")
+        if pos + 2 + n > len(data):
+            raise TileDataError(
+                f"{tile.path}: entry {len(out)} at byte {pos} wants {n} bytes, "
+                f"{len(data) - pos - 2} left"
+            )
+        out.append(data[pos + 2:pos + 2 + n])
+        pos += 2 + n
+    if len(out) != tile.width:
+        raise TileDataError(f"{tile.path}: got {len(out)} entries, want {tile.width}")
+    return out

@@ -9,8 +9,13 @@ from hypothesis import strategies as st
 from flchain_plugin.tiles import (
     ENTRIES,
     Tile,
+    TileDataError,
     TilePathError,
+    decode_bundle,
+    decode_hashes,
     edge_tiles,
+    encode_bundle,
+    encode_hashes,
     encode_index,
     levels,
     new_tiles,
@@ -89,3 +94,27 @@ def test_new_tiles_are_exactly_what_changed(old: int, grow: int) -> None:
 def test_edge_tiles_are_the_last_of_each_level(size: int) -> None:
     last = {lv: tiles_for(size, lv)[-1] for lv in (*levels(size), ENTRIES)}
     assert {t.level: t for t in edge_tiles(size)} == last
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=256))
+def test_bundles_round_trip(entries: list[bytes]) -> None:
+    tile = Tile(ENTRIES, 0, len(entries))
+    assert decode_bundle(encode_bundle(entries), tile) == entries
+
+
+@pytest.mark.parametrize("data,why", [
+    (b"\x00", "truncated length prefix"), (b"\x00\x05ab", "wants 5 bytes"),
+    (b"\x00\x01a\x00\x01b", "got 2 entries, want 1"),
+])
+def test_bad_bundles_are_named(data: bytes, why: str) -> None:
+    with pytest.raises(TileDataError, match=why):
+        decode_bundle(data, Tile(ENTRIES, 0, 1))
+
+
+def test_hash_tiles_hold_exactly_their_width() -> None:
+    hashes = [bytes([i]) * 32 for i in range(3)]
+    assert decode_hashes(encode_hashes(hashes), Tile(0, 0, 3)) == hashes
+    with pytest.raises(TileDataError, match="want 96 bytes"):
+        decode_hashes(encode_hashes(hashes)[:-1], Tile(0, 0, 3))
+    with pytest.raises(TileDataError, match="want at most 65535"):
+        encode_bundle([b"x" * 65_536])
