@@ -23,9 +23,9 @@ from flchain_plugin.checkpoint import open_checkpoint
 from flchain_plugin.commit import key_path
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.mlflow.identity import (
+    Commitments,
     DuplicateCommitmentError,
     commit_once,
-    first_commitment,
     identity_of,
 )
 from flchain_plugin.notes import load_private_key
@@ -73,16 +73,17 @@ def test_a_second_commitment_of_either_identity_is_refused(ledger: Ledger) -> No
     assert ledger.verify().ok
 
 
-def test_first_commitment_ignores_look_alike_bytes(ledger: Ledger) -> None:
-    """The byte pre-filter only skips decoding: a field elsewhere holding the same text
+def test_the_index_ignores_look_alike_fields(ledger: Ledger) -> None:
+    """Only the identity's own fields count: a field elsewhere holding the same text
     (a dataset named like the model, a detail holding the id) is not a match."""
     decoy = E.Mlflow(kind="logged_model", model_id="m-2", files=files(1), name="x",
                      datasets=[{"name": "model", "version": "1"}],
                      detail={"model_id": "m-1", "kind": "model_version"})
     ledger.append([decoy])
-    assert first_commitment(ledger, identity_of(logged("m-1", 1))) is None
-    assert first_commitment(ledger, identity_of(version("model", 1, 1))) is None
-    assert first_commitment(ledger, identity_of(decoy)) is not None
+    index = Commitments(ledger)
+    assert index.first(identity_of(logged("m-1", 1))) is None
+    assert index.first(identity_of(version("model", 1, 1))) is None
+    assert index.first(identity_of(decoy)) is not None
 
 
 def test_each_commit_signs_a_checkpoint_with_the_ledger_key(ledger: Ledger,
@@ -96,6 +97,22 @@ def test_each_commit_signs_a_checkpoint_with_the_ledger_key(ledger: Ledger,
         cp, _ = open_checkpoint(committed.checkpoint, key.verifier)
         assert (cp.size, cp.root_hash) == (committed.head.size, committed.head.root)
     assert ledger.checkpoint_sizes(10) == [1, 2]
+
+
+def test_a_stores_index_follows_what_other_writers_append(tmp_path: Path) -> None:
+    """The index is read once per entry and extended: a commit made through another handle
+    (another process, another server worker) after the index was read is still found."""
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as mine, Ledger(path) as theirs:
+        index = Commitments(mine)
+        commit_once(mine, logged("m-1", 1), commitments=index)
+        commit_once(theirs, version("model", 1, 1))  # the index has not seen this one
+        with pytest.raises(DuplicateCommitmentError) as e:
+            commit_once(mine, version("model", 1, 2), commitments=index)
+        assert e.value.existing.index == 1 and index.read == mine.size
+        assert index.first(identity_of(version("model", 1, 9)), end=1) is None
+        with pytest.raises(ValueError, match="another ledger"):
+            commit_once(theirs, logged("m-2", 2), commitments=index)
 
 
 WORKER = textwrap.dedent("""
@@ -174,6 +191,10 @@ def test_the_byte_prefilter_finds_exactly_what_decoding_finds(
         MlflowQuery(kind="logged_model", model_id=probe[2]), MlflowQuery(name=probe[0])]
     with tempfile.TemporaryDirectory() as d, Ledger(Path(d) / "l.db") as led:
         led.append(entries)
+        index = Commitments(led)
         for q in queries:
             want = [i for i, e in enumerate(entries) if q.matches(e)]
             assert [le.index for le in scan_mlflow(led, q)] == want
+            if q.kind is not None:  # an identity: the index holds its first commitment
+                first = index.first(q)
+                assert (first.index if first else None) == (want[0] if want else None)

@@ -288,6 +288,7 @@ def test_a_version_matches_its_own_logged_model_when_another_holds_the_same_file
     against the second's commitment, not refused because the first one came earlier."""
     from flchain_plugin import entries as E
     from flchain_plugin.ledger import Ledger
+    from flchain_plugin.mlflow.identity import Commitments
     from flchain_plugin.mlflow.registry import committed_logged_model
 
     files = "sha256:" + hashlib.sha256(b"same files").hexdigest()
@@ -295,12 +296,12 @@ def test_a_version_matches_its_own_logged_model_when_another_holds_the_same_file
     with Ledger(tmp_path / "l.db") as led:
         led.append([E.Mlflow(kind="logged_model", model_id="m-first", files=files)])
         led.append([E.Mlflow(kind="logged_model", model_id="m-second", files=files)])
-        match, own = committed_logged_model(led, "m-second", files)
+        match, own = committed_logged_model(Commitments(led), "m-second", files)
         assert match is not None and match.index == 1 and own is match
         # Other files for the same id: no match, and the commitment that stands is named.
-        match, own = committed_logged_model(led, "m-second", other)
+        match, own = committed_logged_model(Commitments(led), "m-second", other)
         assert match is None and own is not None and own.index == 1
         # A plain source (no id) matches the oldest logged model with these files.
-        match, own = committed_logged_model(led, None, files)
+        match, own = committed_logged_model(Commitments(led), None, files)
         assert match is not None and match.index == 0 and own is match
-        assert committed_logged_model(led, "m-unknown", files) == (None, None)
+        assert committed_logged_model(Commitments(led), "m-unknown", files) == (None, None)

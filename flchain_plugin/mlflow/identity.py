@@ -11,6 +11,10 @@ grew the log first (SizeConflict), only the entries it added are searched before
 retry. A ledger that holds two anyway (written by `flchain append`, or before this rule)
 is reported at load, where the first one stands (`verify.verify_directory`).
 
+A store keeps a `Commitments` index (identity -> first commitment), read once per entry
+and extended as the log grows, so the n-th registration reads only what was appended since
+the previous one instead of the whole log.
+
 Each batch is one entry followed by a signed checkpoint of exactly its tree head, as the
 Flower ledger signs each round (`commit.log_signer`: the key at `<ledger file>.key`).
 """
@@ -22,7 +26,10 @@ from flchain_plugin.commit import Committed, commit, log_signer
 from flchain_plugin.ledger import Ledger, LoggedEntry
 from flchain_plugin.notes import Signer
 
-from .view import MlflowQuery, scan_mlflow
+from .view import MlflowQuery
+
+INDEX_BATCH = 4096
+"""Entries decoded per read while the index catches up with the log."""
 
 
 class DuplicateCommitmentError(RuntimeError):
@@ -51,23 +58,46 @@ def describe_identity(identity: MlflowQuery) -> str:
     return f"logged model {identity.model_id}"
 
 
-def first_commitment(ledger: Ledger, identity: MlflowQuery, start: int = 0,
-                     end: int | None = None) -> LoggedEntry | None:
-    """The oldest commitment of `identity` in [start, end): the one that stands."""
-    return next(scan_mlflow(ledger, identity, start, end), None)
+class Commitments:
+    """Where each identity of one ledger was first committed.
+
+    The log is append-only, so an index entry never goes stale: it is read once per entry
+    and only extended (from `read` to the size asked for). A rewritten file is `verify`'s
+    business, not this index's: the append still names the size it was checked up to."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self.read = 0
+        self._first: dict[MlflowQuery, int] = {}
+
+    def first(self, identity: MlflowQuery, end: int | None = None) -> LoggedEntry | None:
+        """The oldest commitment of `identity` below `end` (default: the ledger's size)."""
+        end = self.ledger.size if end is None else end
+        while self.read < end:
+            stop = min(end, self.read + INDEX_BATCH)
+            for le in self.ledger.iter_entries(self.read, stop, type="mlflow"):
+                self._first.setdefault(identity_of(le.entry), le.index)  # type: ignore[arg-type]
+            self.read = stop
+        index = self._first.get(identity)
+        return self.ledger.get(index) if index is not None and index < end else None
 
 
-def commit_once(ledger: Ledger, entry: E.Mlflow, signer: Signer | None = None) -> Committed:
+def commit_once(ledger: Ledger, entry: E.Mlflow, signer: Signer | None = None,
+                commitments: Commitments | None = None) -> Committed:
     """Append `entry` unless its identity is already committed, with a signed checkpoint of
     the tree head it made. Raises DuplicateCommitmentError (the ledger is unchanged).
 
     The log is searched up to the size the append expects; if another writer got there
-    first, only what it appended is searched before the retry (`commit`'s `admit`), so two
-    writers racing on one identity cannot both commit it."""
+    first, what it appended is searched before the retry (`commit`'s `admit`), so two
+    writers racing on one identity cannot both commit it. `commitments`: the store's index
+    of this ledger (else one is read for this call)."""
     identity = identity_of(entry)
+    index = Commitments(ledger) if commitments is None else commitments
+    if index.ledger is not ledger:
+        raise ValueError("commitments: an index of another ledger")
 
     def admit(start: int, end: int) -> None:
-        existing = first_commitment(ledger, identity, start, end)
+        existing = index.first(identity, end)
         if existing is not None:
             raise DuplicateCommitmentError(identity, existing)
 

@@ -41,7 +41,7 @@ from .commitment import (
     model_files,
 )
 from .config import PluginConfig, parse_store_uri
-from .identity import DuplicateCommitmentError, commit_once, first_commitment
+from .identity import Commitments, DuplicateCommitmentError, commit_once
 from .store import FILES_TAG, STATUS_TAG, PluginLedger
 from .view import MlflowQuery
 
@@ -69,7 +69,7 @@ def _first_logged(ledger: Ledger, digest: str) -> LoggedEntry | None:
 
 
 def committed_logged_model(
-    ledger: Ledger, model_id: str | None, files: str
+    commitments: Commitments, model_id: str | None, files: str
 ) -> tuple[LoggedEntry | None, LoggedEntry | None]:
     """(the commitment these files match, the commitment of `model_id`).
 
@@ -78,9 +78,9 @@ def committed_logged_model(
     plain source), any logged model with these files does, found through the digest
     index in a read or two."""
     if model_id is None:
-        match = _first_logged(ledger, files)
+        match = _first_logged(commitments.ledger, files)
         return match, match
-    own = first_commitment(ledger, MlflowQuery(kind="logged_model", model_id=model_id))
+    own = commitments.first(MlflowQuery(kind="logged_model", model_id=model_id))
     matches = own is not None and own.entry.files == files  # type: ignore[attr-defined]
     return (own if matches else None), own
 
@@ -177,7 +177,7 @@ class LedgerRegistryMixin(PluginLedger):
         """Match the files to the logged model's commitment; strict mode raises on a
         mismatch, permissive mode warns and records it."""
         digest = files_root(files)
-        match, committed = committed_logged_model(self.ledger, mid, digest)
+        match, committed = committed_logged_model(self.commitments, mid, digest)
         detail: dict[str, Any] = {"source": source, "storage_location": location}
         if match is not None:
             detail["logged_model_entry"] = match.index
@@ -214,7 +214,7 @@ class LedgerRegistryMixin(PluginLedger):
         store: Any = self
         name = entry.name
         try:
-            commit_once(self.ledger, entry, self._log_signer())
+            commit_once(self.ledger, entry, self._log_signer(), self.commitments)
         except DuplicateCommitmentError as e:
             store.delete_model_version(name, version)
             raise MlflowException(

@@ -45,7 +45,7 @@ from .commitment import (
     run_digest,
 )
 from .config import PluginConfig, parse_store_uri
-from .identity import DuplicateCommitmentError, commit_once, first_commitment
+from .identity import Commitments, DuplicateCommitmentError, commit_once
 from .view import MlflowQuery
 from .weights import MODEL_DIGEST_TAG, safetensors_digest
 
@@ -60,11 +60,13 @@ class PluginLedger:
 
     flchain: PluginConfig
     ledger: Ledger
+    commitments: Commitments
     _signer: Signer | None
 
     def _open_plugin_ledger(self, config: PluginConfig) -> None:
         self.flchain = config
         self.ledger = Ledger(config.ledger)
+        self.commitments = Commitments(self.ledger)
         self._signer = None
 
     def _log_signer(self) -> Signer:
@@ -183,8 +185,7 @@ class LedgerTrackingMixin(PluginLedger):
         for mi in run.inputs.model_inputs:
             if mi.model_id == model_id:
                 continue
-            parent = first_commitment(
-                self.ledger, MlflowQuery(kind="logged_model", model_id=mi.model_id))
+            parent = self.commitments.first(MlflowQuery(kind="logged_model", model_id=mi.model_id))
             if parent is None:
                 missing.append(mi.model_id)
             else:
@@ -197,7 +198,7 @@ class LedgerTrackingMixin(PluginLedger):
         """Commit a logged model once: finalizing it again with the same files finds its
         commitment; with other files it is refused, and the first commitment stands."""
         try:
-            committed = commit_once(self.ledger, entry, self._log_signer())
+            committed = commit_once(self.ledger, entry, self._log_signer(), self.commitments)
         except DuplicateCommitmentError as dup:
             first: Any = dup.existing.entry
             if first.files == entry.files:
