@@ -9,6 +9,7 @@ SIGINT or SIGTERM, finishing the requests in flight.
 from __future__ import annotations
 
 import errno
+import signal
 import socket
 import sqlite3
 from pathlib import Path
@@ -147,11 +148,18 @@ def serve(keys: tuple[Path, ...], logs: tuple[str, ...], logs_file: tuple[Path, 
         soft_wrap=True))
     config = uvicorn.Config(create_app(service, prefix=prefix), log_level="warning",
                             access_log=False, lifespan="off")
+    stopped: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # uvicorn shuts down gracefully, then re-raises the signal to the handler it found:
+        # this one, so a stop is a clean exit 0 rather than death by signal
+        signal.signal(sig, lambda signum, frame: stopped.append(signum))
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
         store.close()
+    if not as_json:
+        out.err.print(Text(f"witness stopped; state saved in {state}", style="dim"))
 
 
 @witness.command()
