@@ -245,3 +245,21 @@ def test_internal_error_is_one_line_500(tmp: Path, log: TestLog) -> None:
     r = asyncio.run(call())
     assert (r.status_code, r.text) == (500, "internal error: OperationalError\n")
     state.close()
+
+
+def test_bench_quick_reports_every_figure() -> None:
+    """bench/bench_witness.py --quick runs against the real server and reports its figures
+    (their shape only: speed is judged by the full benchmark, never by a test)."""
+    bench = Path(__file__).resolve().parents[1] / "bench" / "bench_witness.py"
+    r = subprocess.run([sys.executable, str(bench), "--quick", "--json"], capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    assert doc["bench"] == "witness" and doc["params"]["proof_hashes"] == 63
+    results = doc["results"]
+    assert set(results) == {"add_checkpoint_p50", "add_checkpoint_p99",
+                            "add_checkpoint_first_p50", "sign_verify",
+                            "cosignatures_per_s_4_logs"}
+    assert all(v["value"] > 0 and v["passed"] is None for v in results.values())
+    assert results["add_checkpoint_p99"]["value"] >= results["add_checkpoint_p50"]["value"]
+    assert results["add_checkpoint_p50"]["baseline"] == results["sign_verify"]["value"]
