@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from run_all import Result, report
 from flchain_plugin import merkle, notes
 from flchain_plugin.checkpoint import Checkpoint, sign_checkpoint
 from flchain_plugin.merkle import _consistency_roots  # the verifier's own arithmetic
-from flchain_plugin.witness import MAX_PROOF_LINES, AddCheckpoint
+from flchain_plugin.witness import MAX_PROOF_LINES, AddCheckpoint, WitnessService, WitnessState
 
 SIZE1, SIZE2 = 2**61 - 1, 2**62 - 1  # their consistency proof has 63 hashes
 LOG = "bench.example/log"
@@ -123,6 +124,47 @@ def throughput(url: str, chains: list[list[bytes]]) -> float:
     return sum(map(len, chains)) / seconds
 
 
+def in_process(tmp: Path, key: notes.Signer, n: int) -> list[float]:
+    """The same 63-hash add-checkpoint called directly on the service: no HTTP."""
+    proof, root1, root2 = long_proof()
+    origins = [f"{LOG}/direct{i}" for i in range(n)]
+    state = WitnessState(tmp / "direct.db")
+    svc = WitnessService(state, [notes.generate_cosignature_key("bench.example/witness")],
+                         {o: [key.verifier] for o in origins})
+    times = []
+    try:
+        for o in origins:
+            first = sign_checkpoint(Checkpoint(o, SIZE1, root1), key)
+            svc.add_checkpoint(AddCheckpoint(0, (), first).encode())
+            body = AddCheckpoint(SIZE1, proof,
+                                 sign_checkpoint(Checkpoint(o, SIZE2, root2), key)).encode()
+            t0 = time.perf_counter()
+            r = svc.add_checkpoint(body)
+            times.append(time.perf_counter() - t0)
+            assert r.status == 200, r.body
+    finally:
+        state.close()
+    return times
+
+
+def commit_seconds(tmp: Path, runs: int) -> float:
+    """One durable SQLite commit as the state makes it (WAL, synchronous=FULL): the fsync
+    every answer waits for."""
+    db = sqlite3.connect(tmp / "commit.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (x INTEGER)")
+    times = []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t VALUES (?)", (i,))
+        db.execute("COMMIT")
+        times.append(time.perf_counter() - t0)
+    db.close()
+    return statistics.median(times)
+
+
 def sign_verify_seconds(runs: int) -> float:
     """One cosignature/v1 sign and verify of a checkpoint body (median)."""
     w = notes.generate_cosignature_key("bench.example/witness")
@@ -165,6 +207,8 @@ def main(samples: int, chain_len: int, quick: bool, as_json: bool) -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+        direct = in_process(Path(d), key, samples)
+        commit = commit_seconds(Path(d), max(50, samples // 4))
     base = sign_verify_seconds(max(200, samples))
     ms = 1e3
     rows = [
@@ -174,6 +218,9 @@ def main(samples: int, chain_len: int, quick: bool, as_json: bool) -> None:
                * ms, "ms", base * ms, "Ed25519 sign+verify", base / percentile(second, .99)),
         Result("add_checkpoint_first_p50", "add-checkpoint p50, old 0 (no proof)",
                percentile(first, .5) * ms, "ms"),
+        Result("add_checkpoint_in_process_p50", "add-checkpoint p50, in process (no HTTP)",
+               percentile(direct, .5) * ms, "ms"),
+        Result("sqlite_commit", "one SQLite commit, synchronous=FULL (fsync)", commit * ms, "ms"),
         Result("sign_verify", "Ed25519 cosignature/v1 sign + verify", base * ms, "ms"),
         Result("cosignatures_per_s_4_logs", "cosignatures/s, 4 logs at once", rate, "1/s"),
     ]

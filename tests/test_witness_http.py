@@ -258,7 +258,8 @@ def test_bench_quick_reports_every_figure() -> None:
     assert doc["bench"] == "witness" and doc["params"]["proof_hashes"] == 63
     results = doc["results"]
     assert set(results) == {"add_checkpoint_p50", "add_checkpoint_p99",
-                            "add_checkpoint_first_p50", "sign_verify",
+                            "add_checkpoint_first_p50", "add_checkpoint_in_process_p50",
+                            "sqlite_commit", "sign_verify",
                             "cosignatures_per_s_4_logs"}
     assert all(v["value"] > 0 and v["passed"] is None for v in results.values())
     assert results["add_checkpoint_p99"]["value"] >= results["add_checkpoint_p50"]["value"]
