@@ -264,3 +264,26 @@ def test_bench_quick_reports_every_figure() -> None:
     assert all(v["value"] > 0 and v["passed"] is None for v in results.values())
     assert results["add_checkpoint_p99"]["value"] >= results["add_checkpoint_p50"]["value"]
     assert results["add_checkpoint_p50"]["baseline"] == results["sign_verify"]["value"]
+
+
+def test_killed_server_keeps_every_answered_checkpoint(tmp: Path, log: TestLog) -> None:
+    """SIGKILL (no graceful shutdown) right after answers: every size that got a 200 is in
+    the state the next server reads, so it cannot be made to cosign an older tree."""
+    first = start(tmp, log)
+    log.grow(40)
+    answered = 0
+    with httpx.Client(base_url=first.url, timeout=30) as client:
+        for size in range(1, 41, 3):
+            r = client.post("/add-checkpoint", content=log.request(answered, size))
+            assert r.status_code == 200, r.text
+            answered = size
+    first.proc.kill()
+    first.proc.wait(timeout=30)
+    second = start(tmp, log)
+    try:
+        r = post(second.url, log.request(0, 1))
+        assert (r.status_code, r.text) == (409, f"{answered}\n")
+        r = post(second.url, log.request(answered - 3, answered - 1))
+        assert r.status_code == 409
+    finally:
+        assert second.stop() == 0
