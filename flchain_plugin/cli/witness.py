@@ -25,12 +25,12 @@ from ..witness import WitnessService, WitnessState
 from ..witness_http import check_prefix, create_app
 from .checkpoint import _load_key, _passphrase_options
 from .errors import Group, InputError
-from .root import Output, json_option
+from .root import Output, Settings, common_options
 
 
 @click.group(cls=Group)
 def witness() -> None:
-    """Run a C2SP tlog-witness that cosigns logs' checkpoints; show the evidence it kept."""
+    """Run a C2SP tlog-witness; list the evidence it kept."""
 
 
 def parse_log(value: str, where: str) -> tuple[str, notes.Verifier]:
@@ -119,11 +119,14 @@ def _url(sock: socket.socket, prefix: str) -> str:
               help="TCP port (0: any free port; the URL printed names it).")
 @click.option("--prefix", default="", help="URL path prefix, e.g. /witness.")
 @_passphrase_options
-@json_option
-def serve(keys: tuple[Path, ...], logs: tuple[str, ...], logs_file: tuple[Path, ...],
-          state: Path, host: str, port: int, prefix: str, passphrase_file: Path | None,
-          passphrase_env: str | None, as_json: bool) -> None:
-    """Cosign the checkpoints of the given logs over HTTP (POST <prefix>/add-checkpoint)."""
+@common_options
+def serve(settings: Settings, out: Output, keys: tuple[Path, ...], logs: tuple[str, ...],
+          logs_file: tuple[Path, ...], state: Path, host: str, port: int, prefix: str,
+          passphrase_file: Path | None, passphrase_env: str | None) -> None:
+    """Cosign the checkpoints of the given logs over HTTP (POST <prefix>/add-checkpoint).
+
+    Reads no ledger (--ledger is accepted and unused): a witness holds only its state.
+    """
     import uvicorn
 
     try:
@@ -139,7 +142,6 @@ def serve(keys: tuple[Path, ...], logs: tuple[str, ...], logs_file: tuple[Path, 
     service = WitnessService(store, signers, trusted)
     sock = _bind(host, port)
     url = _url(sock, prefix)
-    out = Output(as_json)
     doc = {"url": url, "verifiers": [v.vkey for v in service.verifiers],
            "logs": sorted(trusted), "state": str(state)}
     out.emit(doc, lambda: out.console.print(
@@ -158,16 +160,19 @@ def serve(keys: tuple[Path, ...], logs: tuple[str, ...], logs_file: tuple[Path, 
     finally:
         sock.close()
         store.close()
-    if not as_json:
+    if not out.json:
         out.err.print(Text(f"witness stopped; state saved in {state}", style="dim"))
 
 
 @witness.command()
 @click.option("--state", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The witness's state file (flchain witness serve --state).")
-@json_option
-def evidence(state: Path, as_json: bool) -> None:
-    """List the conflicting checkpoints a witness kept: forks, rollbacks, bad proofs."""
+@common_options
+def evidence(settings: Settings, out: Output, state: Path) -> None:
+    """List the conflicting checkpoints a witness kept: forks, rollbacks, bad proofs.
+
+    Reads no ledger (--ledger is accepted and unused), only the witness's state file.
+    """
     if not state.exists():
         raise InputError(f"no witness state at {state}: give the --state of `witness serve`")
     try:
@@ -177,7 +182,6 @@ def evidence(state: Path, as_json: bool) -> None:
         store.close()
     except (sqlite3.Error, OSError, ValueError) as e:
         raise InputError(f"cannot read witness state {state}: {e}") from None
-    out = Output(as_json)
     doc = {"state": str(state), "logs": [{"origin": o, "size": s} for o, s in origins],
            "evidence": [{"id": r.id, "origin": r.origin, "kind": r.kind, "time": r.time,
                          "detail": r.detail, "cosigned": r.cosigned,
