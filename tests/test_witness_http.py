@@ -287,3 +287,30 @@ def test_killed_server_keeps_every_answered_checkpoint(tmp: Path, log: TestLog) 
         assert r.status_code == 409
     finally:
         assert second.stop() == 0
+
+
+def test_two_servers_on_one_state_file_still_one_winner(tmp: Path, log: TestLog) -> None:
+    """The transaction is SQLite's, not a lock in one process: two server processes sharing
+    the state file, eight clients racing across them from one old size, one 200."""
+    servers = [start(tmp, log), start(tmp, log)]
+    try:
+        log.grow(3)
+        assert post(servers[0].url, log.request(0)).status_code == 200
+        log.grow(8)
+        bodies = [(servers[k % 2].url, log.request(3, 3 + k)) for k in range(1, 9)]
+        go = threading.Barrier(len(bodies))
+        statuses: list[int] = []
+
+        def submit(url: str, body: bytes) -> None:
+            go.wait()
+            statuses.append(post(url, body).status_code)
+
+        threads = [threading.Thread(target=submit, args=b) for b in bodies]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(statuses) == [200] + [409] * 7
+    finally:
+        for s in servers:
+            assert s.stop() == 0
