@@ -291,18 +291,20 @@ class WitnessService:
         keys = self.logs.get(cp_text.origin)
         if keys is None:
             return Response.error(404, f"unknown log origin {cp_text.origin!r}")
-        log = _signed_by(req.note, keys, cp_text.origin)
-        if isinstance(log, str):
-            return Response.error(403, log)
-        return self._cosign(req, cp_text, log)
+        signed = _signed_by(req.note, keys, cp_text.origin)
+        if isinstance(signed, str):
+            return Response.error(403, signed)
+        return self._cosign(req, cp_text, *signed)
 
-    def _cosign(self, req: AddCheckpoint, new: Checkpoint, log: notes.Verifier) -> Response:
-        """The state check, the proof check and the update, in one transaction."""
+    def _cosign(self, req: AddCheckpoint, new: Checkpoint, log: notes.Verifier,
+                signed: str) -> Response:
+        """The state check, the proof check and the update, in one transaction. `signed` is
+        the note with only its trusted log signatures: what evidence keeps."""
         with self.state.transaction() as db:
             latest = self.state.latest(db, new.origin)
             last, last_note = latest if latest else (None, "")
             if last is not None:
-                self._keep_conflict(db, last, last_note, new, req)
+                self._keep_conflict(db, last, last_note, new, req.old, signed)
             if req.old > new.size:
                 return Response.error(400, f"old size {req.old} > checkpoint size {new.size}")
             size = last.size if last else 0
@@ -314,7 +316,7 @@ class WitnessService:
                                                   origin=new.origin, timestamp=ts)
             except WitnessError as e:
                 if last is not None and new.size > last.size:
-                    self.state.keep(db, new.origin, INCONSISTENT, last_note, req.note, str(e))
+                    self.state.keep(db, new.origin, INCONSISTENT, last_note, signed, str(e))
                 return Response.error(422, str(e))
             for signer in self.signers[1:]:
                 cosigned = notes.add_signature(cosigned, signer, ts)
@@ -323,14 +325,14 @@ class WitnessService:
         return Response(200, "".join(f"{line}\n" for line in lines).encode("utf-8"))
 
     def _keep_conflict(self, db: sqlite3.Connection, last: Checkpoint, last_note: str,
-                       new: Checkpoint, req: AddCheckpoint) -> None:
+                       new: Checkpoint, old: int, signed: str) -> None:
         """Keep a signed checkpoint that contradicts the cosigned one, whatever the answer."""
         if new.size == last.size and new.root_hash != last.root_hash:
-            self.state.keep(db, new.origin, FORK, last_note, req.note,
+            self.state.keep(db, new.origin, FORK, last_note, signed,
                             f"size {new.size}: root {last.root_hash.hex()} cosigned, "
                             f"root {new.root_hash.hex()} signed")
-        elif new.size < last.size and req.old == last.size:
-            self.state.keep(db, new.origin, ROLLBACK, last_note, req.note,
+        elif new.size < last.size and old == last.size:
+            self.state.keep(db, new.origin, ROLLBACK, last_note, signed,
                             f"size {last.size} cosigned, then size {new.size} submitted as "
                             f"its successor")
 
@@ -345,13 +347,19 @@ def _unverified_body(note: str) -> Checkpoint:
     return Checkpoint.parse(text)
 
 
-def _signed_by(note: str, keys: Sequence[notes.Verifier], origin: str) -> notes.Verifier | str:
-    """The trusted key that signed `note`, or why none did (a 403): no signature by a
-    trusted key, or one by a trusted key that fails (the spec's malformed note)."""
+def _signed_by(note: str, keys: Sequence[notes.Verifier],
+               origin: str) -> tuple[notes.Verifier, str] | str:
+    """The trusted key that signed `note` and the note cut to its trusted signatures (so
+    evidence is kept once per checkpoint, whatever lines a submitter adds), or why no
+    trusted key signed it (a 403): none did, or one's signature fails (the spec's
+    malformed note)."""
     try:
         opened = notes.open_note(note, keys)
     except notes.NoteError as e:
         vkeys = ", ".join(k.vkey for k in keys)
         return f"checkpoint for {origin!r} has no valid signature by a trusted log key " \
                f"({vkeys}): {e}"
-    return next(s.verifier for s in opened.verified if s.verifier is not None)
+    trusted = [s for s in opened.verified if s.verifier is not None]
+    key = trusted[0].verifier
+    assert key is not None  # open_note raised unless a trusted key verified
+    return key, opened.text + "\n" + "".join(s.line for s in trusted)

@@ -190,6 +190,20 @@ def test_fork_at_one_size_is_refused_and_kept(service, log, state):
     assert service.add_checkpoint(log.request(10)).status == 200
 
 
+def test_evidence_is_kept_once_whatever_lines_are_added(service, log, state):
+    """Unknown signature lines added to a fork do not make it new evidence: a stranger
+    replaying the log's signed fork cannot fill the table."""
+    log.grow(4)
+    assert service.add_checkpoint(log.request(0)).status == 200
+    fork_note = AddCheckpoint.parse(log.forked(1).request(4)).note
+    for i in range(5):
+        junk = notes.generate_cosignature_key(f"junk.example/{i}")
+        body = AddCheckpoint(4, (), notes.add_signature(fork_note, junk)).encode()
+        assert service.add_checkpoint(body).status == 422
+    [ev] = state.evidence()
+    assert ev.conflicting == fork_note
+
+
 def test_shrinking_tree_is_refused_and_kept(service, log, state):
     log.grow(12)
     assert service.add_checkpoint(log.request(0)).status == 200
