@@ -320,9 +320,11 @@ class WitnessService:
                 return Response.error(422, str(e))
             for signer in self.signers[1:]:
                 cosigned = notes.add_signature(cosigned, signer, ts)
-            self.state.save(db, new, cosigned)
-        lines = cosigned.removesuffix("\n").split("\n")[-len(self.signers):]
-        return Response(200, "".join(f"{line}\n" for line in lines).encode("utf-8"))
+            lines = "".join(f"{line}\n" for line in
+                            cosigned.removesuffix("\n").split("\n")[-len(self.signers):])
+            # kept (and served to monitors) with the log signatures it verified and its own
+            self.state.save(db, new, signed + lines)
+        return Response(200, lines.encode("utf-8"))
 
     def _keep_conflict(self, db: sqlite3.Connection, last: Checkpoint, last_note: str,
                        new: Checkpoint, old: int, signed: str) -> None:

@@ -418,3 +418,17 @@ def test_service_arguments_are_checked(state, log):
         WitnessService(state, [notes.generate_key("w")], {log.origin: [log.verifier]})
     with pytest.raises(ValueError, match="no verifier key"):
         WitnessService(state, [notes.generate_cosignature_key("w")], {log.origin: []})
+
+
+def test_stored_checkpoint_holds_the_log_and_witness_signatures_only(service, log, wkey, state):
+    """What monitors get: the log signature the witness verified and its cosignature, not
+    the lines a submitter added."""
+    log.grow(2)
+    junk = notes.generate_cosignature_key("junk.example/w")
+    note = notes.add_signature(log.note(), junk)
+    r = service.add_checkpoint(AddCheckpoint(0, (), note).encode())
+    assert r.status == 200
+    stored = state.checkpoint(log.origin)
+    assert stored == log.note() + r.body.decode()
+    opened = notes.open_note(stored, [log.verifier, wkey.verifier, junk.verifier])
+    assert [s.verifier for s in opened.signatures] == [log.verifier, wkey.verifier]
