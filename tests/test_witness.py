@@ -4,7 +4,12 @@ Vectors: the real arche2025h1 staging CT log checkpoint with four public witness
 cosignature/v1 lines (the same literal as test_notes.py, from the tlog_scales test suite;
 published log and witness verifier keys) goes through this witness: it must verify the
 log's Ed25519 signature, ignore the unknown signatures (an RFC 6962 one, other witnesses'),
-and add a cosignature that verifies beside the four published ones.
+and add a cosignature that verifies beside the four published ones. The tlog-witness spec's
+example request and response (C2SP/C2SP tlog-witness.md; no keys published) check the
+format: the request parses and encodes back byte for byte, the answer lines append to it.
+No published cosignature/v1 vector gives a private key with its expected signature
+(transparency-dev/formats note tests sign with fresh keys), so our signer is checked by
+round trips and by the published verifier keys' signatures, not by reproduction.
 """
 
 from __future__ import annotations
@@ -432,3 +437,53 @@ def test_stored_checkpoint_holds_the_log_and_witness_signatures_only(service, lo
     assert stored == log.note() + r.body.decode()
     opened = notes.open_note(stored, [log.verifier, wkey.verifier, junk.verifier])
     assert [s.verifier for s in opened.signatures] == [log.verifier, wkey.verifier]
+
+
+# -- the spec's own examples (c2sp.org/tlog-witness, C2SP/C2SP tlog-witness.md) --------------
+
+SPEC_REQUEST = (
+    "old 20852014\n"
+    "PlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=\n"
+    "jrJZDmY8Y7SyJE0MWLpLozkIVMSMZcD5kvuKxPC3swk=\n"
+    "5+pKlUdi2LeF/BcMHBn+Ku6yhPGNCswZZD1X/6QgPd8=\n"
+    "/6WVhPs2CwSsb5rYBH5cjHV/wSmA79abXAwhXw3Kj/0=\n"
+    "\n"
+    "example.com/behind-the-sofa\n"
+    "20852163\n"
+    "CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+    "\n"
+    "— example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q"
+    "1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n"
+    "— example.com/behind-the-sofa opLqBQsREYCgu6xQkYQwJr9fo45a62DN9EdmHXnZdXNqlcVGlCum2Wks+49/V626"
+    "7UEjw6QUXTS5Rovnzv++qbSzm9Q=\n"
+)
+SPEC_RESPONSE = (
+    "— witness.example/w1 CMp+6LWBU0anHGH5aNDTJkH/gj79sG+T6+iP2ThYN5krrDJbR1HDnucjL39QsZTSvVjyQLrd"
+    "k3DXDqI5G2HgLatVs0pWh6Up69HVOw==\n"
+    "— witness.example/w1 I7rEps0pvK2UqkS2gSpVUDhrhVtQV9lgF6pRrWAvjJHjyWpW7VcE3SiOlVlbQNt64vWhO+Dl"
+    "kL0+UfzuOBMh9ChdMkP1vi/lCAsmlw==\n"
+    "— witness.example/w2 AWui8Sk55XjYLOijihBjhqEH6nS1ndDymE0a+6idX7pLcnoB+dhnz0854aLZgrrKbYKA7nC3"
+    "HNJhm/kWl7oJlqU3rXXvpysAdyP3wQ==\n"
+)
+
+
+def test_spec_example_request_parses_and_encodes_back():
+    req = AddCheckpoint.parse(SPEC_REQUEST.encode())
+    assert req.old == 20852014 and len(req.proof) == 4
+    assert req.encode() == SPEC_REQUEST.encode()
+    assert req.proof[0] == base64.b64decode("PlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=")
+    assert req.note.startswith("example.com/behind-the-sofa\n20852163\n")
+
+
+def test_spec_example_response_appends_to_the_checkpoint(service):
+    """The spec's answer lines (no keys published) are signature lines a client appends to
+    the note: they parse as cosignature/v1-sized (key id, u64 time, 64 bytes)."""
+    note = AddCheckpoint.parse(SPEC_REQUEST.encode()).note
+    with pytest.raises(notes.UnverifiedNoteError) as e:
+        notes.open_note(note + SPEC_RESPONSE, [])
+    sigs = e.value.note.signatures
+    assert [s.name for s in sigs][-3:] == ["witness.example/w1", "witness.example/w1",
+                                            "witness.example/w2"]
+    assert all(len(s.signature) == 8 + 64 for s in sigs[-3:])
+    # its origin is not one this witness was given
+    assert service.add_checkpoint(SPEC_REQUEST.encode()).status == 404
