@@ -27,7 +27,6 @@ from . import witness
 log = logging.getLogger(__name__)
 
 _PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*")
-_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class BodyTooLarge(Exception):
@@ -47,6 +46,7 @@ def create_app(service: witness.WitnessService, *, prefix: str = "",
     """The ASGI app serving `service` under `prefix` (the spec's submission and monitoring
     prefix, one value for both)."""
     prefix = check_prefix(prefix)
+    by_hash = {hashlib.sha256(o.encode("utf-8")).hexdigest(): o for o in service.logs}
 
     async def add_checkpoint(request: Request) -> Response:
         try:
@@ -63,12 +63,12 @@ def create_app(service: witness.WitnessService, *, prefix: str = "",
                         headers={"Content-Type": answer.content_type})
 
     async def checkpoint(request: Request) -> Response:
-        origin_hash = request.path_params["origin_hash"]
-        if not _HEX_SHA256.fullmatch(origin_hash):
-            return PlainTextResponse("want /<lowercase hex sha256 of the origin>/checkpoint\n",
-                                     404)
+        origin = by_hash.get(request.path_params["origin_hash"])
+        if origin is None:
+            return PlainTextResponse("no log with that origin hash (want /<lowercase hex "
+                                     "sha256 of the origin>/checkpoint)\n", 404)
         try:
-            note = await run_in_threadpool(_latest_by_hash, service, origin_hash)
+            note = await run_in_threadpool(service.state.checkpoint, origin)
         except Exception as e:
             log.exception("checkpoint lookup failed")
             return PlainTextResponse(f"internal error: {type(e).__name__}\n", 500)
@@ -95,10 +95,3 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _latest_by_hash(service: witness.WitnessService, origin_hash: str) -> str | None:
-    for origin in service.logs:
-        if hashlib.sha256(origin.encode("utf-8")).hexdigest() == origin_hash:
-            return service.state.checkpoint(origin)
-    return None
