@@ -198,7 +198,10 @@ def test_startup_errors_are_one_line_exit_2(tmp: Path, log: TestLog) -> None:
         (["--key", "w.pem"], "give the logs to witness"),
         (["--key", "w.pem", "--log", vkey, "--port", str(port)], "choose another --port"),
         (["--key", "w.pem", "--log", vkey, "--prefix", "a b"], "prefix"),
+        (["--key", "w.pem", "--log", vkey, "--state", "garbage.db"], "cannot open --state"),
+        (["--key", "w.pem", "--log", vkey, "--state", "no/such/dir.db"], "cannot open --state"),
     ]
+    (tmp / "garbage.db").write_bytes(os.urandom(8192))
     try:
         for args, words in cases:
             r = run("witness", "serve", "--state", "w.db", *args, cwd=tmp)
@@ -209,6 +212,9 @@ def test_startup_errors_are_one_line_exit_2(tmp: Path, log: TestLog) -> None:
         busy.close()
     r = run("witness", "evidence", "--state", "nowhere.db", cwd=tmp)
     assert r.returncode == 2 and "no witness state" in r.stderr
+    r = run("witness", "evidence", "--state", "garbage.db", cwd=tmp)
+    assert r.returncode == 2 and "cannot read witness state" in r.stderr
+    assert r.stderr.count("\n") == 1
 
 
 def test_logs_file_and_origin_other_than_key_name(tmp: Path) -> None:
