@@ -265,7 +265,7 @@ class WitnessService:
         if not signers:
             raise ValueError("signers: a witness needs at least one cosigning key")
         for s in signers:
-            if s.SIG_TYPE == notes.ED25519:
+            if getattr(s, "SIG_TYPE", None) == notes.ED25519:  # a note signature, not a cosignature
                 raise ValueError(f"signers: {s.name} is a log (0x01) key, want a witness "
                                  "cosignature key (flchain keygen --witness)")
         self.state = state

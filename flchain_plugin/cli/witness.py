@@ -77,7 +77,7 @@ def _signers(paths: tuple[Path, ...], pass_file: Path | None,
             signer = _load_key(path, pass_file, pass_env)
         except (notes.KeyFileError, OSError) as e:
             raise InputError(f"cannot load --key {path}: {e}") from None
-        if signer.SIG_TYPE == notes.ED25519:
+        if getattr(signer, "SIG_TYPE", None) == notes.ED25519:
             raise InputError(f"--key {path} is a log key (ed25519); a witness cosigns with a "
                              "witness key: flchain keygen NAME --witness --out FILE")
         signers.append(signer)
