@@ -242,6 +242,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
                           "Check MLflow models and versions against the ledger."),
     "lightning": LazyCommand("flchain_plugin.cli.lightning", "lightning", None,
                              "Check Lightning checkpoint files against the ledger."),
+    "witness": LazyCommand("flchain_plugin.cli.witness", "witness"),
 }
 
 
