@@ -90,6 +90,7 @@ SIGNATURE_SIZES = {ED25519: SIGNATURE_SIZE, COSIGNATURE_V1: 8 + SIGNATURE_SIZE,
 TIMESTAMPED = frozenset({COSIGNATURE_V1, SUBTREE_V1})
 SUBTREE_LABEL = b"subtree/v1\n\0"
 HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
 TIMESTAMP_SIZE = 8
 KEY_ID_SIZE = 4
 MAX_SIGNATURES = 100  # the spec asks to accept at least 16; golang.org/x/mod accepts 100
@@ -219,6 +220,8 @@ def checkpoint_fields(text: str) -> tuple[str, int, bytes]:
         raise NoteError(f"checkpoint root hash has {len(raw)} bytes, want {HASH_SIZE}")
     if int(size) >= 2**64:
         raise NoteError(f"checkpoint size {size} does not fit in 64 bits")
+    if size == "0" and raw != EMPTY_ROOT:
+        raise NoteError("checkpoint of size 0 has a root other than SHA-256 of the empty string")
     return origin, int(size), raw
 
 

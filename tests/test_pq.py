@@ -1,0 +1,241 @@
+"""Post-quantum signatures: ML-DSA-44 note signatures (0x06 subtree/v1 cosignatures of
+tlog-cosignature v1.1, 0xff ML-DSA-44 over text), their key files, client statements
+signed with ML-DSA-44, the policy that requires them, and a real Flower run.
+
+Vector: filippo.io/torchwood cmd/litewitness/testdata/mldsa.txt (github.com/FiloSottile/
+torchwood @ fac5716b), transcribed in tests/data/torchwood_mldsa.txt: the seed of an
+ML-DSA-44 log key, its 0x06 verifier key, and a size-1 checkpoint it signed with a 0x06
+signature of timestamp 0 (made by the Go reference, torchwood's CosignatureSigner).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey, MLDSA44PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flchain_plugin import notes
+from flchain_plugin.checkpoint import Checkpoint, sign_checkpoint
+
+DATA = Path(__file__).parent / "data"
+ORIGIN = "example.com/log"
+ROOT = hashlib.sha256(b"root").digest()
+BODY = Checkpoint(ORIGIN, 20852163, ROOT).body()
+
+
+def _torchwood() -> tuple[bytes, str, str]:
+    lines = (DATA / "torchwood_mldsa.txt").read_text(encoding="utf-8").split("\n")
+    return bytes.fromhex(lines[0].split()[1]), lines[1].split()[1], "\n".join(lines[3:])
+
+
+def _spec_message(name: str, ts: int, origin: str, start: int, end: int, root: bytes) -> bytes:
+    """tlog-cosignature v1.1's cosigned_message, written from the spec's struct."""
+    n, o = name.encode(), origin.encode()
+    return (b"subtree/v1\n\x00" + bytes([len(n)]) + n + struct.pack(">Q", ts)
+            + bytes([len(o)]) + o + struct.pack(">QQ", start, end) + root)
+
+
+# -- the 0x06 subtree/v1 cosignature ---------------------------------------------------------
+
+
+def test_torchwood_reference_vector_verifies_and_seed_gives_its_key():
+    seed, vkey, note = _torchwood()
+    v = notes.Verifier.parse(vkey)
+    assert (v.sig_type, len(v.public_key)) == (notes.SUBTREE_V1, 1312)
+    signer = notes.SubtreeCosignatureSigner("example.com/mldsa-log",
+                                            MLDSA44PrivateKey.from_seed_bytes(seed))
+    assert signer.verifier_key == vkey
+    opened = notes.open_note(note, [v])
+    assert len(opened.verified) == 1 and opened.verified[0].timestamp == 0
+    raw = bytearray(base64.b64decode(note.rsplit(" ", 1)[1]))
+    raw[-100] ^= 1
+    bad = note.rsplit(" ", 1)[0] + " " + base64.b64encode(bytes(raw)).decode() + "\n"
+    with pytest.raises(notes.InvalidSignatureError, match="ML-DSA-44 subtree/v1"):
+        notes.open_note(bad, [v])
+
+
+def test_message_layout_is_the_spec_struct_byte_for_byte():
+    got = notes.subtree_message("w.example/1", 1679315147, ORIGIN, 0, 20852163, ROOT)
+    want = (b"subtree/v1\n\0" + b"\x0bw.example/1" + (1679315147).to_bytes(8, "big")
+            + b"\x0f" + ORIGIN.encode() + bytes(8) + (20852163).to_bytes(8, "big") + ROOT)
+    assert got == want == _spec_message("w.example/1", 1679315147, ORIGIN, 0, 20852163, ROOT)
+    assert len(b"subtree/v1\n\0") == 12
+
+
+def test_cosignature_signs_the_spec_message_with_empty_context():
+    signer = notes.generate_subtree_cosignature_key("w.example/1")
+    sig = signer.sign(BODY, 1700000000)
+    assert len(sig) == 8 + 2420 and sig[:8] == (1700000000).to_bytes(8, "big")
+    pub = MLDSA44PublicKey.from_public_bytes(signer.public_key)
+    pub.verify(sig[8:], _spec_message("w.example/1", 1700000000, ORIGIN, 0, 20852163, ROOT))
+    pub.verify(sig[8:], _spec_message("w.example/1", 1700000000, ORIGIN, 0, 20852163, ROOT),
+               b"")  # the empty context is the default one
+
+
+def test_cosignature_round_trip_through_add_signature_and_open_note():
+    log = notes.generate_key(ORIGIN)
+    w = notes.generate_subtree_cosignature_key("w.example/pq")
+    note = notes.add_signature(sign_checkpoint(Checkpoint(ORIGIN, 5, ROOT), log), w, 123)
+    opened = notes.open_note(note, [log.verifier, w.verifier])
+    assert [s.verifier for s in opened.signatures] == [log.verifier, w.verifier]
+    assert opened.signatures[1].timestamp == 123
+    assert notes.Verifier.parse(w.verifier_key) == w.verifier
+    assert base64.b64decode(w.verifier_key.split("+", 2)[2])[0] == 0x06
+    assert w.key_id == int.from_bytes(hashlib.sha256(
+        b"w.example/pq\n\x06" + w.public_key).digest()[:4], "big")
+
+
+def _resign(sig_bytes: bytes, ts: int) -> bytes:
+    return ts.to_bytes(8, "big") + sig_bytes[8:]
+
+
+@pytest.mark.parametrize("tamper", ["origin", "size", "root", "timestamp", "name"])
+def test_cosignature_refuses_any_changed_field(tamper):
+    w = notes.generate_subtree_cosignature_key("w.example/pq")
+    sig = w.sign(BODY, 1700000000)
+    assert w.verifier.verify(BODY, sig)
+    text, vkey = BODY, w.verifier
+    if tamper == "origin":
+        text = Checkpoint("example.com/other", 20852163, ROOT).body()
+    elif tamper == "size":
+        text = Checkpoint(ORIGIN, 20852164, ROOT).body()
+    elif tamper == "root":
+        text = Checkpoint(ORIGIN, 20852163, hashlib.sha256(b"other").digest()).body()
+    elif tamper == "timestamp":
+        sig = _resign(sig, 1700000001)
+    else:  # the same key under another name: the message commits to the name
+        vkey = notes.Verifier("w.example/other", notes.SUBTREE_V1, w.public_key)
+    assert not vkey.verify(text, sig)
+
+
+def test_extension_lines_are_not_covered_but_the_three_lines_are():
+    w = notes.generate_subtree_cosignature_key("w.example/pq")
+    sig = w.sign(BODY, 5)
+    assert w.verifier.verify(BODY + "an extension line\n", sig)  # as the spec says
+
+
+@pytest.mark.parametrize("text, why", [
+    ("example.com/log\n5\n", "checkpoint"),
+    ("example.com/log\n05\n" + base64.b64encode(ROOT).decode() + "\n", "leading zeros"),
+    ("example.com/log\n5\nAAAA\n", "3 bytes"),
+    ("\n5\n" + base64.b64encode(ROOT).decode() + "\n", "origin line is empty"),
+    ("a\n0\n" + base64.b64encode(ROOT).decode() + "\n", "empty string"),
+    ("o" * 256 + "\n5\n" + base64.b64encode(ROOT).decode() + "\n", "1 to 255"),
+])
+def test_cosigner_refuses_text_that_is_not_a_checkpoint(text, why):
+    w = notes.generate_subtree_cosignature_key("w.example/pq")
+    with pytest.raises(notes.NoteError, match=why):
+        w.sign(text, 1)
+
+
+def test_subtree_with_start_requires_timestamp_zero():
+    w = notes.generate_subtree_cosignature_key("w.example/pq")
+    sig = w.sign_subtree(ORIGIN, 256, 512, ROOT)
+    assert sig[:8] == bytes(8)
+    assert w.verifier.verify_subtree(ORIGIN, 256, 512, ROOT, sig)
+    assert not w.verifier.verify_subtree(ORIGIN, 0, 512, ROOT, sig)
+    with pytest.raises(notes.NoteError, match="start 256 != 0 requires timestamp 0, got 7"):
+        w.sign_subtree(ORIGIN, 256, 512, ROOT, timestamp=7)
+    with pytest.raises(notes.NoteError, match="requires timestamp 0"):
+        notes.subtree_message("w", 7, ORIGIN, 1, 2, ROOT)
+    # a signature over a message with start != 0 and a timestamp is refused too, even
+    # when the signature itself is valid ML-DSA-44 over those bytes
+    forged = (7).to_bytes(8, "big") + w.private_key.sign(
+        _spec_message("w.example/pq", 7, ORIGIN, 256, 512, ROOT))
+    assert not w.verifier.verify_subtree(ORIGIN, 256, 512, ROOT, forged)
+    with pytest.raises(notes.NoteError, match="start <= end"):
+        notes.subtree_message("w", 0, ORIGIN, 5, 4, ROOT)
+
+
+def test_timestamp_above_2_63_refused():
+    w = notes.generate_subtree_cosignature_key("w.example/pq")
+    with pytest.raises(notes.NoteError, match="2\\^63-1"):
+        w.sign(BODY, 2**63)
+
+
+# -- the 0xff ML-DSA-44 signature over text --------------------------------------------------
+
+
+def test_ml_dsa_note_signature_round_trip_and_private_type():
+    s = notes.generate_ml_dsa_key(ORIGIN)
+    note = sign_checkpoint(Checkpoint(ORIGIN, 5, ROOT), s)
+    assert notes.open_note(note, [s.verifier]).verified[0].verifier == s.verifier
+    raw = base64.b64decode(s.verifier_key.split("+", 2)[2])
+    assert raw[:1] == b"\xff" and raw[1:26] == b"flchain-plugin/ml-dsa-44\n"
+    assert len(raw) == 1 + 25 + 1312
+    assert notes.Verifier.parse(s.verifier_key) == s.verifier
+    assert s.key_id == int.from_bytes(hashlib.sha256(
+        ORIGIN.encode() + b"\n" + raw).digest()[:4], "big")
+    assert not s.verifier.verify(BODY, s.sign(BODY)[:-1])
+    other = "\xff".encode("latin-1") + b"other-id" + bytes(1312)
+    v = notes.Verifier(ORIGIN, notes.ED25519, bytes(32))
+    with pytest.raises(notes.NoteError, match="unknown private signature type"):
+        notes.Verifier.parse(f"{ORIGIN}+{v.key_id:08x}+{base64.b64encode(other).decode()}")
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2000), min_size=1))
+def test_ml_dsa_any_changed_text_fails(line):
+    s = _ML_DSA_KEY
+    text = f"x\n{line}\n"
+    sig = s.sign(text)
+    assert s.verifier.verify(text, sig)
+    assert not s.verifier.verify(f"y\n{line}\n", sig)
+
+
+_ML_DSA_KEY = notes.generate_ml_dsa_key("client-0")
+
+
+def test_key_types_do_not_cross():
+    key = MLDSA44PrivateKey.generate()
+    a, b = notes.MLDSASigner("n", key), notes.SubtreeCosignatureSigner("n", key)
+    assert a.key_id != b.key_id
+    assert not b.verifier.verify(BODY, a.sign(BODY))
+    with pytest.raises(notes.NoteError, match="want ML-DSA-44"):
+        notes.MLDSASigner("n", notes.generate_key("n").private_key)
+    with pytest.raises(notes.NoteError, match="want Ed25519"):
+        notes.Signer("n", key)
+    with pytest.raises(notes.NoteError, match="subtree/v1 public key has 32 bytes, want 1312"):
+        notes.Verifier("n", notes.SUBTREE_V1, bytes(32))
+
+
+# -- key files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make, kind", [
+    (notes.generate_ml_dsa_key, "ml-dsa-44"),
+    (notes.generate_subtree_cosignature_key, "subtree/v1"),
+])
+@pytest.mark.parametrize("passphrase", [None, b"correct horse"])
+def test_key_files_round_trip(tmp_path, make, kind, passphrase):
+    s = make("w.example/pq")
+    path = tmp_path / "k.key"
+    notes.save_private_key(s, path, passphrase)
+    data = path.read_bytes()
+    assert data.startswith(f"# name: w.example/pq\n# type: {kind}\n".encode())
+    assert (b"ENCRYPTED PRIVATE KEY" in data) == (passphrase is not None)
+    back = notes.load_private_key(path, passphrase)
+    assert type(back) is type(s) and back.verifier_key == s.verifier_key
+    assert s.verifier.verify(BODY, back.sign(BODY, 1))
+    if passphrase:
+        with pytest.raises(notes.KeyFileError, match="wrong passphrase"):
+            notes.load_private_key(path, b"wrong")
+
+
+def test_key_file_type_must_match_the_key(tmp_path):
+    path = tmp_path / "k.key"
+    notes.save_private_key(notes.generate_key("n"), path, None)
+    path.write_bytes(path.read_bytes().replace(b"# type: ed25519", b"# type: ml-dsa-44"))
+    with pytest.raises(notes.KeyFileError, match="type ml-dsa-44 holds an Ed25519 private key, "
+                                                 "want ML-DSA-44"):
+        notes.load_private_key(path)
+    notes.save_private_key(notes.generate_ml_dsa_key("n"), path, None, overwrite=True)
+    path.write_bytes(path.read_bytes().replace(b"# type: ml-dsa-44", b"# type: ed25519"))
+    with pytest.raises(notes.KeyFileError, match="holds an ML-DSA-44 private key, want Ed25519"):
+        notes.load_private_key(path)
