@@ -56,8 +56,10 @@ def key_path(ledger_file: str | os.PathLike[str]) -> Path:
     return Path(os.fspath(ledger_file) + ".key")
 
 
-def load_or_create_key(path: str | os.PathLike[str], name: str, *, create: bool = True) -> Signer:
-    """The key in `path`, created (mode 0600, atomically) on first use when `create`.
+def load_or_create_key(path: str | os.PathLike[str], name: str, *, create: bool = True,
+                       generate: Callable[[str], Signer] = generate_key) -> Signer:
+    """The key in `path`, created (mode 0600, atomically) on first use when `create`
+    (by `generate`: an Ed25519 key unless told, say `notes.generate_ml_dsa_key`).
 
     Several processes may race to create it: one file wins and every caller loads it.
     """
@@ -70,7 +72,7 @@ def load_or_create_key(path: str | os.PathLike[str], name: str, *, create: bool 
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        save_private_key(generate_key(name), path, None)
+        save_private_key(generate(name), path, None)
     except KeyFileError:
         if not path.exists():
             raise
