@@ -239,3 +239,97 @@ def test_key_file_type_must_match_the_key(tmp_path):
     path.write_bytes(path.read_bytes().replace(b"# type: ml-dsa-44", b"# type: ed25519"))
     with pytest.raises(notes.KeyFileError, match="holds an ML-DSA-44 private key, want Ed25519"):
         notes.load_private_key(path)
+
+
+# -- statements: ML-DSA-44 alone or beside Ed25519, recorded and re-checked -----------------
+
+PARENT, UPDATE = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+def _statement(**changes):
+    from flchain_plugin.statement import Statement
+    base = dict(run="run-1", round=1, node="7", parent=PARENT, update=UPDATE, num_examples=3,
+                metrics={"num-examples": 3}, dataset=None, nonce="n-1")
+    return Statement(**{**base, **changes})
+
+
+def _update(signed, **changes):
+    from flchain_plugin import entries as E
+    s = signed.statement
+    fields = dict(run=s.run, round=s.round, node=s.node, update=s.update, parent=s.parent,
+                  num_examples=s.num_examples, metrics=s.metrics, dataset=s.dataset,
+                  nonce=s.nonce, key=signed.key, signature=signed.signature_b64,
+                  pq_key=signed.pq_key, pq_signature=signed.pq_signature_b64)
+    return E.Update(**{**fields, **changes})
+
+
+def test_statement_signed_with_ml_dsa_alone_and_hybrid_verify_and_record():
+    from flchain_plugin.statement import verify_update
+    alone = _statement().sign(_ML_DSA_KEY)
+    alone.verify()
+    assert alone.pq_verifier() == _ML_DSA_KEY.verifier and len(alone.signature) == 2420
+    both = _statement().sign(notes.generate_key("client-7"), _ML_DSA_KEY)
+    both.verify()
+    assert both.pq_verifier() == _ML_DSA_KEY.verifier and len(both.signature) == 64
+    assert _statement().sign(notes.generate_key("client-7")).pq_verifier() is None
+    for signed in (alone, both):
+        assert verify_update(_update(signed)) is True
+    bad = base64.b64encode(bytes(2420)).decode()
+    assert verify_update(_update(both, pq_signature=bad)) is False
+    assert verify_update(_update(alone, signature=bad)) is False
+    other = notes.generate_ml_dsa_key("client-7")
+    assert verify_update(_update(both, pq_key=other.verifier_key)) is False
+
+
+def test_statement_refuses_keys_of_other_types():
+    from flchain_plugin.statement import SignedStatement, StatementError
+    with pytest.raises(StatementError, match="ML-DSA-44 subtree/v1 key cannot sign statements"):
+        _statement().sign(notes.generate_subtree_cosignature_key("c"))
+    with pytest.raises(StatementError, match="pq_signer: a Ed25519 key cannot sign"):
+        _statement().sign(notes.generate_key("c"), notes.generate_key("c"))
+    good = _statement().sign(notes.generate_key("c"))
+    with pytest.raises(StatementError, match="both or neither"):
+        SignedStatement.parse(good.data, good.key, good.signature, _ML_DSA_KEY.verifier_key)
+    ed = notes.generate_key("c")
+    swapped = SignedStatement.parse(good.data, good.key, good.signature, ed.verifier_key,
+                                    ed.sign(good.data.decode()))
+    with pytest.raises(StatementError, match="is a Ed25519 key, want ML-DSA-44"):
+        swapped.verify()
+
+
+OLD_UPDATE = (
+    b'{"dataset":null,"key":null,"metrics":{},"node":"7","nonce":"n","num_examples":3,'
+    b'"parent":"sha256:' + b"a" * 64 + b'","round":1,"run":"r0","signature":null,'
+    b'"type":"update","update":"sha256:' + b"b" * 64 + b'","v":1}'
+)
+"""An `update` entry as format v1 wrote it before pq_key/pq_signature existed."""
+
+
+def test_old_update_entries_keep_their_bytes_and_a_null_pq_field_is_not_canonical():
+    from flchain_plugin import entries as E
+    e = E.decode(OLD_UPDATE)
+    assert (e.pq_key, e.pq_signature) == (None, None)
+    assert e.encode() == OLD_UPDATE
+    with pytest.raises(E.EntryError, match="canonical"):
+        E.decode(OLD_UPDATE.replace(b'"parent"', b'"pq_key":null,"parent"'))
+    with pytest.raises(E.EntryError, match="both or neither"):
+        E.decode(OLD_UPDATE.replace(b'"parent"', b'"pq_key":"k","parent"'))
+
+
+def test_an_old_ledger_still_verifies_and_lineage_rechecks_the_pq_signature(tmp_path):
+    from flchain_plugin import entries as E
+    from flchain_plugin.ledger import Ledger
+    from flchain_plugin.lineage import lineage
+    both = _statement(run="r0").sign(notes.generate_key("client-7"), _ML_DSA_KEY)
+    forged = _update(both, pq_signature=base64.b64encode(bytes(2420)).decode())
+    with Ledger(tmp_path / "old.db") as led:
+        led.append([E.Run(run="r0", strategy="FedAvg", config=UPDATE, model=PARENT),
+                    E.decode(OLD_UPDATE)])
+        led.append([_update(both), forged,
+                    E.Model(run="r0", round=1, model="sha256:" + "c" * 64, parent=PARENT,
+                            inputs=[1, 2, 3], aggregator="FedAvg")])
+        assert led.verify().ok
+        assert led.get(1).data == OLD_UPDATE  # the old entry's leaf is unchanged
+        lin = lineage(led, "sha256:" + "c" * 64)
+    assert list(lin.problems) == ["update entry 3: its signature does not verify"]
+    assert [u.signature for u in lin.accepted_updates()] == [None, True, False]
