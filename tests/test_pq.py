@@ -333,3 +333,110 @@ def test_an_old_ledger_still_verifies_and_lineage_rechecks_the_pq_signature(tmp_
         lin = lineage(led, "sha256:" + "c" * 64)
     assert list(lin.problems) == ["update entry 3: its signature does not verify"]
     assert [u.signature for u in lin.accepted_updates()] == [None, True, False]
+
+
+# -- a real Flower run that requires ML-DSA-44 -----------------------------------------------
+
+SIM_NODES, SIM_ROUNDS = 4, 2
+ML_DSA_ALONE, HYBRID, ED25519_ONLY = {0, 1}, 2, 3
+
+
+def _pq_client_app(tmp: Path):
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from test_flower_sim import data, local_train
+
+    from flchain_plugin.flower import client_key, signing_mod
+
+    for pid in ML_DSA_ALONE:  # `flchain keygen --alg ml-dsa-44`, one file per client
+        client_key(tmp / "pq", pid, generate=notes.generate_ml_dsa_key)
+    mods = {pid: signing_mod(tmp / "pq") for pid in ML_DSA_ALONE}
+    mods[HYBRID] = signing_mod(tmp / "ed", pq_key=tmp / "pq-hybrid")  # created on first use
+    mods[ED25519_ONLY] = signing_mod(tmp / "ed")
+
+    def by_partition(msg: Message, ctx: Context, call_next):
+        pid = int(ctx.node_config["partition-id"])
+        (tmp / "nodes").mkdir(exist_ok=True)
+        (tmp / "nodes" / str(pid)).write_text(str(ctx.node_id))
+        return mods[pid](msg, ctx, call_next)
+
+    app = ClientApp(mods=[by_partition])
+
+    @app.train()
+    def fit(msg: Message, ctx: Context) -> Message:
+        pid = int(ctx.node_config["partition-id"])
+        x, y = data(pid, SIM_NODES)
+        sd, _ = local_train(msg.content["arrays"].to_torch_state_dict(), x, y)
+        return Message(RecordDict({"arrays": ArrayRecord(sd), "metrics": MetricRecord(
+            {"num-examples": len(x)})}), reply_to=msg)
+
+    return app
+
+
+def _pq_server_app(ledger: Path, result: dict):
+    from flwr.app import ArrayRecord, Context
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import FedAvg
+    from test_flower_sim import net
+
+    from flchain_plugin.flower import LedgerStrategy
+    from flchain_plugin.verification import Policy
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = LedgerStrategy(
+            FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=SIM_NODES),
+            ledger=ledger, policy=Policy(require_post_quantum=True, max_update_norm=None))
+        strategy.start(grid, ArrayRecord(net().state_dict()), num_rounds=SIM_ROUNDS)
+        result.update(model=strategy.global_model)
+
+    return app
+
+
+@pytest.mark.flower
+@pytest.mark.usefixtures("quiet_flower")
+def test_flower_run_requiring_ml_dsa_accepts_pq_clients_and_refuses_ed25519_only(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from flwr.simulation import run_simulation
+    from test_flower_sim import backend, node_map
+
+    from flchain_plugin import entries as E
+    from flchain_plugin.ledger import Ledger
+    from flchain_plugin.lineage import lineage
+
+    ledger, result = tmp_path / "ledger.db", {}
+    run_simulation(server_app=_pq_server_app(ledger, result),
+                   client_app=_pq_client_app(tmp_path), num_supernodes=SIM_NODES,
+                   backend_config=backend(tmp_path))
+    assert result, "the ServerApp did not finish"
+    part = node_map(tmp_path)
+    with Ledger(ledger, create=False) as led:
+        assert led.verify().ok
+        entries = [le.entry for le in led.iter_entries()]
+        run = next(e for e in entries if isinstance(e, E.Run))
+        assert run.policy["require_post_quantum"] is True
+        refused = {(e.round, part[e.node]): (e.reason, e.detail)
+                   for e in entries if isinstance(e, E.Rejected)}
+        assert set(refused) == {(r, ED25519_ONLY) for r in range(1, SIM_ROUNDS + 1)}
+        for reason, detail in refused.values():
+            assert reason == "not_post_quantum"
+            assert detail.startswith("post_quantum: the statement is signed with Ed25519 only")
+        updates = [e for e in entries if isinstance(e, E.Update)]
+        assert {(u.round, part[u.node]) for u in updates} == {
+            (r, p) for r in range(1, SIM_ROUNDS + 1) for p in (*ML_DSA_ALONE, HYBRID)}
+        for u in updates:
+            key = notes.Verifier.parse(u.key)
+            if part[u.node] == HYBRID:
+                assert key.sig_type == notes.ED25519
+                assert notes.Verifier.parse(u.pq_key).sig_type == notes.ML_DSA_44
+            else:
+                assert key.sig_type == notes.ML_DSA_44 and u.pq_key is None
+        members = {part[e.node]: e.key for e in entries if isinstance(e, E.Member)}
+        assert set(members) == {*ML_DSA_ALONE, HYBRID}
+        lin = lineage(led, result["model"])
+        assert lin.ok, lin.problems
+        checked = lin.accepted_updates()
+        assert len(checked) == 3 * SIM_ROUNDS and all(u.signature is True for u in checked)
