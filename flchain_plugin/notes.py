@@ -109,8 +109,9 @@ _OTHER_KEYS = (
     (Ed25519PrivateKey, "Ed25519"),
     (MLDSA44PrivateKey, "ML-DSA-44"),
 )
-_KEY_FILE_TYPES = {"ed25519": ED25519, "cosignature/v1": COSIGNATURE_V1,
-                   "ml-dsa-44": ML_DSA_44, "subtree/v1": SUBTREE_V1}
+KEY_FILE_TYPES = {"ed25519": ED25519, "cosignature/v1": COSIGNATURE_V1,
+                  "ml-dsa-44": ML_DSA_44, "subtree/v1": SUBTREE_V1}
+"""The `# type:` of a key file -> its signature type."""
 _HEX8 = re.compile(r"[0-9a-f]{8}")
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 
@@ -675,7 +676,7 @@ def save_private_key(
     pem = signer.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc
     )
-    kind = next(k for k, v in _KEY_FILE_TYPES.items() if v == signer.SIG_TYPE)
+    kind = next(k for k, v in KEY_FILE_TYPES.items() if v == signer.SIG_TYPE)
     data = f"# name: {signer.name}\n# type: {kind}\n".encode() + pem
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -730,9 +731,9 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
     if not name:
         raise KeyFileError(f"key file {path} has no '# name: <key name>' line before the PEM")
     kind = headers.get("type", "")
-    if kind not in _KEY_FILE_TYPES:
+    if kind not in KEY_FILE_TYPES:
         raise KeyFileError(
-            f"key file {path} has type {kind!r}, want one of {', '.join(_KEY_FILE_TYPES)}"
+            f"key file {path} has type {kind!r}, want one of {', '.join(KEY_FILE_TYPES)}"
         )
     pem = b"\n".join(lines[i:])
     try:
@@ -745,7 +746,7 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
         if passphrase is not None and b"ENCRYPTED" in pem:
             raise KeyFileError(f"wrong passphrase for key file {path}") from None
         raise KeyFileError(f"key file {path} holds no readable PEM private key: {e}") from None
-    cls = SIGNER_CLASSES[_KEY_FILE_TYPES[kind]]
+    cls = SIGNER_CLASSES[KEY_FILE_TYPES[kind]]
     if not isinstance(key, cls.KEY_CLASS):
         held = next((k for c, k in _OTHER_KEYS if isinstance(key, c)), type(key).__name__)
         raise KeyFileError(f"key file {path} of type {kind} holds an {held} private key, "

@@ -440,3 +440,41 @@ def test_flower_run_requiring_ml_dsa_accepts_pq_clients_and_refuses_ed25519_only
         assert lin.ok, lin.problems
         checked = lin.accepted_updates()
         assert len(checked) == 3 * SIM_ROUNDS and all(u.signature is True for u in checked)
+
+
+# -- the CLI: keygen --alg ml-dsa-44, cosign and verify with a 0x06 witness ---------------------
+
+
+def test_cli_keygen_ml_dsa_and_a_subtree_v1_witness_cosigns_and_verifies(tmp_path):
+    import json
+
+    from test_cli import Flchain
+
+    fl = Flchain(tmp_path)
+    assert fl("init", "--origin", ORIGIN).exit_code == 0
+    log_vkey = fl.json("keygen", "--out", str(tmp_path / "log.key"))["verifier"]
+    doc = fl.json("keygen", "client-0", "--alg", "ml-dsa-44", "--out", str(tmp_path / "c.key"))
+    assert doc["type"] == "ml-dsa-44"
+    assert notes.Verifier.parse(doc["verifier"]).sig_type == notes.ML_DSA_44
+    assert isinstance(notes.load_private_key(tmp_path / "c.key"), notes.MLDSASigner)
+    w = fl.json("keygen", "w.example/pq", "--alg", "ml-dsa-44", "--witness", "--out",
+                str(tmp_path / "w.key"), "--passphrase-env", "W_PW", env={"W_PW": "pw"})
+    assert w["type"] == "subtree/v1" and w["encrypted"] is True
+    assert notes.Verifier.parse(w["verifier"]).sig_type == notes.SUBTREE_V1
+    r = fl("keygen", "x", "--alg", "rsa", "--out", str(tmp_path / "x.key"))
+    assert r.exit_code == 2 and "rsa" in r.stderr
+
+    cp = tmp_path / "cp.note"
+    cp.write_text(fl("checkpoint", "sign", "--key", str(tmp_path / "log.key")).stdout)
+    r = fl("checkpoint", "cosign", str(cp), "--key", str(tmp_path / "w.key"), "--log-verifier",
+           log_vkey, "--state", str(tmp_path / "state.json"), "--passphrase-env", "W_PW",
+           env={"W_PW": "pw"})
+    assert r.exit_code == 0, r.stderr
+    v = fl.json("checkpoint", "verify", str(cp), "--key-verifier", log_vkey,
+                "--witness-verifier", w["verifier"])
+    assert [s["role"] for s in v["signatures"]] == ["log", "witness"]
+    assert v["signatures"][1]["timestamp"] > 0
+    other = notes.generate_subtree_cosignature_key("w.example/pq").verifier_key
+    r = fl("checkpoint", "verify", str(cp), "--key-verifier", log_vkey,
+           "--witness-verifier", other, "--json")
+    assert r.exit_code == 1 and json.loads(r.stdout)["ok"] is False
