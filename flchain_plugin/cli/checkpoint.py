@@ -150,7 +150,8 @@ def keygen(settings: Settings, out: Output, name: str | None, out_path: Path, wi
     out.emit(doc, lambda: out.console.print(Panel(kv_table(
         [("name", name), ("type", doc["type"]), ("key file", f"{out_path} (0600)"),
          ("encrypted", "yes" if passphrase else "no"), ("verifier", signer.verifier_key)]),
-        title="witness key" if witness else f"{alg} key", expand=False),
+        title="witness key" if witness else "log key" if alg == "ed25519" else f"{alg} key",
+        expand=False),
         Text("share the verifier key; keep the key file secret", style="dim")))
 
 
