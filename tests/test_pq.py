@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flchain_plugin import notes
-from flchain_plugin.checkpoint import Checkpoint, sign_checkpoint
+from flchain_plugin.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 
 DATA = Path(__file__).parent / "data"
 ORIGIN = "example.com/log"
@@ -373,7 +373,7 @@ def _pq_client_app(tmp: Path):
     return app
 
 
-def _pq_server_app(ledger: Path, result: dict):
+def _pq_server_app(ledger: Path, result: dict, pq_key: Path):
     from flwr.app import ArrayRecord, Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg
@@ -388,9 +388,11 @@ def _pq_server_app(ledger: Path, result: dict):
     def main(grid: Grid, context: Context) -> None:
         strategy = LedgerStrategy(
             FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=SIM_NODES),
-            ledger=ledger, policy=Policy(require_post_quantum=True, max_update_norm=None))
+            ledger=ledger, policy=Policy(require_post_quantum=True, max_update_norm=None),
+            pq_signer=pq_key)
         strategy.start(grid, ArrayRecord(net().state_dict()), num_rounds=SIM_ROUNDS)
-        result.update(model=strategy.global_model)
+        result.update(model=strategy.global_model, key=strategy.verifier_key,
+                      pq_key=strategy.pq_signer.verifier_key)
 
     return app
 
@@ -408,7 +410,9 @@ def test_flower_run_requiring_ml_dsa_accepts_pq_clients_and_refuses_ed25519_only
     from flchain_plugin.lineage import lineage
 
     ledger, result = tmp_path / "ledger.db", {}
-    run_simulation(server_app=_pq_server_app(ledger, result),
+    with Ledger(ledger) as led:  # the log's ML-DSA-44 key: `flchain keygen ORIGIN --alg ..`
+        notes.save_private_key(notes.generate_ml_dsa_key(led.origin), tmp_path / "pq.key", None)
+    run_simulation(server_app=_pq_server_app(ledger, result, tmp_path / "pq.key"),
                    client_app=_pq_client_app(tmp_path), num_supernodes=SIM_NODES,
                    backend_config=backend(tmp_path))
     assert result, "the ServerApp did not finish"
@@ -440,6 +444,14 @@ def test_flower_run_requiring_ml_dsa_accepts_pq_clients_and_refuses_ed25519_only
         assert lin.ok, lin.problems
         checked = lin.accepted_updates()
         assert len(checked) == 3 * SIM_ROUNDS and all(u.signature is True for u in checked)
+        # every round's checkpoint carries the log's Ed25519 and ML-DSA-44 signatures
+        stored = led.store.checkpoints()
+        assert len(stored) >= SIM_ROUNDS + 1
+        ed, pq = notes.Verifier.parse(result["key"]), notes.Verifier.parse(result["pq_key"])
+        for size, note in stored:
+            _, opened = open_checkpoint(note, ed, [pq])
+            assert [s.verifier for s in opened.signatures] == [ed, pq]
+            assert open_checkpoint(note, pq)[0].size == size  # PQ alone suffices too
 
 
 # -- the CLI: keygen --alg ml-dsa-44, cosign and verify with a 0x06 witness ---------------------
@@ -478,3 +490,39 @@ def test_cli_keygen_ml_dsa_and_a_subtree_v1_witness_cosigns_and_verifies(tmp_pat
     r = fl("checkpoint", "verify", str(cp), "--key-verifier", log_vkey,
            "--witness-verifier", other, "--json")
     assert r.exit_code == 1 and json.loads(r.stdout)["ok"] is False
+
+
+# -- the log's second, ML-DSA-44 checkpoint signature -----------------------------------------
+
+
+def test_ledger_adds_an_ml_dsa_signature_to_its_checkpoints(tmp_path):
+    from test_cli import Flchain
+
+    from flchain_plugin import entries as E
+    from flchain_plugin.commit import commit, log_pq_signer
+    from flchain_plugin.ledger import Ledger
+
+    with Ledger(tmp_path / "ledger.db") as led:
+        ed, pq = notes.generate_key(led.origin), notes.generate_ml_dsa_key(led.origin)
+        notes.save_private_key(pq, tmp_path / "pq.key", None)
+        assert log_pq_signer(led, tmp_path / "pq.key").verifier == pq.verifier
+        assert log_pq_signer(led, None) is None
+        entry = E.Dataset(dataset=UPDATE, owner="o", scheme="s", examples=1)
+        done = commit(led, [entry], signer=ed, pq_signer=pq)
+        cp, opened = open_checkpoint(done.checkpoint, ed.verifier, [pq.verifier])
+        assert [s.verifier for s in opened.signatures] == [ed.verifier, pq.verifier]
+        note = led.sign_checkpoint(ed, pq_signer=pq)
+        assert open_checkpoint(note, pq.verifier)[0] == cp
+        assert led.latest_checkpoint() == note
+        with pytest.raises(ValueError, match="pq_signer: want an ML-DSA-44 key named"):
+            led.append([entry], signer=ed, pq_signer=notes.generate_ml_dsa_key("other"))
+        with pytest.raises(ValueError, match="want an ML-DSA-44 key"):
+            log_pq_signer(led, notes.generate_key(led.origin))
+        with pytest.raises(ValueError, match="must be Ed25519 \\(tlog-tiles\\)"):
+            led.sign_checkpoint(pq)
+        assert led.size == 1  # nothing refused was written
+    fl = Flchain(tmp_path)
+    (tmp_path / "cp.note").write_text(note)
+    for vkey in (ed.verifier_key, pq.verifier_key):  # either log key checks the checkpoint
+        assert fl.json("checkpoint", "verify", str(tmp_path / "cp.note"),
+                       "--key-verifier", vkey)["ok"] is True
