@@ -68,6 +68,21 @@ def test_message_layout_is_the_spec_struct_byte_for_byte():
     assert len(b"subtree/v1\n\0") == 12
 
 
+_name = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e,
+                                       exclude_characters="+"), min_size=1, max_size=255)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_name, st.integers(0, 2**63 - 1), _name, st.integers(0, 2**64 - 1),
+       st.integers(0, 2**64 - 1), st.binary(min_size=32, max_size=32))
+def test_message_layout_for_any_fields(name, ts, origin, a, b, root):
+    start, end = min(a, b), max(a, b)
+    if start:
+        ts = 0
+    assert notes.subtree_message(name, ts, origin, start, end, root) == _spec_message(
+        name, ts, origin, start, end, root)
+
+
 def test_cosignature_signs_the_spec_message_with_empty_context():
     signer = notes.generate_subtree_cosignature_key("w.example/1")
     sig = signer.sign(BODY, 1700000000)
