@@ -541,3 +541,29 @@ def test_ledger_adds_an_ml_dsa_signature_to_its_checkpoints(tmp_path):
     for vkey in (ed.verifier_key, pq.verifier_key):  # either log key checks the checkpoint
         assert fl.json("checkpoint", "verify", str(tmp_path / "cp.note"),
                        "--key-verifier", vkey)["ok"] is True
+
+
+def test_cli_refuses_bad_ml_dsa_keys_in_one_line(tmp_path):
+    from test_cli import Flchain, one_line_error
+
+    fl = Flchain(tmp_path)
+    assert fl("init", "--origin", ORIGIN).exit_code == 0
+    log_vkey = fl.json("keygen", "--out", str(tmp_path / "log.key"))["verifier"]
+    cp = tmp_path / "cp.note"
+    cp.write_text(fl("checkpoint", "sign", "--key", str(tmp_path / "log.key")).stdout)
+    w = notes.generate_subtree_cosignature_key("w.example/pq")
+    raw = bytearray(base64.b64decode(w.verifier_key.split("+", 2)[2]))
+    short = base64.b64encode(bytes(raw[:-1])).decode()
+    bad = f"w.example/pq+{w.key_id:08x}+{short}"
+    one_line_error(fl("checkpoint", "verify", str(cp), "--key-verifier", log_vkey,
+                      "--witness-verifier", bad), 2, "1311 bytes, want 1312")
+    private = base64.b64encode(b"\xffsomeone-else/ml-dsa-44\n" + bytes(1312)).decode()
+    one_line_error(fl("checkpoint", "verify", str(cp), "--key-verifier", log_vkey,
+                      "--witness-verifier", f"x+00000000+{private}"), 2,
+                   "unknown private signature type")
+    key = tmp_path / "w.key"
+    notes.save_private_key(w, key, None)
+    key.write_bytes(key.read_bytes().replace(b"# type: subtree/v1", b"# type: ed25519"))
+    one_line_error(fl("checkpoint", "cosign", str(cp), "--key", str(key), "--log-verifier",
+                      log_vkey, "--state", str(tmp_path / "s.json")), 2,
+                   "holds an ML-DSA-44 private key, want Ed25519")
