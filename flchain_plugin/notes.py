@@ -580,7 +580,8 @@ def open_note(note: str | bytes, verifiers: Iterable[Verifier]) -> Note:
         if not v.verify(text, sig.signature):
             raise InvalidSignatureError(
                 f"invalid signature for key {sig.name}+{sig.key_id:08x}"
-                f" ({SIGNATURE_TYPES[v.sig_type]}): does not verify over the note text"
+                f" ({SIGNATURE_TYPES[v.sig_type]}): does not verify over the "
+                f"{'checkpoint' if v.sig_type == SUBTREE_V1 else 'note text'}"
             )
         out.append(Signature(sig.name, sig.key_id, sig.signature, v))
     result = Note(text, tuple(out))
