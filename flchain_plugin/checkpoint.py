@@ -96,9 +96,15 @@ class Checkpoint:
         return cls(origin, int(size), raw, tuple(extensions))
 
 
-def sign_checkpoint(cp: Checkpoint, signer: notes.Signer) -> str:
-    """`cp` as a signed note. The key name should be the origin (see `verify_checkpoint`)."""
-    return notes.sign_note(cp.body(), signer)
+def sign_checkpoint(cp: Checkpoint, signer: notes.Signer,
+                    pq_signer: notes.Signer | None = None) -> str:
+    """`cp` as a signed note. The key name should be the origin (see `verify_checkpoint`).
+
+    `pq_signer`: a second, ML-DSA-44 signature after `signer`'s, which tlog-tiles
+    requires to be Ed25519: clients that know the ML-DSA-44 key check it, others skip it.
+    """
+    note = notes.sign_note(cp.body(), signer)
+    return note if pq_signer is None else notes.add_signature(note, pq_signer)
 
 
 def open_checkpoint(

@@ -56,8 +56,10 @@ def key_path(ledger_file: str | os.PathLike[str]) -> Path:
     return Path(os.fspath(ledger_file) + ".key")
 
 
-def load_or_create_key(path: str | os.PathLike[str], name: str, *, create: bool = True) -> Signer:
-    """The key in `path`, created (mode 0600, atomically) on first use when `create`.
+def load_or_create_key(path: str | os.PathLike[str], name: str, *, create: bool = True,
+                       generate: Callable[[str], Signer] = generate_key) -> Signer:
+    """The key in `path`, created (mode 0600, atomically) on first use when `create`
+    (by `generate`: an Ed25519 key unless told, say `notes.generate_ml_dsa_key`).
 
     Several processes may race to create it: one file wins and every caller loads it.
     """
@@ -70,7 +72,7 @@ def load_or_create_key(path: str | os.PathLike[str], name: str, *, create: bool 
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        save_private_key(generate_key(name), path, None)
+        save_private_key(generate(name), path, None)
     except KeyFileError:
         if not path.exists():
             raise
@@ -108,6 +110,20 @@ def log_signer(ledger: Ledger, signer: Signer | str | os.PathLike[str] | None = 
     return key
 
 
+def log_pq_signer(ledger: Ledger, signer: Signer | str | os.PathLike[str] | None
+                  ) -> Signer | None:
+    """The ML-DSA-44 key adding a second signature to `ledger`'s checkpoints: a Signer or
+    key file (`flchain keygen ORIGIN --alg ml-dsa-44`), or None for none. Never created
+    on first use: a post-quantum signature only means something to clients given its key."""
+    if signer is None:
+        return None
+    key = load_private_key(signer) if isinstance(signer, (str, os.PathLike)) else signer
+    if not isinstance(key, Signer):
+        raise ValueError(f"pq_signer must be a notes.Signer or a key file path, got {signer!r}")
+    ledger.check_pq_signer(key)
+    return key
+
+
 @dataclass(frozen=True)
 class Committed:
     """A committed batch: the tree head it made, the index of its first entry (after any
@@ -131,6 +147,7 @@ def commit(
     built_for: int | None = None,
     signer: Signer | None = None,
     admit: Admit | None = None,
+    pq_signer: Signer | None = None,
 ) -> Committed:
     """Append `batch` as one batch, with a signed checkpoint of its tree head stored in the
     same transaction.
@@ -140,12 +157,13 @@ def commit(
     grew the log since, `admit` sees what it appended, every entry is rebased by the
     difference (`Entry.rebased`) and the append retried, at most MAX_REBASES times. The
     checkpoint is of this batch's head exactly, whatever another writer appends after it,
-    so proofs announced for that size stay valid.
+    so proofs announced for that size stay valid. `pq_signer` adds the log's ML-DSA-44
+    signature to that checkpoint (`log_pq_signer`).
     """
     base = built_for
     for _ in range(MAX_REBASES):
         try:
-            head = ledger.append(batch, expect_size=base, signer=signer)
+            head = ledger.append(batch, expect_size=base, signer=signer, pq_signer=pq_signer)
             return Committed(head, head.size - len(batch), tuple(batch), head.checkpoint)
         except SizeConflict as conflict:
             if admit is not None:
@@ -164,6 +182,7 @@ __all__ = [
     "key_path",
     "ledger_path",
     "load_or_create_key",
+    "log_pq_signer",
     "log_signer",
     "open_ledger",
 ]

@@ -48,6 +48,7 @@ class Reason(str, Enum):
     MALFORMED = "malformed"
     NON_FINITE = "non_finite"
     OUT_OF_BOUNDS = "out_of_bounds"
+    NOT_POST_QUANTUM = "not_post_quantum"
 
 
 REJECT_REASONS = frozenset(r.value for r in Reason)
@@ -182,6 +183,10 @@ class Entry:
     weights existed and says how they came to be); `PARENTS` the field naming what that
     model was made from (a digest or a list of them; None: the record is an origin);
     `NAMED_BY` other digest fields a child's `PARENTS` may name the record by.
+
+    `OMITTED_WHEN_NONE` names fields added to a type after format v1 was first written:
+    absent from the JSON when None (and so absent from stored entries that predate them),
+    so an old entry's canonical bytes, and every leaf hash, stay exactly as they were.
     """
 
     TYPE: ClassVar[str] = ""
@@ -189,6 +194,7 @@ class Entry:
     MODEL: ClassVar[str | None] = None
     PARENTS: ClassVar[str | None] = None
     NAMED_BY: ClassVar[tuple[str, ...]] = ()
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
     _NAMES: ClassVar[tuple[str, ...]] = ()
     _CHECKS: ClassVar[tuple[tuple[str, str, Checker], ...]] = ()
     _PLAIN: ClassVar[frozenset[str]] = frozenset()
@@ -216,7 +222,9 @@ class Entry:
         """The JSON object, `v` and `type` included."""
         out: dict[str, Any] = {"v": FORMAT_VERSION, "type": self.TYPE}
         for name in self._NAMES:
-            out[name] = getattr(self, name)
+            value = getattr(self, name)
+            if value is not None or name not in self.OMITTED_WHEN_NONE:
+                out[name] = value
         return out
 
     def encode(self) -> bytes:
@@ -301,7 +309,8 @@ class Update(Entry):
     """An accepted client update: the signed statement's fields and its signature.
 
     The statement a client signs is exactly {run, round, node, parent, update,
-    num_examples, metrics, dataset, nonce}, so an auditor can re-check `signature`.
+    num_examples, metrics, dataset, nonce}, so an auditor can re-check `signature`
+    (Ed25519 or ML-DSA-44, by `key`'s type) and `pq_signature` (ML-DSA-44, by `pq_key`).
     """
 
     TYPE: ClassVar[str] = "update"
@@ -319,6 +328,21 @@ class Update(Entry):
     nonce: str
     key: str | None
     signature: str | None
+    # A second, ML-DSA-44 signature beside an Ed25519 one (statement.py): optional, so
+    # updates recorded before it existed keep their bytes.
+    pq_key: str | None = None
+    pq_signature: str | None = None
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"pq_key", "pq_signature"})
+
+    @classmethod
+    def _check(cls, values: Mapping[str, Any]) -> None:
+        pq = (values.get("pq_key"), values.get("pq_signature"))
+        if (pq[0] is None) != (pq[1] is None):
+            raise EntryError("update.pq_key: pq_key and pq_signature go together: both or "
+                             "neither")
+        if pq[0] is not None and values["key"] is None:
+            raise EntryError("update.pq_key: a second signature needs a first: key is null")
 
 
 @entry_type
@@ -539,7 +563,7 @@ def from_json(obj: object) -> Entry:
     """Build a typed entry from a parsed JSON object, strictly."""
     cls = _entry_class(obj)
     assert isinstance(obj, dict)
-    return cls(**{k: obj[k] for k in cls._NAMES})
+    return cls(**{k: obj[k] for k in cls._NAMES if k in obj})
 
 
 def _entry_class(obj: object) -> type[Entry]:
@@ -556,7 +580,7 @@ def _entry_class(obj: object) -> type[Entry]:
     given = set(obj) - {"v", "type"}
     if extra := sorted(given - names):
         raise EntryError(f"{name}.{extra[0]}: unknown field")
-    if missing := sorted(n for n in names - given):
+    if missing := sorted(n for n in names - given - cls.OMITTED_WHEN_NONE):
         raise EntryError(f"{name}.{missing[0]}: missing field")
     return cls
 
@@ -595,7 +619,7 @@ def check_stored(data: bytes) -> tuple[str, list[str]]:
         obj = _parse(_loads_stored, data)
         cls = _entry_class(obj)
         for name, path, check in cls._CHECKS:
-            check(obj[name], path)
+            check(obj.get(name), path)  # an omitted field is None: refused unless optional
         cls._check(obj)
         canonical = canonical_object(obj, cls._PLAIN) == data
     except (UnicodeDecodeError, json.JSONDecodeError, EntryError, CanonicalError):

@@ -21,7 +21,7 @@ from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from .digest import format_digest, parse_digest
 from .entries import ENTRY_TYPES, Entry, EntryError, decode
 from .ledger_audit import Problem, VerifyReport, verify_ledger
-from .notes import NoteError, Signer, Verifier
+from .notes import ED25519, NoteError, Signer, Verifier
 from .store import HeadRow, Store, StoreError, node_key
 from .subtrees import MIN_NODE_LEVEL, subtree_hashes
 
@@ -193,6 +193,7 @@ class Ledger:
         *,
         expect_size: int | None = None,
         signer: Signer | None = None,
+        pq_signer: Signer | None = None,
     ) -> TreeHead:
         """Append one batch atomically and durably; returns the new tree head.
 
@@ -201,10 +202,11 @@ class Ledger:
         another writer grew the log since the caller computed leaf indices for this batch
         (e.g. a `model` entry's `inputs`). `signer`: also sign the new head as a C2SP
         checkpoint and store it in the same transaction (one fsync for batch and
-        signature; the note is the returned head's `checkpoint`).
+        signature; the note is the returned head's `checkpoint`). `pq_signer`: an ML-DSA-44
+        key adding a second signature to that checkpoint (see `sign_checkpoint`).
         """
         if signer is not None:
-            self._check_signer(signer)
+            self._check_signer(signer, pq_signer)
         encoded, subjects = _encode_batch(entries)
         leaf = merkle.leaf_hash
         leaves = [leaf(d) for _, d in encoded]
@@ -235,8 +237,8 @@ class Ledger:
             rows = [(size + i, t, leaves[i], d) for i, (t, d) in enumerate(encoded)]
             refs = [(s, size + i) for i, subs in enumerate(subjects) for s in subs]
             new = HeadRow(frontier.size, frontier.root(), time.time())
-            note = (sign_checkpoint(Checkpoint(self.origin, new.size, new.root), signer)
-                    if signer is not None else None)
+            note = (sign_checkpoint(Checkpoint(self.origin, new.size, new.root), signer,
+                                    pq_signer) if signer is not None else None)
             w.put(rows, refs, nodes, new, note)
         return TreeHead(new.size, new.root, new.timestamp, note)
 
@@ -370,25 +372,43 @@ class Ledger:
         n, root = self._size_and_root(size)
         return Checkpoint(self.origin, n, root)
 
-    def sign_checkpoint(self, signer: Signer, size: int | None = None) -> str:
+    def sign_checkpoint(self, signer: Signer, size: int | None = None,
+                        pq_signer: Signer | None = None) -> str:
         """Sign the tree of `size` entries (default: the latest head) as a C2SP checkpoint,
         store the note, and return it.
 
-        The key's name must be the log's origin, as C2SP verifiers expect.
+        The key's name must be the log's origin, as C2SP verifiers expect; so must that of
+        `pq_signer`, an ML-DSA-44 key adding a second signature after the Ed25519 one.
         """
-        self._check_signer(signer)
+        self._check_signer(signer, pq_signer)
         cp = self.checkpoint(size)
         self._require_head(cp.size)
-        note = sign_checkpoint(cp, signer)
+        note = sign_checkpoint(cp, signer, pq_signer)
         self.store.add_checkpoint(cp.size, note)
         return note
 
-    def _check_signer(self, signer: Signer) -> None:
-        """C2SP verifiers look a checkpoint's signature up by the log's origin."""
+    def _check_signer(self, signer: Signer, pq_signer: Signer | None = None) -> None:
+        """C2SP verifiers look a checkpoint's signature up by the log's origin; tlog-tiles
+        wants the first one Ed25519, and the second one is there to be post-quantum."""
         if signer.name != self.origin:
             raise ValueError(
                 f"signer name {signer.name!r} is not the ledger origin {self.origin!r}: "
                 f"make the key with `flchain keygen {self.origin}`"
+            )
+        if signer.SIG_TYPE != ED25519:
+            raise ValueError(f"signer: the log's first checkpoint signature must be Ed25519 "
+                             f"(tlog-tiles), got {signer.ALGORITHM}: pass it as pq_signer")
+        if pq_signer is not None:
+            self.check_pq_signer(pq_signer)
+
+    def check_pq_signer(self, pq_signer: Signer) -> None:
+        """A second checkpoint signature is ML-DSA-44 (its reason to exist) and, like the
+        first, named after the origin."""
+        if pq_signer.ALGORITHM != "ML-DSA-44" or pq_signer.name != self.origin:
+            raise ValueError(
+                f"pq_signer: want an ML-DSA-44 key named {self.origin!r}, got "
+                f"{pq_signer.ALGORITHM} {pq_signer.name!r}: make it with `flchain keygen "
+                f"{self.origin} --alg ml-dsa-44`"
             )
 
     def _require_head(self, size: int) -> None:

@@ -1,26 +1,45 @@
-"""C2SP signed notes (https://c2sp.org/signed-note) with Ed25519, and the keys that sign them.
+"""C2SP signed notes (https://c2sp.org/signed-note) with Ed25519 and ML-DSA-44, and their keys.
 
 A note is UTF-8 text ending in a newline, a blank line, then one or more signature lines
 `— <key name> <base64(key id || signature)>`. A verifier key is the text
 `<name>+<8 hex key id>+<base64(signature type || public key)>`, where the key id is the first
 four bytes of SHA-256(name || "\\n" || signature type || public key), big endian.
 
-Two signature types are supported, both Ed25519 through `cryptography`:
+Four signature types are supported, all through `cryptography` (ML-DSA-44 is FIPS 204):
 
 - 0x01 (`ED25519`): the signature is over the note text (golang.org/x/mod/sumdb/note).
 - 0x04 (`COSIGNATURE_V1`): a witness cosignature (https://c2sp.org/tlog-cosignature):
   the signature is `u64 timestamp || Ed25519(msg)` with
   msg = "cosignature/v1\\ntime <timestamp>\\n" || note text.
+- 0x06 (`SUBTREE_V1`): the timestamped ML-DSA-44 (sub)tree cosignature of
+  tlog-cosignature v1.1: `u64 timestamp || ML-DSA-44(subtree_message(...))`, the binary
+  `subtree/v1` message over the cosigner name, the timestamp, the log origin, the leaf
+  range [start, end) and the subtree hash; empty ML-DSA context, as the Go reference.
+- 0xff + `ML_DSA_44_ID` (`ML_DSA_44`): ML-DSA-44 over the note text, the post-quantum
+  twin of 0x01, for the log's second checkpoint signature and client statements. Why a
+  private type: signed-note assigns ML-DSA-44 only to 0x06, whose message is a subtree,
+  not a text, so a signature over arbitrary bytes needs the spec's 0xff escape, "followed
+  by a longer identifier that is unlikely to collide": here the 25 ASCII bytes
+  `flchain-plugin/ml-dsa-44` + newline, part of the key material of its verifier keys
+  (`base64(0xff || id || 1,312-byte key)`) and so of their key ids.
+
+Why 0x06 reads the checkpoint body here, below `checkpoint.py`: its signed message is
+defined over a checkpoint's origin, size and root hash, not over the note text, so a
+0x06 signature of a note can only be made or checked by reading those three lines. This
+module reads exactly those (`checkpoint_fields`, by the tlog-checkpoint rules for them)
+and nothing else; the full checkpoint (extensions, the log's own signature) stays
+`checkpoint.py`'s.
 
 Private key file format (written by `save_private_key`, read by `load_private_key`): two
 header lines, then a PKCS#8 PEM block, encrypted when a passphrase is given::
 
     # name: example.com/log
-    # type: ed25519            (or: cosignature/v1)
+    # type: ed25519            (or: cosignature/v1, ml-dsa-44, subtree/v1)
     -----BEGIN PRIVATE KEY-----          (or ENCRYPTED PRIVATE KEY)
     ...
 
 The name lives in the file because the key id, and so every signature, depends on it.
+ML-DSA-44 keys are PKCS#8 too (`cryptography` writes the 32-byte seed form, RFC 9881).
 """
 
 from __future__ import annotations
@@ -44,13 +63,34 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey, MLDSA44PublicKey
 
 ED25519 = 0x01
 COSIGNATURE_V1 = 0x04
-SIGNATURE_TYPES = {ED25519: "Ed25519", COSIGNATURE_V1: "Ed25519 cosignature/v1"}
+SUBTREE_V1 = 0x06
+ML_DSA_44 = 0xFF
+ML_DSA_44_ID = b"flchain-plugin/ml-dsa-44\n"
+"""The private identifier after 0xff (see the module docstring)."""
+SIGNATURE_TYPES = {
+    ED25519: "Ed25519",
+    COSIGNATURE_V1: "Ed25519 cosignature/v1",
+    SUBTREE_V1: "ML-DSA-44 subtree/v1",
+    ML_DSA_44: "ML-DSA-44",
+}
 
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
+ML_DSA_44_PUBLIC_KEY_SIZE = 1312
+ML_DSA_44_SIGNATURE_SIZE = 2420
+PUBLIC_KEY_SIZES = {ED25519: PUBLIC_KEY_SIZE, COSIGNATURE_V1: PUBLIC_KEY_SIZE,
+                    SUBTREE_V1: ML_DSA_44_PUBLIC_KEY_SIZE, ML_DSA_44: ML_DSA_44_PUBLIC_KEY_SIZE}
+SIGNATURE_SIZES = {ED25519: SIGNATURE_SIZE, COSIGNATURE_V1: 8 + SIGNATURE_SIZE,
+                   SUBTREE_V1: 8 + ML_DSA_44_SIGNATURE_SIZE, ML_DSA_44: ML_DSA_44_SIGNATURE_SIZE}
+"""Bytes of a signature (after the key id), timestamp included."""
+TIMESTAMPED = frozenset({COSIGNATURE_V1, SUBTREE_V1})
+SUBTREE_LABEL = b"subtree/v1\n\0"
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
 TIMESTAMP_SIZE = 8
 KEY_ID_SIZE = 4
 MAX_SIGNATURES = 100  # the spec asks to accept at least 16; golang.org/x/mod accepts 100
@@ -66,8 +106,12 @@ _OTHER_KEYS = (
     (ed448.Ed448PrivateKey, "Ed448"),
     (x25519.X25519PrivateKey, "X25519"),
     (x448.X448PrivateKey, "X448"),
+    (Ed25519PrivateKey, "Ed25519"),
+    (MLDSA44PrivateKey, "ML-DSA-44"),
 )
-_KEY_FILE_TYPES = {"ed25519": ED25519, "cosignature/v1": COSIGNATURE_V1}
+KEY_FILE_TYPES = {"ed25519": ED25519, "cosignature/v1": COSIGNATURE_V1,
+                  "ml-dsa-44": ML_DSA_44, "subtree/v1": SUBTREE_V1}
+"""The `# type:` of a key file -> its signature type."""
 _HEX8 = re.compile(r"[0-9a-f]{8}")
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 
@@ -110,9 +154,14 @@ def _is_utf8(s: str) -> bool:
     return True
 
 
+def type_bytes(sig_type: int) -> bytes:
+    """The signature type as it prefixes key material: one byte, or 0xff and its id."""
+    return bytes([sig_type]) + (ML_DSA_44_ID if sig_type == ML_DSA_44 else b"")
+
+
 def key_id(name: str, sig_type: int, public_key: bytes) -> int:
     """SHA-256(name || "\\n" || sig_type || public_key)[:4] as a big-endian uint32."""
-    h = hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([sig_type]) + public_key)
+    h = hashlib.sha256(name.encode("utf-8") + b"\n" + type_bytes(sig_type) + public_key)
     return int.from_bytes(h.digest()[:KEY_ID_SIZE], "big")
 
 
@@ -127,6 +176,54 @@ def cosignature_message(timestamp: int, text: str) -> bytes:
     if lines < 3 or not text.endswith("\n"):
         raise NoteError(f"cosigned text has {lines} newline-terminated lines, want at least 3")
     return f"cosignature/v1\ntime {timestamp}\n{text}".encode()
+
+
+def _u8_prefixed(value: bytes, what: str) -> bytes:
+    if not 1 <= len(value) <= 255:
+        raise NoteError(f"subtree/v1 {what} is {len(value)} bytes, want 1 to 255")
+    return bytes([len(value)]) + value
+
+
+def subtree_message(cosigner: str, timestamp: int, origin: str, start: int, end: int,
+                    root: bytes) -> bytes:
+    """The bytes an ML-DSA-44 subtree/v1 cosignature signs (tlog-cosignature v1.1).
+
+    `label || u8 len || cosigner || u64 timestamp || u8 len || origin || u64 start ||
+    u64 end || hash[32]`. Requires start <= end, a 32-byte hash, and timestamp 0 when
+    start != 0 (a subtree has no "largest tree seen at time t" to vouch for).
+    """
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise NoteError(f"subtree/v1 timestamp {timestamp} outside [0, 2^63-1]")
+    if not 0 <= start <= end < 2**64:
+        raise NoteError(f"subtree/v1 range [{start}, {end}) is not 0 <= start <= end < 2^64")
+    if start != 0 and timestamp != 0:
+        raise NoteError(f"subtree/v1 start {start} != 0 requires timestamp 0, got {timestamp}")
+    if len(root) != HASH_SIZE:
+        raise NoteError(f"subtree/v1 hash has {len(root)} bytes, want {HASH_SIZE}")
+    return (SUBTREE_LABEL + _u8_prefixed(cosigner.encode("utf-8"), "cosigner name")
+            + timestamp.to_bytes(8, "big") + _u8_prefixed(origin.encode("utf-8"), "origin")
+            + start.to_bytes(8, "big") + end.to_bytes(8, "big") + bytes(root))
+
+
+def checkpoint_fields(text: str) -> tuple[str, int, bytes]:
+    """(origin, size, root hash) from a checkpoint body's first three lines, which a
+    subtree/v1 cosignature signs (why this module reads them: see the module docstring)."""
+    lines = text.split("\n")
+    if len(lines) < 4 or not text.endswith("\n"):
+        raise NoteError("cosigned text is not a checkpoint: want origin, size and root lines")
+    origin, size, root = lines[0], lines[1], lines[2]
+    if not origin:
+        raise NoteError("checkpoint origin line is empty")
+    if not size.isascii() or not size.isdigit() or (size != "0" and size.startswith("0")):
+        raise NoteError(f"checkpoint size line {size!r} is not a decimal without leading zeros")
+    raw = b64decode_strict(root, "checkpoint root hash line")
+    if len(raw) != HASH_SIZE:
+        raise NoteError(f"checkpoint root hash has {len(raw)} bytes, want {HASH_SIZE}")
+    if int(size) >= 2**64:
+        raise NoteError(f"checkpoint size {size} does not fit in 64 bits")
+    if size == "0" and raw != EMPTY_ROOT:
+        raise NoteError("checkpoint of size 0 has a root other than SHA-256 of the empty string")
+    return origin, int(size), raw
 
 
 def b64decode_strict(s: str, what: str) -> bytes:
@@ -174,13 +271,13 @@ class Verifier:
         if not valid_name(self.name):
             raise NoteError(f"key name {self.name!r} is invalid: want non-empty, no spaces or '+'")
         if self.sig_type not in SIGNATURE_TYPES:
+            want = ", ".join(f"0x{t:02x} ({n})" for t, n in SIGNATURE_TYPES.items())
+            raise NoteError(f"signature type 0x{self.sig_type:02x} is not supported, want {want}")
+        size = PUBLIC_KEY_SIZES[self.sig_type]
+        if len(self.public_key) != size:
             raise NoteError(
-                f"signature type 0x{self.sig_type:02x} is not supported, "
-                f"want 0x{ED25519:02x} (Ed25519) or 0x{COSIGNATURE_V1:02x} (cosignature/v1)"
-            )
-        if len(self.public_key) != PUBLIC_KEY_SIZE:
-            raise NoteError(
-                f"Ed25519 public key has {len(self.public_key)} bytes, want {PUBLIC_KEY_SIZE}"
+                f"{SIGNATURE_TYPES[self.sig_type]} public key has {len(self.public_key)} bytes, "
+                f"want {size}"
             )
         object.__setattr__(self, "public_key", bytes(self.public_key))
         object.__setattr__(self, "key_id", key_id(self.name, self.sig_type, self.public_key))
@@ -201,7 +298,11 @@ class Verifier:
         raw = b64decode_strict(key64, "verifier public key")
         if not raw:
             raise NoteError("verifier public key is empty")
-        v = cls(name, raw[0], raw[1:])
+        prefix = type_bytes(raw[0])
+        if not raw.startswith(prefix):
+            raise NoteError(f"verifier key of private type 0xff does not continue with "
+                            f"{ML_DSA_44_ID!r}: an unknown private signature type")
+        v = cls(name, raw[0], raw[len(prefix):])
         if v.key_id != int(hex_id, 16):
             raise NoteError(f"verifier key id {hex_id} does not match its key, want {v.key_id:08x}")
         return v
@@ -209,7 +310,7 @@ class Verifier:
     @property
     def vkey(self) -> str:
         """The verifier key string, as `parse` reads it."""
-        key = _b64(bytes([self.sig_type]) + self.public_key)
+        key = _b64(type_bytes(self.sig_type) + self.public_key)
         return f"{self.name}+{self.key_id:08x}+{key}"
 
     def __str__(self) -> str:
@@ -217,20 +318,42 @@ class Verifier:
 
     def verify(self, text: str, signature: bytes) -> bool:
         """Whether `signature` (without the key id) is this key's signature of `text`."""
-        pub = Ed25519PublicKey.from_public_bytes(self.public_key)
-        if self.sig_type == COSIGNATURE_V1:
-            if len(signature) != TIMESTAMP_SIZE + SIGNATURE_SIZE:
-                return False
-            ts = int.from_bytes(signature[:TIMESTAMP_SIZE], "big")
-            try:
+        if len(signature) != SIGNATURE_SIZES[self.sig_type]:
+            return False
+        ts = int.from_bytes(signature[:TIMESTAMP_SIZE], "big")
+        try:
+            if self.sig_type == COSIGNATURE_V1:
                 msg = cosignature_message(ts, text)
-            except NoteError:
-                return False
+            elif self.sig_type == SUBTREE_V1:
+                origin, size, root = checkpoint_fields(text)
+                msg = subtree_message(self.name, ts, origin, 0, size, root)
+            else:
+                msg = text.encode("utf-8")
+        except NoteError:
+            return False
+        if self.sig_type in TIMESTAMPED:
             signature = signature[TIMESTAMP_SIZE:]
+        return self._check(signature, msg)
+
+    def verify_subtree(self, origin: str, start: int, end: int, root: bytes,
+                       signature: bytes) -> bool:
+        """Whether `signature` is this 0x06 key's subtree/v1 cosignature of leaves
+        [start, end) of `origin` with hash `root` (false for any other key type)."""
+        if self.sig_type != SUBTREE_V1 or len(signature) != SIGNATURE_SIZES[SUBTREE_V1]:
+            return False
+        ts = int.from_bytes(signature[:TIMESTAMP_SIZE], "big")
+        try:
+            msg = subtree_message(self.name, ts, origin, start, end, root)
+        except NoteError:
+            return False
+        return self._check(signature[TIMESTAMP_SIZE:], msg)
+
+    def _check(self, signature: bytes, msg: bytes) -> bool:
+        pub: Ed25519PublicKey | MLDSA44PublicKey
+        if self.sig_type in (ED25519, COSIGNATURE_V1):
+            pub = Ed25519PublicKey.from_public_bytes(self.public_key)
         else:
-            if len(signature) != SIGNATURE_SIZE:
-                return False
-            msg = text.encode("utf-8")
+            pub = MLDSA44PublicKey.from_public_bytes(self.public_key)
         try:
             pub.verify(signature, msg)
         except InvalidSignature:
@@ -238,21 +361,27 @@ class Verifier:
         return True
 
 
+PrivateKey = Ed25519PrivateKey | MLDSA44PrivateKey
+
+
 @dataclass(frozen=True)
 class Signer:
     """A named Ed25519 private key producing type 0x01 note signatures over the note text."""
 
     SIG_TYPE: ClassVar[int] = ED25519
+    KEY_CLASS: ClassVar[type] = Ed25519PrivateKey
+    ALGORITHM: ClassVar[str] = "Ed25519"
 
     name: str
-    private_key: Ed25519PrivateKey = field(repr=False, compare=False)
+    private_key: PrivateKey = field(repr=False, compare=False)
     public_key: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         if not valid_name(self.name):
             raise NoteError(f"key name {self.name!r} is invalid: want non-empty, no spaces or '+'")
-        if not isinstance(self.private_key, Ed25519PrivateKey):
-            raise NoteError(f"private key is {type(self.private_key).__name__}, want Ed25519")
+        if not isinstance(self.private_key, self.KEY_CLASS):
+            raise NoteError(f"private key is {type(self.private_key).__name__}, "
+                            f"want {self.ALGORITHM}")
         pub = self.private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
@@ -293,6 +422,43 @@ class CosignatureSigner(Signer):
 
 
 @dataclass(frozen=True)
+class MLDSASigner(Signer):
+    """A named ML-DSA-44 key signing the note text (private type 0xff, see the module
+    docstring): the post-quantum twin of `Signer`, for a log's second checkpoint
+    signature and for client statements."""
+
+    SIG_TYPE: ClassVar[int] = ML_DSA_44
+    KEY_CLASS: ClassVar[type] = MLDSA44PrivateKey
+    ALGORITHM: ClassVar[str] = "ML-DSA-44"
+
+
+@dataclass(frozen=True)
+class SubtreeCosignatureSigner(Signer):
+    """A witness ML-DSA-44 key producing type 0x06 subtree/v1 cosignatures of checkpoints
+    (tlog-cosignature v1.1). The message covers the cosigner name and the checkpoint's
+    origin, size and root, not its extension lines."""
+
+    SIG_TYPE: ClassVar[int] = SUBTREE_V1
+    KEY_CLASS: ClassVar[type] = MLDSA44PrivateKey
+    ALGORITHM: ClassVar[str] = "ML-DSA-44"
+
+    def sign(self, text: str, timestamp: int | None = None) -> bytes:
+        """`u64 timestamp || ML-DSA-44(subtree_message)` of the checkpoint body `text`
+        (start 0, end its size); `timestamp` defaults to now."""
+        origin, size, root = checkpoint_fields(text)
+        ts = int(time.time()) if timestamp is None else timestamp
+        return self.sign_subtree(origin, 0, size, root, ts)
+
+    def sign_subtree(self, origin: str, start: int, end: int, root: bytes,
+                     timestamp: int = 0) -> bytes:
+        """The cosignature of leaves [start, end) of `origin` with hash `root`; a subtree
+        with start != 0 must have timestamp 0 (NoteError otherwise)."""
+        msg = subtree_message(self.name, timestamp, origin, start, end, root)
+        sig = self.private_key.sign(msg)  # empty context, as the Go reference
+        return timestamp.to_bytes(TIMESTAMP_SIZE, "big") + sig
+
+
+@dataclass(frozen=True)
 class Signature:
     """One signature line. `verifier` is the key that verified it, None when the key is unknown."""
 
@@ -307,8 +473,8 @@ class Signature:
 
     @property
     def timestamp(self) -> int | None:
-        """The cosignature time (POSIX seconds) of a verified cosignature/v1, else None."""
-        if self.verifier is None or self.verifier.sig_type != COSIGNATURE_V1:
+        """The cosignature time (POSIX seconds) of a verified 0x04 or 0x06, else None."""
+        if self.verifier is None or self.verifier.sig_type not in TIMESTAMPED:
             return None
         return int.from_bytes(self.signature[:TIMESTAMP_SIZE], "big")
 
@@ -414,7 +580,8 @@ def open_note(note: str | bytes, verifiers: Iterable[Verifier]) -> Note:
         if not v.verify(text, sig.signature):
             raise InvalidSignatureError(
                 f"invalid signature for key {sig.name}+{sig.key_id:08x}"
-                f" ({SIGNATURE_TYPES[v.sig_type]}): does not verify over the note text"
+                f" ({SIGNATURE_TYPES[v.sig_type]}): does not verify over the "
+                f"{'checkpoint' if v.sig_type == SUBTREE_V1 else 'note text'}"
             )
         out.append(Signature(sig.name, sig.key_id, sig.signature, v))
     result = Note(text, tuple(out))
@@ -467,6 +634,23 @@ def generate_cosignature_key(name: str) -> CosignatureSigner:
     return CosignatureSigner(name, Ed25519PrivateKey.generate())
 
 
+def generate_ml_dsa_key(name: str) -> MLDSASigner:
+    """A new random ML-DSA-44 key named `name`, for 0xff signatures over text."""
+    return MLDSASigner(name, MLDSA44PrivateKey.generate())
+
+
+def generate_subtree_cosignature_key(name: str) -> SubtreeCosignatureSigner:
+    """A new random ML-DSA-44 witness key named `name`, for 0x06 subtree/v1 cosignatures."""
+    return SubtreeCosignatureSigner(name, MLDSA44PrivateKey.generate())
+
+
+SIGNER_CLASSES: dict[int, type[Signer]] = {
+    ED25519: Signer, COSIGNATURE_V1: CosignatureSigner,
+    SUBTREE_V1: SubtreeCosignatureSigner, ML_DSA_44: MLDSASigner,
+}
+"""The signer class of each signature type."""
+
+
 def save_private_key(
     signer: Signer,
     path: str | os.PathLike[str],
@@ -493,7 +677,7 @@ def save_private_key(
     pem = signer.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc
     )
-    kind = next(k for k, v in _KEY_FILE_TYPES.items() if v == signer.SIG_TYPE)
+    kind = next(k for k, v in KEY_FILE_TYPES.items() if v == signer.SIG_TYPE)
     data = f"# name: {signer.name}\n# type: {kind}\n".encode() + pem
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -526,7 +710,7 @@ def save_private_key(
 def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = None) -> Signer:
     """Read a key file written by `save_private_key`.
 
-    Returns a CosignatureSigner for `# type: cosignature/v1` files, else a Signer. Refuses
+    Returns the signer class of the `# type:` line (`SIGNER_CLASSES`). Refuses
     files readable or writable by group or others (POSIX), like ssh does.
     """
     path = Path(path)
@@ -548,9 +732,9 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
     if not name:
         raise KeyFileError(f"key file {path} has no '# name: <key name>' line before the PEM")
     kind = headers.get("type", "")
-    if kind not in _KEY_FILE_TYPES:
+    if kind not in KEY_FILE_TYPES:
         raise KeyFileError(
-            f"key file {path} has type {kind!r}, want one of {', '.join(_KEY_FILE_TYPES)}"
+            f"key file {path} has type {kind!r}, want one of {', '.join(KEY_FILE_TYPES)}"
         )
     pem = b"\n".join(lines[i:])
     try:
@@ -563,11 +747,12 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None = No
         if passphrase is not None and b"ENCRYPTED" in pem:
             raise KeyFileError(f"wrong passphrase for key file {path}") from None
         raise KeyFileError(f"key file {path} holds no readable PEM private key: {e}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        kind = next((k for c, k in _OTHER_KEYS if isinstance(key, c)), type(key).__name__)
-        raise KeyFileError(f"key file {path} holds an {kind} private key, want Ed25519")
+    cls = SIGNER_CLASSES[KEY_FILE_TYPES[kind]]
+    if not isinstance(key, cls.KEY_CLASS):
+        held = next((k for c, k in _OTHER_KEYS if isinstance(key, c)), type(key).__name__)
+        raise KeyFileError(f"key file {path} of type {kind} holds an {held} private key, "
+                           f"want {cls.ALGORITHM}")
     try:
-        cls = CosignatureSigner if _KEY_FILE_TYPES[kind] == COSIGNATURE_V1 else Signer
         return cls(name, key)
     except NoteError as e:
         raise KeyFileError(f"key file {path}: {e}") from None

@@ -1,12 +1,22 @@
 """The signed client statement: what a client vouches for when it sends an update.
 
-A client signs (Ed25519) the canonical JSON (RFC 8785) of exactly
+A client signs the canonical JSON (RFC 8785) of exactly
 `{run, round, node, parent, update, num_examples, metrics, dataset, nonce}`: which run and
 round, which node, the global model it trained from (`parent`), the digest of what it sends
 (`update`), its weight and metrics, an optional salted dataset commitment and a fresh
 nonce. The ledger's `update` entry holds these fields with the key and signature, so anyone
 can re-check a recorded update with `Statement.from_update(entry).verify(...)`.
 Framework-free: Flower carries it, but the format is the ledger's.
+
+Signatures: `key`/`signature` is the client's identity key (the one a `member` entry
+registers and a policy allow-lists): Ed25519 (signed-note type 0x01) or ML-DSA-44. An
+ML-DSA-44 statement signature is the private signed-note type 0xff + `flchain-plugin/
+ml-dsa-44\n` (notes.ML_DSA_44): ML-DSA-44 (FIPS 204, empty context) over the statement
+bytes, exactly as 0x01 is Ed25519 over them. Why not 0x06: its message is a tree head
+(origin, size, root), not arbitrary bytes, and signed-note has no other ML-DSA-44 type.
+Beside an Ed25519 identity key a client may add `pq_key`/`pq_signature`, a second,
+ML-DSA-44 signature over the same bytes (hybrid: forging the statement then takes
+breaking both). Both must verify when present.
 """
 
 from __future__ import annotations
@@ -20,11 +30,13 @@ from typing import Any
 
 from . import entries as E
 from .canonical import CanonicalError, canonical_json
-from .notes import NoteError, Signer, Verifier
+from .notes import ED25519, ML_DSA_44, SIGNATURE_TYPES, NoteError, Signer, Verifier
 
 FIELDS = ("run", "round", "node", "parent", "update", "num_examples", "metrics", "dataset",
           "nonce")
 MAX_STATEMENT_BYTES = 16 * 1024
+KEY_TYPES = (ED25519, ML_DSA_44)
+"""The signed-note types a statement key may have."""
 
 
 class StatementError(ValueError):
@@ -103,42 +115,93 @@ class Statement:
         return cls(entry.run, entry.round, entry.node, entry.parent, entry.update,
                    entry.num_examples, entry.metrics, entry.dataset, entry.nonce)
 
-    def sign(self, signer: Signer) -> SignedStatement:
+    def sign(self, signer: Signer, pq_signer: Signer | None = None) -> SignedStatement:
+        """Signed by `signer` (Ed25519 or ML-DSA-44), and by `pq_signer` (ML-DSA-44)
+        beside it when given."""
         data = self.encode()
-        return SignedStatement(self, data, signer.verifier_key, signer.private_key.sign(data))
+        for who, s, types in (("signer", signer, KEY_TYPES), ("pq_signer", pq_signer,
+                                                              (ML_DSA_44,))):
+            if s is not None and s.SIG_TYPE not in types:
+                raise StatementError(f"statement {who}: a {SIGNATURE_TYPES[s.SIG_TYPE]} key "
+                                     f"cannot sign statements, want "
+                                     f"{' or '.join(SIGNATURE_TYPES[t] for t in types)}")
+        text = data.decode("utf-8")
+        if pq_signer is None:
+            return SignedStatement(self, data, signer.verifier_key, signer.sign(text))
+        return SignedStatement(self, data, signer.verifier_key, signer.sign(text),
+                               pq_signer.verifier_key, pq_signer.sign(text))
 
 
 @dataclass(frozen=True)
 class SignedStatement:
-    """A statement, its exact bytes, the signer's verifier key and the Ed25519 signature."""
+    """A statement, its exact bytes, the signer's verifier key and signature, and the
+    optional second ML-DSA-44 key and signature (see the module docstring)."""
 
     statement: Statement
     data: bytes
     key: str
     signature: bytes
+    pq_key: str | None = None
+    pq_signature: bytes | None = None
 
     @property
     def signature_b64(self) -> str:
         return base64.b64encode(self.signature).decode("ascii")
 
+    @property
+    def pq_signature_b64(self) -> str | None:
+        sig = self.pq_signature
+        return None if sig is None else base64.b64encode(sig).decode("ascii")
+
     @classmethod
-    def parse(cls, data: bytes, key: str, signature: bytes) -> SignedStatement:
-        """Decode what travelled; the signature is checked by `verify`, not here."""
+    def parse(cls, data: bytes, key: str, signature: bytes, pq_key: str | None = None,
+              pq_signature: bytes | None = None) -> SignedStatement:
+        """Decode what travelled; the signatures are checked by `verify`, not here."""
         if not isinstance(key, str) or not isinstance(signature, (bytes, bytearray)):
             raise StatementError("statement key must be a string and signature bytes")
-        return cls(Statement.decode(data), bytes(data), key, bytes(signature))
+        if (pq_key is None) != (pq_signature is None) or not (
+                pq_key is None or (isinstance(pq_key, str)
+                                   and isinstance(pq_signature, (bytes, bytearray)))):
+            raise StatementError("statement pq_key must be a string and pq_signature bytes, "
+                                 "both or neither")
+        return cls(Statement.decode(data), bytes(data), key, bytes(signature), pq_key,
+                   None if pq_signature is None else bytes(pq_signature))
 
     def verifier(self) -> Verifier:
-        try:
-            return Verifier.parse(self.key)
-        except NoteError as e:
-            raise StatementError(f"statement key {self.key!r}: {e}") from None
+        return _statement_key(self.key, "statement key", KEY_TYPES)
+
+    def pq_verifier(self) -> Verifier | None:
+        """The ML-DSA-44 key that signs this statement: the identity key if it is one,
+        else the second key (None: no ML-DSA-44 signature)."""
+        if self.pq_key is not None:
+            return _statement_key(self.pq_key, "statement pq_key", (ML_DSA_44,))
+        v = self.verifier()
+        return v if v.sig_type == ML_DSA_44 else None
 
     def verify(self, key: Verifier | None = None) -> None:
-        """Raise StatementError unless `key` (default: the carried key) signed the bytes."""
+        """Raise StatementError unless `key` (default: the carried key) signed the bytes,
+        and the carried ML-DSA-44 `pq_key`, if any, did too."""
         v = key or self.verifier()
-        if not v.verify(self.data.decode("utf-8"), self.signature):
+        text = self.data.decode("utf-8")
+        if not v.verify(text, self.signature):
             raise StatementError(f"signature does not verify under key {v.vkey}")
+        if self.pq_key is not None:
+            pq = _statement_key(self.pq_key, "statement pq_key", (ML_DSA_44,))
+            if self.pq_signature is None or not pq.verify(text, self.pq_signature):
+                raise StatementError(f"ML-DSA-44 pq_signature does not verify under pq_key "
+                                     f"{pq.name}+{pq.key_id:08x}")
+
+
+def _statement_key(vkey: str, what: str, types: tuple[int, ...]) -> Verifier:
+    try:
+        v = Verifier.parse(vkey)
+    except (NoteError, AttributeError, TypeError) as e:
+        raise StatementError(f"{what} {vkey!r}: {e}") from None
+    if v.sig_type not in types:
+        raise StatementError(f"{what} {v.name}+{v.key_id:08x} is a "
+                             f"{SIGNATURE_TYPES[v.sig_type]} key, want "
+                             f"{' or '.join(SIGNATURE_TYPES[t] for t in types)}")
+    return v
 
 
 def verify_update(entry: E.Update) -> bool | None:
@@ -147,8 +210,10 @@ def verify_update(entry: E.Update) -> bool | None:
         return None
     try:
         sig = base64.b64decode(entry.signature, validate=True)
+        pq_sig = (None if entry.pq_signature is None
+                  else base64.b64decode(entry.pq_signature, validate=True))
         st = Statement.from_update(entry)
-        SignedStatement(st, st.encode(), entry.key, sig).verify()
+        SignedStatement.parse(st.encode(), entry.key, sig, entry.pq_key, pq_sig).verify()
     except (StatementError, binascii.Error, ValueError):
         return False
     return True

@@ -24,7 +24,7 @@ import numpy as np
 
 from .digest import json_digest
 from .entries import Reason
-from .notes import NoteError, Verifier
+from .notes import ML_DSA_44, NoteError, Verifier
 from .statement import SignedStatement, StatementError
 
 DEFAULT_WEIGHT_KEY = "num-examples"
@@ -104,6 +104,9 @@ class Policy:
       dominating a weighted average.
     - `weight_key`: the metric holding the client's weight; a positive finite number.
     - `require_dataset`: refuse statements without a dataset commitment.
+    - `require_post_quantum`: refuse statements without a valid ML-DSA-44 signature by a
+      key bound to the node (`not_post_quantum`): what stays unforgeable once Ed25519
+      is not (statement.py says how a client signs with ML-DSA-44).
     """
 
     require_signatures: bool = True
@@ -113,12 +116,13 @@ class Policy:
     max_examples: int | None = None
     weight_key: str = DEFAULT_WEIGHT_KEY
     require_dataset: bool = False
+    require_post_quantum: bool = False
     _verifiers: dict[str, Verifier] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        for name in ("require_signatures", "require_dataset"):
+        for name in ("require_signatures", "require_dataset", "require_post_quantum"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False")
         if self.allowed_keys is not None:
@@ -183,6 +187,8 @@ class Policy:
             "max_examples": self.max_examples,
             "weight_key": self.weight_key,
             "require_dataset": self.require_dataset,
+            # recorded when set, so a run without it records its policy as before
+            **({"require_post_quantum": True} if self.require_post_quantum else {}),
         }
 
 
@@ -222,6 +228,7 @@ class History:
     """What the run has recorded so far that later replies are checked against."""
 
     members: dict[str, str] = field(default_factory=dict)  # node -> registered key
+    pq_members: dict[str, str] = field(default_factory=dict)  # node -> first pq_key
     updates: set[str] = field(default_factory=set)
     nonces: set[str] = field(default_factory=set)
     norm_bound: float | None = None  # the last bound a MedianNormBound could derive
@@ -331,6 +338,37 @@ def signature_valid(f: ReplyFacts, r: Round) -> Refusal | None:
     except StatementError as e:
         return _refuse(Reason.BAD_SIGNATURE, "signature_valid", str(e))
     return None
+
+
+def post_quantum(f: ReplyFacts, r: Round) -> Refusal | None:
+    """When the policy requires it, an ML-DSA-44 signature (signature_valid checked it)
+    by a key bound to the node: its identity key, or a second `pq_key` that is
+    allow-listed, or under trust on first use the one its first accepted update carried."""
+    if not r.policy.require_post_quantum:
+        return None
+    st = f.statement
+    if st is None:
+        return _refuse(Reason.NOT_POST_QUANTUM, "post_quantum", "the reply carries no signed "
+                       "statement; the policy requires an ML-DSA-44 signature")
+    if st.pq_key is None:
+        if (r.policy.verifier(st.key) or r.history.verifier(st)).sig_type == ML_DSA_44:
+            return None  # the identity key is ML-DSA-44: bound by the key checks above
+        return _refuse(Reason.NOT_POST_QUANTUM, "post_quantum", "the statement is signed with "
+                       "Ed25519 only; the policy requires an ML-DSA-44 signature: give "
+                       "signing_mod an ML-DSA-44 key (flchain keygen --alg ml-dsa-44)")
+    allowed, known = r.policy.allowed_keys, r.history.pq_members.get(f.node)
+    if allowed is not None and st.pq_key not in allowed:
+        return _refuse(Reason.NOT_POST_QUANTUM, "post_quantum", f"ML-DSA-44 pq_key "
+                       f"{_short(st.pq_key)} is not in the policy's allowed_keys")
+    if known is not None and known != st.pq_key:
+        return _refuse(Reason.NOT_POST_QUANTUM, "post_quantum", f"ML-DSA-44 pq_key "
+                       f"{_short(st.pq_key)}, node {f.node} signed with {_short(known)} first")
+    return None
+
+
+def _short(vkey: str) -> str:
+    """`name+keyid` of a verifier key: an ML-DSA-44 key is 1,800 characters long."""
+    return "+".join(vkey.split("+", 2)[:2])
 
 
 def signed_for_node(f: ReplyFacts, r: Round) -> Refusal | None:
@@ -485,6 +523,7 @@ CHECKS: tuple[Check, ...] = (
     key_allowed,         # unknown_client
     key_registered,      # bad_signature
     signature_valid,     # bad_signature
+    post_quantum,        # not_post_quantum
     signed_for_node,     # bad_signature
     same_run,            # wrong_run
     same_round,          # wrong_round

@@ -97,6 +97,15 @@ def test_flower_bench_quick_times_both_kinds_and_the_work() -> None:
     assert results["work_share"]["unit"] == "%" and doc["params"]["pauses"] is True
 
 
+def test_pq_bench_quick() -> None:
+    doc = json_line(run(str(BENCH / "bench_pq.py"), "--quick", "--json"))
+    results = check_results(doc, "pq", {"sign", "verify", "cosign", "round10"})
+    for r in results.values():
+        assert r["baseline_name"] == "Ed25519" and r["name"].endswith("ML-DSA-44")
+    assert any("ML-DSA-44 1312 B" in n for n in doc["notes"])
+    assert any("ML-DSA-44 2420 B" in n for n in doc["notes"])
+
+
 def test_ledger_bench_refuses_unknown_part() -> None:
     proc = run(str(BENCH / "bench_ledger.py"), "--quick", "--only", "proofs,nonsense")
     assert proc.returncode == 2 and "nonsense" in proc.stderr

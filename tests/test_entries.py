@@ -40,7 +40,7 @@ SAMPLES: list[E.Entry] = [
     E.Member(run="run-1", node="17", key="ed25519:AAAA", via="tofu"),
     E.Update(run="run-1", round=3, node="9223372036854775807", update=dg("3"), parent=dg("2"),
              num_examples=100, metrics={"loss": 0.25, "n": [1, 2]}, dataset=dg("4"), nonce="n-1",
-             key="ed25519:AAAA", signature="c2ln"),
+             key="ed25519:AAAA", signature="c2ln", pq_key="pq:AAAA", pq_signature="cHE="),
     E.Rejected(run="run-1", round=3, node="18", reason="replay", detail="nonce seen in round 2",
                update=dg("3"), parent=dg("2")),
     E.Model(run="run-1", round=3, model=dg("5"), parent=dg("2"), inputs=[4, 5], aggregator="FedAvg",
@@ -123,10 +123,18 @@ def strategy_for(tp: Any, cls: type[E.Entry], name: str) -> st.SearchStrategy[An
     raise AssertionError(f"no strategy for {tp!r} ({cls.TYPE}.{name})")
 
 
+def _paired(kw: dict[str, object]) -> dict[str, object]:
+    """Update's second signature: pq_key and pq_signature both or neither, after a key."""
+    if "pq_key" in kw and (kw["pq_key"] is None or kw["pq_signature"] is None
+                           or kw["key"] is None):
+        kw["pq_key"] = kw["pq_signature"] = None
+    return kw
+
+
 def entry_strategy(cls: type[E.Entry]) -> st.SearchStrategy[E.Entry]:
     return st.fixed_dictionaries(
         {n: strategy_for(hints(cls)[n], cls, n) for n in cls._NAMES}
-    ).map(lambda kw: cls(**kw))
+    ).map(lambda kw: cls(**_paired(kw)))
 
 
 any_entry = st.sampled_from(sorted(E.ENTRY_TYPES)).flatmap(
@@ -270,6 +278,10 @@ def test_missing_and_extra_fields_name_the_field(sample: E.Entry) -> None:
     for name in sample._NAMES:
         obj = sample.to_json()
         del obj[name]
+        if name in sample.OMITTED_WHEN_NONE:  # optional, but only as a pair (pq_*)
+            with pytest.raises(EntryError, match=rf"^{sample.TYPE}\.pq_key: .*both or neither"):
+                E.from_json(obj)
+            continue
         with pytest.raises(EntryError, match=rf"^{sample.TYPE}\.{name}: missing field"):
             E.from_json(obj)
         with pytest.raises(EntryError, match=rf"^{sample.TYPE}\.{name}: missing field"):

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from flchain_plugin import entries as E
 from flchain_plugin import verification as V
-from flchain_plugin.notes import generate_key
+from flchain_plugin.notes import generate_key, generate_ml_dsa_key
 from flchain_plugin.statement import SignedStatement, Statement
 from flchain_plugin.verification import (
     CHECKS,
@@ -36,6 +36,8 @@ from flchain_plugin.verification import (
 
 KEY = generate_key("client-5")
 OTHER = generate_key("client-6")
+PQ = generate_ml_dsa_key("client-5")
+PQ_OTHER = generate_ml_dsa_key("client-5")
 PARENT = "sha256:" + "a" * 64
 UPDATE = "sha256:" + "b" * 64
 ELSE = "sha256:" + "c" * 64
@@ -45,11 +47,16 @@ METRICS = {"loss": 0.5, "num-examples": 10}
 KEYS = (("metrics", ("loss", "num-examples")),)
 
 
-def signed(key: Any = KEY, **changes: Any) -> SignedStatement:
+def signed(key: Any = KEY, pq: Any = None, **changes: Any) -> SignedStatement:
     base: dict[str, Any] = dict(run="run-1", round=3, node="5", parent=PARENT, update=UPDATE,
                                 num_examples=10, metrics=dict(METRICS), dataset=DATASET)
     base.update(changes)
-    return Statement(**base).sign(key)
+    return Statement(**base).sign(key, pq)
+
+
+def forged_pq() -> SignedStatement:
+    good = signed(pq=PQ)
+    return dataclasses.replace(good, pq_signature=bytes(2420))
 
 
 def honest(node: str = "5", update: str = UPDATE, norm: float = 1.0, **changes: Any
@@ -91,6 +98,19 @@ CASES: list[tuple[str, ReplyFacts, Policy | None, History | None, Reason, str]] 
      History(members={"5": OTHER.verifier_key}), Reason.BAD_SIGNATURE, "key_registered"),
     ("forged signature", honest(statement=forged()), None, None, Reason.BAD_SIGNATURE,
      "signature_valid"),
+    ("forged ML-DSA-44 signature beside Ed25519", honest(statement=forged_pq()), None, None,
+     Reason.BAD_SIGNATURE, "signature_valid"),
+    ("Ed25519 only where ML-DSA-44 is required", honest(), Policy(require_post_quantum=True),
+     None, Reason.NOT_POST_QUANTUM, "post_quantum"),
+    ("no statement where ML-DSA-44 is required", honest(statement=None),
+     Policy(require_signatures=False, require_post_quantum=True), None,
+     Reason.NOT_POST_QUANTUM, "post_quantum"),
+    ("second ML-DSA-44 key not allow-listed", honest(statement=signed(pq=PQ)),
+     Policy(allowed_keys=frozenset({KEY.verifier_key}), require_post_quantum=True), None,
+     Reason.NOT_POST_QUANTUM, "post_quantum"),
+    ("second ML-DSA-44 key changed", honest(statement=signed(pq=PQ)),
+     Policy(require_post_quantum=True), History(pq_members={"5": PQ_OTHER.verifier_key}),
+     Reason.NOT_POST_QUANTUM, "post_quantum"),
     ("signed for another node", honest(statement=signed(node="6")), None, None,
      Reason.BAD_SIGNATURE, "signed_for_node"),
     ("another run", honest(statement=signed(run="run-0")), None, None, Reason.WRONG_RUN,
@@ -366,3 +386,23 @@ def test_the_flower_policy_is_the_rules_policy():
     from flchain_plugin.flower import Policy as FlowerPolicy
 
     assert FlowerPolicy is Policy and FlowerBound is MedianNormBound
+
+
+@pytest.mark.parametrize("statement, policy", [
+    (lambda: signed(PQ), Policy(require_post_quantum=True)),
+    (lambda: signed(PQ), Policy(allowed_keys=frozenset({PQ.verifier_key}),
+                                require_post_quantum=True)),
+    (lambda: signed(pq=PQ), Policy(require_post_quantum=True)),
+    (lambda: signed(pq=PQ), Policy(allowed_keys=frozenset({KEY.verifier_key, PQ.verifier_key}),
+                                   require_post_quantum=True)),
+], ids=["ml-dsa alone, tofu", "ml-dsa alone, allow-list", "hybrid, tofu", "hybrid, allow-list"])
+def test_post_quantum_statements_pass_the_policy_that_requires_them(statement, policy):
+    st = statement()
+    assert verdict(honest(statement=st), round_of(policy)).accepted
+    assert policy.to_json()["require_post_quantum"] is True
+    assert "require_post_quantum" not in Policy().to_json()  # old runs record as before
+
+
+def test_require_post_quantum_is_validated():
+    with pytest.raises(ValueError, match="require_post_quantum must be True or False"):
+        Policy(require_post_quantum="yes")

@@ -91,21 +91,37 @@ def _passphrase_options(f: Callable[..., Any]) -> Callable[..., Any]:
                         help="Read the key passphrase from this file (first line).")(f)
 
 
+_KEYGEN: dict[tuple[str, bool], Callable[[str], notes.Signer]] = {
+    ("ed25519", False): notes.generate_key,
+    ("ed25519", True): notes.generate_cosignature_key,
+    ("ml-dsa-44", False): notes.generate_ml_dsa_key,
+    ("ml-dsa-44", True): notes.generate_subtree_cosignature_key,
+}
+"""(--alg, --witness) -> the key `keygen` makes."""
+
+
 @click.command(cls=Command)
 @click.argument("name", required=False)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Private key file to create (mode 0600).")
 @click.option("--witness", is_flag=True,
-              help="Make a witness key (cosignature/v1) for `checkpoint cosign`.")
+              help="Make a witness key (cosignature/v1; subtree/v1 with ml-dsa-44) for "
+                   "`checkpoint cosign`.")
+@click.option("--alg", type=click.Choice(["ed25519", "ml-dsa-44"]), default="ed25519",
+              show_default=True, help="Signature algorithm: ml-dsa-44 is post-quantum "
+              "(FIPS 204), 1,312-byte keys and 2,420-byte signatures.")
 @click.option("--force", is_flag=True, help="Replace an existing key file.")
 @_passphrase_options
 @common_options
 def keygen(settings: Settings, out: Output, name: str | None, out_path: Path, witness: bool,
-           force: bool, passphrase_file: Path | None, passphrase_env: str | None) -> None:
-    """Make an Ed25519 key; print its verifier key.
+           alg: str, force: bool, passphrase_file: Path | None,
+           passphrase_env: str | None) -> None:
+    """Make an Ed25519 or ML-DSA-44 key; print its verifier key.
 
     NAME defaults to the ledger's origin, which a log key must be named after. Without
     --passphrase-file/--passphrase-env, an interactive run asks for an optional passphrase.
+    An ml-dsa-44 key signs client statements (signing_mod) and a log's second checkpoint
+    signature; with --witness, ML-DSA-44 subtree/v1 cosignatures (tlog-cosignature v1.1).
     """
     if name is None:
         if witness or not settings.ledger.exists():
@@ -120,7 +136,7 @@ def keygen(settings: Settings, out: Output, name: str | None, out_path: Path, wi
         typed = click.prompt("Passphrase (empty for none)", default="", show_default=False,
                              hide_input=True, confirmation_prompt=True, err=True)
         passphrase = typed.encode("utf-8") or None
-    signer = (notes.generate_cosignature_key(name) if witness else notes.generate_key(name))
+    signer = _KEYGEN[alg, witness](name)
     if out_path.exists() and not force:
         raise InputError(f"{out_path} exists: pass --force to replace it, or choose another --out")
     try:
@@ -128,12 +144,14 @@ def keygen(settings: Settings, out: Output, name: str | None, out_path: Path, wi
     except OSError as e:  # the error names save_private_key's temporary file
         raise InputError(f"cannot write key file {out_path}: {e.strerror or e}: choose --out "
                          "in a writable directory") from None
+    kind = next(k for k, t in notes.KEY_FILE_TYPES.items() if t == signer.SIG_TYPE)
     doc = {"name": name, "verifier": signer.verifier_key, "key_file": str(out_path),
-           "type": "cosignature/v1" if witness else "ed25519", "encrypted": passphrase is not None}
+           "type": kind, "encrypted": passphrase is not None}
     out.emit(doc, lambda: out.console.print(Panel(kv_table(
         [("name", name), ("type", doc["type"]), ("key file", f"{out_path} (0600)"),
          ("encrypted", "yes" if passphrase else "no"), ("verifier", signer.verifier_key)]),
-        title="witness key" if witness else "log key", expand=False),
+        title="witness key" if witness else "log key" if alg == "ed25519" else f"{alg} key",
+        expand=False),
         Text("share the verifier key; keep the key file secret", style="dim")))
 
 
@@ -347,9 +365,9 @@ def checkpoint_cosign(settings: Settings, out: Output, note_file: Path, key_path
     note = read_text(note_file, "note file")
     log = notes.Verifier.parse(log_verifier)
     signer = _load_key(key_path, passphrase_file, passphrase_env)
-    if not isinstance(signer, notes.CosignatureSigner):
+    if signer.SIG_TYPE not in notes.TIMESTAMPED:
         raise InputError(f"{key_path} is a log key: witnesses cosign with a witness key from "
-                         "`flchain keygen NAME --witness --out KEY`")
+                         "`flchain keygen NAME --witness [--alg ml-dsa-44] --out KEY`")
     with _locked(state_path):
         state = _load_state(state_path, signer.verifier)
         doc = _cosign(settings, note, note_file, log, signer, state, state_path, out_path)

@@ -8,11 +8,12 @@ SuperNode names its key file itself (`--node-config 'flchain-key="n0.key"'`).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..commit import load_or_create_key, log_signer
 from ..ledger import Ledger
-from ..notes import Signer
+from ..notes import Signer, generate_key
 
 CLIENT_KEY_NAME = "client-{partition}"
 
@@ -21,10 +22,13 @@ def client_key_path(directory: str | os.PathLike[str], partition: int) -> Path:
     return Path(directory) / f"client-{int(partition)}.key"
 
 
-def client_key(directory: str | os.PathLike[str], partition: int, *, create: bool = True) -> Signer:
-    """The key of simulated client `partition` in `directory` (see module docstring)."""
+def client_key(directory: str | os.PathLike[str], partition: int, *, create: bool = True,
+               generate: Callable[[str], Signer] = generate_key) -> Signer:
+    """The key of simulated client `partition` in `directory` (see module docstring),
+    made by `generate` when missing (Ed25519 unless told)."""
     return load_or_create_key(client_key_path(directory, partition),
-                              CLIENT_KEY_NAME.format(partition=int(partition)), create=create)
+                              CLIENT_KEY_NAME.format(partition=int(partition)), create=create,
+                              generate=generate)
 
 
 def client_verifier_keys(directory: str | os.PathLike[str], partitions: int) -> list[str]:

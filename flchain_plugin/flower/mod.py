@@ -6,7 +6,8 @@ recording the model must be in the checkpoint's tree, and each checkpoint must b
 (RFC 9162 consistency) to extend the one the client pinned before. A
 model that fails is refused with `Message(Error(6, "flchain: ..."), reply_to=msg)` and
 the handler never runs. After training it signs the client statement over the reply's
-arrays and metrics (flchain_plugin.statement) and attaches it as a ConfigRecord.
+arrays and metrics (flchain_plugin.statement) and attaches it as a ConfigRecord: with the
+node's key (Ed25519 or ML-DSA-44) and, given `pq_key`, a second ML-DSA-44 signature.
 
 Put it outermost, so it signs exactly what leaves the client: `ClientApp(mods=[signing_mod(
 ...)])` with DP clipping as a handler mod, `@app.train(mods=[fixedclipping_mod])`.
@@ -19,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PrivateKey
 from flwr.app import ConfigRecord, Context, Error, Message
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
@@ -28,7 +29,17 @@ from flwr.common.constant import ErrorCode
 from .. import merkle
 from ..checkpoint import Checkpoint
 from ..digest import DigestError
-from ..notes import NoteError, Signer, Verifier, load_private_key
+from ..notes import (
+    ML_DSA_44,
+    SIGNER_CLASSES,
+    MLDSASigner,
+    NoteError,
+    Signer,
+    Verifier,
+    generate_key,
+    generate_ml_dsa_key,
+    load_private_key,
+)
 from ..statement import Statement, StatementError
 from .arrays import arrayrecord_digest
 from .keys import client_key
@@ -64,6 +75,63 @@ def _kind(msg: Message) -> str:
     return msg.metadata.message_type.split(".", 1)[0]
 
 
+class _Key:
+    """One key a mod signs with (see `SigningMod.signer`), resolved where the mod runs.
+
+    A Signer is held as its type, name and raw private bytes (the Ed25519 key or the
+    ML-DSA-44 seed), as simulation pickles the mod to ship it to Ray workers.
+    """
+
+    def __init__(self, key: KeySource, what: str, ml_dsa: bool) -> None:
+        self._raw: tuple[int, str, bytes] | None = None
+        self._path: Path | None = None
+        self._fn: Callable[[Context], Signer] | None = None
+        self._generate = generate_ml_dsa_key if ml_dsa else generate_key
+        self._cache: dict[Any, Signer] = {}
+        if isinstance(key, Signer):
+            if ml_dsa and not isinstance(key, MLDSASigner):
+                raise ValueError(f"{what} must be an ML-DSA-44 key (notes.MLDSASigner), got a "
+                                 f"{type(key).__name__}")
+            self._raw = (key.SIG_TYPE, key.name, key.private_key.private_bytes_raw())
+        elif isinstance(key, (str, os.PathLike)):
+            self._path = Path(key)
+        elif callable(key):
+            self._fn = key
+        else:
+            raise ValueError(f"{what} must be a notes.Signer, a key file, a key directory, or "
+                             f"a function Context -> Signer; got {type(key).__name__}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": {}}
+
+    def signer(self, ctx: Context, create: bool) -> Signer:
+        if self._fn is not None:
+            return self._fn(ctx)
+        if self._raw is not None:
+            if "raw" not in self._cache:
+                kind, name, raw = self._raw
+                key = (MLDSA44PrivateKey.from_seed_bytes(raw) if kind == ML_DSA_44
+                       else Ed25519PrivateKey.from_private_bytes(raw))
+                self._cache["raw"] = SIGNER_CLASSES[kind](name, key)
+            return self._cache["raw"]
+        assert self._path is not None
+        path = self._path
+        if NODE_CONFIG_KEY in ctx.node_config:
+            path = path / str(ctx.node_config[NODE_CONFIG_KEY])
+        if path.is_dir() or (not path.exists() and create and "partition-id" in ctx.node_config):
+            if "partition-id" not in ctx.node_config:
+                raise ValueError(f"{path} is a key directory but node_config has no "
+                                 f"partition-id; set --node-config '{NODE_CONFIG_KEY}=...'")
+            pid = int(ctx.node_config["partition-id"])  # type: ignore[arg-type]
+            if ("dir", path, pid) not in self._cache:
+                self._cache[("dir", path, pid)] = client_key(path, pid, create=create,
+                                                             generate=self._generate)
+            return self._cache[("dir", path, pid)]
+        if ("file", path) not in self._cache:
+            self._cache[("file", path)] = load_private_key(path)
+        return self._cache[("file", path)]
+
+
 class SigningMod:
     """A Flower Mod (`mod(msg, ctx, call_next) -> Message`); build it with `signing_mod`.
 
@@ -75,26 +143,14 @@ class SigningMod:
         self,
         key: KeySource,
         *,
+        pq_key: KeySource | None = None,
         server_key: str | Verifier | None = None,
         dataset: DatasetSource = None,
         create_keys: bool = True,
         require_consistency: bool = True,
     ) -> None:
-        self._raw: tuple[str, bytes] | None = None
-        self._path: Path | None = None
-        self._fn: Callable[[Context], Signer] | None = None
-        if isinstance(key, Signer):
-            raw = key.private_key.private_bytes(serialization.Encoding.Raw,
-                                                serialization.PrivateFormat.Raw,
-                                                serialization.NoEncryption())
-            self._raw = (key.name, raw)
-        elif isinstance(key, (str, os.PathLike)):
-            self._path = Path(key)
-        elif callable(key):
-            self._fn = key
-        else:
-            raise ValueError("key must be a notes.Signer, a key file, a key directory, or a "
-                             f"function Context -> Signer; got {type(key).__name__}")
+        self._key = _Key(key, "key", ml_dsa=False)
+        self._pq = None if pq_key is None else _Key(pq_key, "pq_key", ml_dsa=True)
         if isinstance(server_key, Verifier):
             server_key = server_key.vkey
         if server_key is not None:
@@ -109,7 +165,6 @@ class SigningMod:
         self.dataset = dataset
         self.create_keys = create_keys
         self.require_consistency = require_consistency
-        self._cache: dict[Any, Signer] = {}
         # Pure-function memos, per process: a parsed server key, and the checkpoint of an
         # announcement already verified for the same model and key. A simulation actor
         # serving several nodes verifies each signed checkpoint once, not once per node.
@@ -118,7 +173,7 @@ class SigningMod:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_cache"], state["_verifiers"], state["_verified"] = {}, {}, {}
+        state["_verifiers"], state["_verified"] = {}, {}
         return state
 
     # -- keys ----------------------------------------------------------------------------
@@ -126,29 +181,12 @@ class SigningMod:
     def signer(self, ctx: Context) -> Signer:
         """This node's key: a fixed key, a key file, `client-<partition-id>.key` in a key
         directory, the node_config's `flchain-key` file, or the function's result."""
-        if self._fn is not None:
-            return self._fn(ctx)
-        if self._raw is not None:
-            if "raw" not in self._cache:
-                name, raw = self._raw
-                self._cache["raw"] = Signer(name, Ed25519PrivateKey.from_private_bytes(raw))
-            return self._cache["raw"]
-        assert self._path is not None
-        path = self._path
-        if NODE_CONFIG_KEY in ctx.node_config:
-            path = path / str(ctx.node_config[NODE_CONFIG_KEY])
-        if path.is_dir() or (not path.exists() and self.create_keys
-                             and "partition-id" in ctx.node_config):
-            if "partition-id" not in ctx.node_config:
-                raise ValueError(f"{path} is a key directory but node_config has no "
-                                 f"partition-id; set --node-config '{NODE_CONFIG_KEY}=...'")
-            pid = int(ctx.node_config["partition-id"])  # type: ignore[arg-type]
-            if ("dir", path, pid) not in self._cache:
-                self._cache[("dir", path, pid)] = client_key(path, pid, create=self.create_keys)
-            return self._cache[("dir", path, pid)]
-        if ("file", path) not in self._cache:
-            self._cache[("file", path)] = load_private_key(path)
-        return self._cache[("file", path)]
+        return self._key.signer(ctx, self.create_keys)
+
+    def pq_signer(self, ctx: Context) -> Signer | None:
+        """This node's second, ML-DSA-44 key, found as `signer` finds the first (a key
+        directory creates ML-DSA-44 keys); None without `pq_key`."""
+        return None if self._pq is None else self._pq.signer(ctx, self.create_keys)
 
     def _server(self, ctx: Context, ann: Announcement, pinned: ConfigRecord) -> Verifier:
         """The server key: given to the mod, in node_config, or pinned on first use."""
@@ -279,7 +317,7 @@ class SigningMod:
                            parent=ann.model, update=update,
                            num_examples=int(n) if isinstance(n, (int, float)) else 0,
                            metrics=metrics, dataset=self._dataset(ctx, pinned))
-            signed = st.sign(self.signer(ctx))
+            signed = st.sign(self.signer(ctx), self.pq_signer(ctx))
         except (StatementError, DigestError, NoteError, ValueError) as e:
             return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
                                  reason=f"flchain: cannot sign the update: {e}"),
@@ -291,6 +329,7 @@ class SigningMod:
 def signing_mod(
     key: KeySource,
     *,
+    pq_key: KeySource | None = None,
     server_key: str | Verifier | None = None,
     dataset: DatasetSource = None,
     create_keys: bool = True,
@@ -301,7 +340,10 @@ def signing_mod(
     key: a notes.Signer; a key file; a key directory holding `client-<partition-id>.key`
         (simulation; created when missing unless `create_keys=False`); or a function
         `Context -> Signer`. In deployment, a directory plus node_config `flchain-key`
-        names the file.
+        names the file. Ed25519 or ML-DSA-44 (`flchain keygen --alg ml-dsa-44`).
+    pq_key: a second key, ML-DSA-44, found the same way (a directory of its own),
+        signing the statement beside `key` (hybrid): for a policy with
+        `require_post_quantum` whose clients keep their Ed25519 identity.
     server_key: the server's verifier key (LedgerStrategy.verifier_key). None: node_config
         `flchain-server-key`, else trust the first key announced and pin it in ctx.state.
     dataset: a salted dataset commitment (flchain_plugin.datasets.dataset_commitment) or a
@@ -312,5 +354,5 @@ def signing_mod(
         False accepts a missing proof (a server that is not LedgerStrategy), still refusing
         a proof that fails, a smaller tree and a second root at one size.
     """
-    return SigningMod(key, server_key=server_key, dataset=dataset, create_keys=create_keys,
-                      require_consistency=require_consistency)
+    return SigningMod(key, pq_key=pq_key, server_key=server_key, dataset=dataset,
+                      create_keys=create_keys, require_consistency=require_consistency)

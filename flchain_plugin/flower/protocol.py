@@ -181,9 +181,12 @@ def _hashes(joined: bytes) -> tuple[bytes, ...]:
 
 
 def statement_record(signed: SignedStatement) -> ConfigRecord:
-    return ConfigRecord(
+    rec = ConfigRecord(
         {"statement": signed.data, "signature": signed.signature, "key": signed.key}
     )
+    if signed.pq_key is not None and signed.pq_signature is not None:
+        rec["pq-key"], rec["pq-signature"] = signed.pq_key, signed.pq_signature
+    return rec
 
 
 def read_statement(content: RecordDict) -> SignedStatement | None:
@@ -202,7 +205,8 @@ def read_statement(content: RecordDict) -> SignedStatement | None:
         raise StatementError(f"{STATEMENT_RECORD} lacks {e}") from None
     if not isinstance(data, bytes):
         raise StatementError("statement must be bytes")
-    return SignedStatement.parse(data, key, sig)  # type: ignore[arg-type]
+    pq_key, pq_sig = rec.get("pq-key"), rec.get("pq-signature")
+    return SignedStatement.parse(data, key, sig, pq_key, pq_sig)  # type: ignore[arg-type]
 
 
 def json_safe(value: Any) -> Any:

@@ -78,6 +78,8 @@ class RunState:
             e = le.entry
             if isinstance(e, E.Update) and e.run == self.run:
                 h.updates.add(e.update)
+                if e.pq_key is not None:
+                    h.pq_members.setdefault(e.node, e.pq_key)
                 if e.nonce:
                     h.nonces.add(e.nonce)
                 if e.dataset:
@@ -93,6 +95,8 @@ class RunState:
             if u.key is not None and u.node not in self.history.members:
                 out.append(E.Member(run=self.run, node=u.node, key=u.key, via=via))
                 self.history.members[u.node] = u.key
+            if u.pq_key is not None:  # a second ML-DSA-44 key, bound on first use too
+                self.history.pq_members.setdefault(u.node, u.pq_key)
             if u.dataset is not None and u.dataset not in self.datasets:
                 out.append(E.Dataset(dataset=u.dataset, owner=u.node,
                                      scheme="flchain-dataset/v1", examples=u.num_examples))
@@ -112,7 +116,8 @@ class RunState:
         s, sig = f.statement.statement, f.statement
         return E.Update(run=s.run, round=s.round, node=s.node, update=s.update, parent=s.parent,
                         num_examples=s.num_examples, metrics=s.metrics, dataset=s.dataset,
-                        nonce=s.nonce, key=sig.key, signature=sig.signature_b64)
+                        nonce=s.nonce, key=sig.key, signature=sig.signature_b64,
+                        pq_key=sig.pq_key, pq_signature=sig.pq_signature_b64)
 
     def rejected_entry(self, v: Verdict, server_round: int) -> E.Rejected:
         assert v.refusal is not None

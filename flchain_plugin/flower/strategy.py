@@ -25,7 +25,7 @@ from flwr.serverapp.strategy import Strategy
 
 from .. import entries as E
 from ..blobs import BlobStore
-from ..commit import commit, log_signer, open_ledger
+from ..commit import commit, log_pq_signer, log_signer, open_ledger
 from ..digest import DigestError, json_digest
 from ..ledger import Ledger
 from ..lineage import latest_model
@@ -82,6 +82,8 @@ class LedgerStrategy(Strategy):
     signer : the checkpoint key, named after the ledger's origin: a notes.Signer or a key
         file path. None: `<ledger file>.key`, created on first use (an in-memory key for
         ledgers without a file). Clients check checkpoints against `verifier_key`.
+    pq_signer : an ML-DSA-44 key (Signer or file, named after the origin) that adds a
+        second, post-quantum signature to every checkpoint. None: Ed25519 only.
     blobs : where global models are kept for rollback: a BlobStore or directory. None:
         `<ledger file>.blobs/`. False: keep no weights.
     resume_from : a recorded model digest to restart from (its weights must be in `blobs`);
@@ -97,6 +99,7 @@ class LedgerStrategy(Strategy):
         signer: Signer | str | os.PathLike[str] | None = None,
         blobs: BlobStore | str | os.PathLike[str] | bool | None = None,
         resume_from: str | None = None,
+        pq_signer: Signer | str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(strategy, Strategy):
@@ -110,6 +113,7 @@ class LedgerStrategy(Strategy):
             raise ValueError(f"policy must be a flchain_plugin.flower.Policy, got {policy!r}")
         self.policy = policy
         self.signer = log_signer(self.ledger, signer)
+        self.pq_signer = log_pq_signer(self.ledger, pq_signer)
         self.blobs = _blob_store(self.ledger, blobs)
         self.resume_from = _resume_from(self.ledger, self.blobs, resume_from)
         self._run: RunState | None = None
@@ -137,7 +141,8 @@ class LedgerStrategy(Strategy):
         computed against."""
         batch = self._pending + batch
         self._pending = []
-        done = commit(self.ledger, batch, built_for=built_for, signer=self.signer)
+        done = commit(self.ledger, batch, built_for=built_for, signer=self.signer,
+                      pq_signer=self.pq_signer)
         self._announcer.signed(done.checkpoint, done.head.size)
         self._last_index = done.head.size - 1
         return done.entries[-1]
