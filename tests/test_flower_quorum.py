@@ -12,6 +12,7 @@ quorum refuse it when it is announced without.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def test_a_run_with_two_witnesses_down_stops_with_the_quorum_error(setup):
     ledgers, procs = setup
     ledger = ledgers["two-down"]
     result = simulate(ledger, [procs[0].url, dead_url(), dead_url()], procs)
-    assert "model" not in result and "raised" in result
+    assert "model" not in result and isinstance(result["raised"], QuorumError)
     assert result["seconds"] < BOUND["deadline"] + 1.5
     assert "1 of 3 witnesses cosigned, the quorum is 2" in result["error"]
     assert "stopping rather than announcing an unwitnessed checkpoint" in result["error"]
@@ -157,6 +158,23 @@ def test_a_run_with_two_witnesses_down_stops_with_the_quorum_error(setup):
     with Ledger(ledger, create=False) as led:  # the run entry is logged; nobody trained
         assert [le.entry.TYPE for le in led.iter_entries()] == ["run"]
         assert not list(led.iter_entries(type="update"))
+
+
+def test_the_demo_stops_with_one_line_when_the_quorum_fails(tmp_path: Path, setup):
+    _, procs = setup
+    demo = Path(__file__).resolve().parents[1] / "examples" / "federated_demo.py"
+    proc = subprocess.run([sys.executable, str(demo), "--out", str(tmp_path / "demo"),
+                           "--rounds", "1", "--clients", "5", "--witness", dead_url(),
+                           procs[0].vkey, "--quorum", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.match(r"flchain: the run stopped: checkpoint of size \d+: 0 of 1 witnesses "
+                    r"cosigned, the quorum is 1", last), proc.stderr[-2000:]
+    assert "w0.test:" in last and "unreachable" in last
+    assert "Traceback" not in proc.stdout + proc.stderr
+    with Ledger(tmp_path / "demo" / "ledger.db", create=False) as led:
+        assert not list(led.iter_entries(type="update"))  # nobody trained
 
 
 def test_a_forked_log_is_not_witnessed_and_clients_refuse_it(setup):
