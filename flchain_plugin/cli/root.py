@@ -244,6 +244,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
                              "Check Lightning checkpoint files against the ledger."),
     "tiles": LazyCommand("flchain_plugin.cli.tiles", "tiles"),
     "serve": LazyCommand("flchain_plugin.cli.tiles", "serve"),
+    "witness": LazyCommand("flchain_plugin.cli.witness", "witness"),
 }
 
 
