@@ -217,3 +217,59 @@ def test_two_endpoints_of_one_witness_are_refused(witnesses):
     with pytest.raises(ValueError, match="same name"):
         Witnesses((("http://a", vk), ("http://b", vk)), 1)
 
+
+
+# -- the Flower arguments ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"quorum": 1}, "quorum: given without witnesses"),
+    ({"witnesses": "http://a vkey"}, "witnesses must be a list"),
+    ({"witnesses": [("http://a", "nonsense")]}, "witnesses: witness http://a keys"),
+    ({"witnesses": "W2", "quorum": 3}, r"witnesses: quorum must be an int in \[1, 2\]"),
+    ({"witnesses": "CFG", "quorum": 1}, "quorum: 1 differs from witnesses.quorum 2"),
+    ({"tiles": 42}, "tiles must be a directory path"),
+])
+def test_ledger_strategy_names_a_bad_witness_argument(tmp_path, witnesses, kwargs, words):
+    pytest.importorskip("flwr.serverapp")
+    from flwr.serverapp.strategy import FedAvg
+
+    from flchain_plugin.flower import LedgerStrategy
+
+    two = [(f"http://w{i}", w.verifier_key) for i, w in enumerate(witnesses[:2])]
+    if kwargs.get("witnesses") == "W2":
+        kwargs = {**kwargs, "witnesses": two}
+    if kwargs.get("witnesses") == "CFG":
+        kwargs = {**kwargs, "witnesses": Witnesses(tuple(two), 2)}
+    with pytest.raises(ValueError, match=words):
+        LedgerStrategy(FedAvg(), ledger=tmp_path / "l.db", **kwargs)
+
+
+def test_ledger_strategy_defaults_to_a_majority(tmp_path, witnesses):
+    pytest.importorskip("flwr.serverapp")
+    from flwr.serverapp.strategy import FedAvg
+
+    from flchain_plugin.flower import LedgerStrategy
+
+    three = [f"http://w{i} {w.verifier_key}" for i, w in enumerate(witnesses)]
+    s = LedgerStrategy(FedAvg(), ledger=tmp_path / "l.db", witnesses=three)
+    assert s.quorum is not None and s.quorum.witnesses.quorum == 2
+    s.quorum.close()
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"quorum": 1}, "quorum: given without witness_keys"),
+    ({"witness_keys": "K", "quorum": 2}, r"quorum must be an int in \[1, 1\]"),
+    ({"witness_keys": ["nonsense"]}, "witness_keys: 'nonsense' is not a verifier key"),
+    ({"witness_keys": "LOG"}, "witness_keys: .* is a log signing key"),
+])
+def test_signing_mod_names_a_bad_witness_argument(tmp_path, log, witnesses, kwargs, words):
+    pytest.importorskip("flwr.clientapp")
+    from flchain_plugin.flower import signing_mod
+
+    if kwargs.get("witness_keys") == "K":
+        kwargs = {**kwargs, "witness_keys": witnesses[0].verifier_key}
+    if kwargs.get("witness_keys") == "LOG":
+        kwargs = {**kwargs, "witness_keys": [log.verifier_key]}
+    with pytest.raises(ValueError, match=words):
+        signing_mod(tmp_path / "keys", **kwargs)
