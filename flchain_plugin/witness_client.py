@@ -130,14 +130,15 @@ def _excerpt(response: httpx.Response) -> str:
 
 @dataclass
 class WitnessClient:
-    """One witness: its URL prefix, its verifier keys, and the size it last cosigned.
+    """One witness: its URL prefix, its verifier keys, and per log origin the tree size
+    it last cosigned for us (absent: unknown, so 0 is sent to learn it).
 
     Calls are serialised per witness (a lock), so a slow answer from one round never
     races the next round's submission to the same witness."""
 
     url: str
     keys: tuple[notes.Verifier, ...]
-    cosigned: int = 0  # the tree size this witness last cosigned for us (0: unknown)
+    cosigned: dict[str, int] = field(default_factory=dict)
     http: httpx.Client = field(default_factory=httpx.Client, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -150,7 +151,7 @@ class WitnessClient:
         """This witness's verified cosignatures of `note` (whose checkpoint is `cp`),
         proving consistency from the size it last cosigned with `ledger`'s proofs."""
         with self._lock:
-            old = self.cosigned
+            old = self.cosigned.get(cp.origin, 0)
             for _ in range(CONFLICT_RETRIES + 1):
                 if old > cp.size:
                     raise WitnessAhead(
@@ -163,11 +164,10 @@ class WitnessClient:
                 proof = ledger.consistency_proof(old, cp.size).hashes if old else ()
                 response = self._post(request_body(old, proof, note), timeout)
                 if response.status_code == 409:
-                    old = self._conflict(response, old)
-                    self.cosigned = old
+                    old = self.cosigned[cp.origin] = self._conflict(response, old)
                     continue
                 sigs = self._answer(response, cp)
-                self.cosigned = cp.size
+                self.cosigned[cp.origin] = cp.size
                 return sigs
         raise WitnessUnavailable(f"{self.url} answered 409 {CONFLICT_RETRIES + 1} times in a "
                                  "row: its size keeps changing (another client of this log?)")

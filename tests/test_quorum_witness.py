@@ -68,15 +68,15 @@ def test_client_statuses_against_a_real_witness(tmp_path: Path, logs, three):
         grow(led, 3)
         c = client(w)
         sigs = submit(c, led, led.sign_checkpoint(log), log)  # 200, from old 0
-        assert [s.name for s in sigs] == ["w0.test"] and c.cosigned == 3
+        assert [s.name for s in sigs] == ["w0.test"] and c.cosigned == {origin: 3}
         grow(led, 5)
         note = led.sign_checkpoint(log)
-        assert submit(c, led, note, log) and c.cosigned == 8  # 200 with a proof from 3
+        assert submit(c, led, note, log) and c.cosigned == {origin: 8}  # 200 with a proof from 3
         fresh = client(w)  # knows nothing: sends old 0, gets 409 "8", proves from 8
-        assert submit(fresh, led, note, log) and fresh.cosigned == 8
+        assert submit(fresh, led, note, log) and fresh.cosigned == {origin: 8}
         grow(led, 2)
         fresh = client(w)
-        assert submit(fresh, led, led.sign_checkpoint(log), log) and fresh.cosigned == 10
+        assert submit(fresh, led, led.sign_checkpoint(log), log) and fresh.cosigned == {origin: 10}
 
         with Ledger(tmp_path / "fork.db", origin=origin) as fork:  # same key, other history
             grow(fork, 12, "fork")
