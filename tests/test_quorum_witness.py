@@ -8,7 +8,10 @@ from three witness processes, with witnesses that refuse connections or never an
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from witness_servers import BlackHole, WitnessProcess, dead_url, witnesses
 
 from flchain_plugin import entries as E
 from flchain_plugin import notes
-from flchain_plugin.checkpoint import open_checkpoint
+from flchain_plugin.checkpoint import Checkpoint, open_checkpoint
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.quorum import Quorum, QuorumError, Witnesses, verify_quorum
 from flchain_plugin.witness_client import (
@@ -29,7 +32,7 @@ from flchain_plugin.witness_client import (
 
 pytest.importorskip("flchain_plugin.witness_http", reason="the witness server (branch witness)")
 
-TESTS = ("statuses", "second-root", "k-of-n", "deadline")
+TESTS = ("statuses", "second-root", "k-of-n", "deadline", "hostile")
 
 
 def grow(led: Ledger, n: int, tag: str = "a") -> None:
@@ -169,3 +172,64 @@ def test_quorum_returns_once_k_answered_and_names_who_did_not(tmp_path: Path, lo
             assert led.latest_checkpoint() == note  # the log's own note, not a cosigned one
     finally:
         hole.close()
+
+
+class Hostile(ThreadingHTTPServer):
+    """A witness that answers 200 with what `body(request body)` returns: a cosignature
+    of another tree, or no cosignature at all. Real HTTP, on loopback."""
+
+    def __init__(self, body: Callable[[bytes], bytes]):
+        answer = body
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                data = answer(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_a_witness_answering_200_without_a_valid_cosignature_does_not_count(
+        tmp_path: Path, logs, three):
+    log = logs["hostile"]
+    origin = log.name
+    key = notes.generate_cosignature_key("hostile.test")
+    elsewhere = Checkpoint(origin, 1, b"\x01" * 32)
+
+    def forged(request: bytes) -> bytes:  # its own key, over a tree it was not shown
+        note = notes.sign_note(elsewhere.body(), log)
+        return notes.add_signature(note, key).splitlines(keepends=True)[-1].encode()
+
+    servers = [Hostile(forged), Hostile(lambda request: b"cosigned!\n")]
+    try:
+        with Ledger(tmp_path / "h.db", origin=origin) as led:
+            grow(led, 3)
+            live = tuple((w.url, w.vkey) for w in three[:2])
+            junk = (servers[1].url, notes.generate_cosignature_key("junk.test").verifier_key)
+            vkeys = [v for _, v in live] + [key.verifier_key]
+            hostile = ((servers[0].url, key.verifier_key),)
+            q = Quorum(Witnesses((*live, *hostile), 2))
+            note = q.gather(led, led.sign_checkpoint(log), log.verifier)
+            assert verify_quorum(note, log.verifier, vkeys, 2).cosigners == ("w0.test",
+                                                                            "w1.test")
+            q.close()
+            q = Quorum(Witnesses((live[0], *hostile, junk), 2))
+            grow(led, 1)
+            with pytest.raises(QuorumError) as err:
+                q.gather(led, led.sign_checkpoint(log), log.verifier)
+            q.close()
+            assert "answered 200 but its cosignatures do not verify" in \
+                err.value.reasons["hostile.test"]
+            assert "is not signature lines" in err.value.reasons["junk.test"]
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
