@@ -215,10 +215,10 @@ class Quorum:
                 f"checkpoint of size {cp.size}: {len(got)} of {len(self.clients)} witnesses "
                 f"cosigned, the quorum is {cfg.quorum}; stopping rather than announcing an "
                 f"unwitnessed checkpoint ({lines})", why)
-        sigs = [s for s in opened.signatures]
-        for name in sorted(got):
-            sigs += [s for s in got[name] if (s.name, s.key_id) not in
-                     {(o.name, o.key_id) for o in sigs}]
+        sigs = list(opened.signatures)
+        for name in sorted(got):  # a witness's line replaces none already in the note
+            have = {(o.name, o.key_id) for o in sigs}
+            sigs += [s for s in got[name] if (s.name, s.key_id) not in have]
         cosigned = notes.Note(opened.text, tuple(sigs)).encode()
         verify_quorum(cosigned, log, cfg.keys, cfg.quorum, origin=ledger.origin)
         ledger.add_checkpoint_note(cosigned, log)
