@@ -16,6 +16,11 @@ checkpoint; the attacks are refused with their reason codes and the honest updat
 aggregated. The policy only allow-lists the clients' keys: the norm bound that refuses the
 boosted update is the default one, 5 x the median of the round's update norms. The script
 then verifies the ledger and prints the final model's lineage.
+
+With `--witness URL VKEY` (repeated) and `--quorum K`, every checkpoint must be cosigned by
+K of those witnesses (`flchain witness serve`) before its model is announced, and every
+client checks the cosignatures; fewer than K stops the run with one line saying which
+witness did not cosign and why.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from flchain_plugin.flower import LedgerStrategy, Policy, client_verifier_keys, 
 from flchain_plugin.flower.keys import ledger_key
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.lineage import lineage
+from flchain_plugin.quorum import QuorumError, Witnesses
 
 SEED = 7
 LOCAL_STEPS = 25
@@ -111,7 +117,8 @@ def received(msg: Message, ctx: Context) -> tuple[torch.nn.Module, np.ndarray, n
 # -- the ClientApp ---------------------------------------------------------------------------
 
 
-def make_client_app(keys: Path, server_vkey: str, attacks: bool = True) -> ClientApp:
+def make_client_app(keys: Path, server_vkey: str, attacks: bool = True,
+                    witness_keys: tuple[str, ...] = (), quorum: int | None = None) -> ClientApp:
     def commitment(ctx: Context) -> str:
         """The client's salted commitment to its data (the salt stays with the client)."""
         x, y = dataset(int(ctx.node_config["partition-id"]), int(ctx.node_config["num-partitions"]))
@@ -121,7 +128,8 @@ def make_client_app(keys: Path, server_vkey: str, attacks: bool = True) -> Clien
             salt_file.write_bytes(os.urandom(32))
         return dataset_commitment(example_bytes(x, y), salt_file.read_bytes())
 
-    signer = signing_mod(keys, server_key=server_vkey, dataset=commitment)
+    signer = signing_mod(keys, server_key=server_vkey, dataset=commitment,
+                         witness_keys=witness_keys, quorum=quorum)
 
     def adversary(msg: Message, ctx: Context, call_next: Any) -> Message:
         """The last client: a different attack each round, outside its signing mod."""
@@ -182,7 +190,8 @@ def make_client_app(keys: Path, server_vkey: str, attacks: bool = True) -> Clien
 
 
 def make_server_app(ledger_path: Path, rounds: int, clients: int, allowed: list[str],
-                    result: dict[str, Any]) -> ServerApp:
+                    result: dict[str, Any], witnesses: tuple[tuple[str, str], ...] = (),
+                    quorum: int | None = None) -> ServerApp:
     app = ServerApp()
 
     @app.main()
@@ -193,6 +202,7 @@ def make_server_app(ledger_path: Path, rounds: int, clients: int, allowed: list[
             FedAvg(fraction_train=1.0, fraction_evaluate=1.0, min_available_nodes=clients),
             ledger=ledger_path,
             policy=Policy(allowed_keys=frozenset(allowed)),  # default norm bound: 5 x median
+            witnesses=list(witnesses) or None, quorum=quorum,
         )
 
         marks: list[float] = []
@@ -218,7 +228,9 @@ def make_server_app(ledger_path: Path, rounds: int, clients: int, allowed: list[
 # -- running and reporting ---------------------------------------------------------------------
 
 
-def run(out: Path, rounds: int, clients: int, quiet: bool = True) -> dict[str, Any]:
+def run(out: Path, rounds: int, clients: int, quiet: bool = True,
+        witnesses: tuple[tuple[str, str], ...] = (), quorum: int | None = None
+        ) -> dict[str, Any]:
     """Run the federation; return the run id, final model digest and wall time."""
     out.mkdir(parents=True, exist_ok=True)
     ledger_path = out / "ledger.db"
@@ -229,9 +241,14 @@ def run(out: Path, rounds: int, clients: int, quiet: bool = True) -> dict[str, A
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"logging_level": logging.ERROR, "log_to_driver": not quiet,
                              "include_dashboard": False}}
-    run_simulation(server_app=make_server_app(ledger_path, rounds, clients, allowed, result),
-                   client_app=make_client_app(keys, vkey), num_supernodes=clients,
-                   backend_config=backend)
+    try:
+        run_simulation(server_app=make_server_app(ledger_path, rounds, clients, allowed, result,
+                                                  witnesses, quorum),
+                       client_app=make_client_app(keys, vkey, witness_keys=tuple(
+                           k for _, k in witnesses), quorum=quorum),
+                       num_supernodes=clients, backend_config=backend)
+    except QuorumError as e:  # the documented policy: stop, never train unwitnessed
+        raise SystemExit(f"flchain: the run stopped: {e}") from None
     if not result:
         raise SystemExit("the Flower run did not finish: see the log above")
     return result
@@ -301,9 +318,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="delete an existing ledger in --out first")
     p.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     p.add_argument("--json", action="store_true", help="print a JSON summary line at the end")
+    p.add_argument("--witness", nargs=2, action="append", default=[], metavar=("URL", "VKEY"),
+                   help="a witness that must cosign checkpoints (repeat for each)")
+    p.add_argument("--quorum", type=int, help="witnesses that must cosign (default: majority)")
     args = p.parse_args(argv)
     if args.clients < 5:
         p.error("--clients must be at least 5")
+    if args.witness or args.quorum is not None:
+        try:  # the same checks LedgerStrategy makes, before anything starts
+            Witnesses(tuple((u, k) for u, k in args.witness),
+                      args.quorum or len(args.witness) // 2 + 1)
+        except ValueError as e:
+            p.error(f"--witness/--quorum: {e}")
     if not args.verbose:
         warnings.filterwarnings("ignore")
         logging.getLogger("flwr").setLevel(logging.ERROR)
@@ -314,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     console.rule(f"Flower simulation: {args.clients} clients, {args.rounds} rounds "
                  f"(client {args.clients - 1} is adversarial)")
-    result = run(args.out, args.rounds, args.clients, quiet=not args.verbose)
+    result = run(args.out, args.rounds, args.clients, quiet=not args.verbose,
+                 witnesses=tuple((u, k) for u, k in args.witness), quorum=args.quorum)
     summary = report(args.out, result, console)
     if args.json:
         print(json.dumps(summary))

@@ -242,6 +242,8 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
                           "Check MLflow models and versions against the ledger."),
     "lightning": LazyCommand("flchain_plugin.cli.lightning", "lightning", None,
                              "Check Lightning checkpoint files against the ledger."),
+    "tiles": LazyCommand("flchain_plugin.cli.tiles", "tiles"),
+    "serve": LazyCommand("flchain_plugin.cli.tiles", "serve"),
     "witness": LazyCommand("flchain_plugin.cli.witness", "witness"),
 }
 

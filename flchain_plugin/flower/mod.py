@@ -16,7 +16,7 @@ Put it outermost, so it signs exactly what leaves the client: `ClientApp(mods=[s
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
 from .. import merkle
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, CheckpointError
 from ..digest import DigestError
 from ..notes import (
     ML_DSA_44,
@@ -40,6 +40,8 @@ from ..notes import (
     generate_ml_dsa_key,
     load_private_key,
 )
+from ..quorum import QuorumError, verify_quorum
+from ..quorum import witness_keys as parse_witness_keys
 from ..statement import Statement, StatementError
 from .arrays import arrayrecord_digest
 from .keys import client_key
@@ -148,7 +150,10 @@ class SigningMod:
         dataset: DatasetSource = None,
         create_keys: bool = True,
         require_consistency: bool = True,
+        witness_keys: Iterable[str | Verifier] = (),
+        quorum: int | None = None,
     ) -> None:
+        self.witness_keys, self.quorum = _witness_quorum(witness_keys, quorum)
         self._key = _Key(key, "key", ml_dsa=False)
         self._pq = None if pq_key is None else _Key(pq_key, "pq_key", ml_dsa=True)
         if isinstance(server_key, Verifier):
@@ -215,10 +220,20 @@ class SigningMod:
         cp = self._verified.get(key)
         if cp is None:
             cp = ann.verify(received, server)  # raises: nothing is remembered
+            if self.quorum:
+                self._witnessed(ann, server)
             if len(self._verified) >= VERIFIED_KEPT:
                 del self._verified[next(iter(self._verified))]
             self._verified[key] = cp
         return cp
+
+    def _witnessed(self, ann: Announcement, server: Verifier) -> None:
+        """The announced checkpoint carries the quorum of witness cosignatures."""
+        assert ann.checkpoint is not None  # ann.verify checked it
+        try:
+            verify_quorum(ann.checkpoint, server, self.witness_keys, self.quorum)
+        except (QuorumError, CheckpointError) as e:
+            raise AnnouncementError(f"the checkpoint is not witnessed: {e}") from None
 
     def _dataset(self, ctx: Context, pinned: ConfigRecord) -> str | None:
         if self.dataset is None:
@@ -326,6 +341,23 @@ class SigningMod:
         return reply
 
 
+def _witness_quorum(keys: Iterable[str | Verifier], quorum: int | None
+                    ) -> tuple[tuple[Verifier, ...], int]:
+    """Parsed witness keys and the quorum (0: none required), as signing_mod validates."""
+    if isinstance(keys, (str, Verifier)):
+        keys = (keys,)
+    parsed = parse_witness_keys(keys)
+    names = len({v.name for v in parsed})
+    if quorum is None:
+        return parsed, names // 2 + 1 if names else 0
+    if not names:
+        raise ValueError("quorum: given without witness_keys (the witnesses' verifier keys)")
+    if isinstance(quorum, bool) or not isinstance(quorum, int) or not 1 <= quorum <= names:
+        raise ValueError(f"quorum must be an int in [1, {names}] (the witnesses in "
+                         f"witness_keys), got {quorum!r}")
+    return parsed, quorum
+
+
 def signing_mod(
     key: KeySource,
     *,
@@ -334,6 +366,8 @@ def signing_mod(
     dataset: DatasetSource = None,
     create_keys: bool = True,
     require_consistency: bool = True,
+    witness_keys: Iterable[str | Verifier] = (),
+    quorum: int | None = None,
 ) -> SigningMod:
     """A ClientApp mod that verifies the received model and signs the client statement.
 
@@ -353,6 +387,10 @@ def signing_mod(
         announcement proves (RFC 9162 consistency) that its log extends the pinned one.
         False accepts a missing proof (a server that is not LedgerStrategy), still refusing
         a proof that fails, a smaller tree and a second root at one size.
+    witness_keys, quorum: refuse a checkpoint that lacks valid cosignatures of `quorum`
+        distinct witnesses among these verifier keys (default quorum: a majority of them);
+        the same rule as the server's (flchain_plugin.quorum.verify_quorum).
     """
     return SigningMod(key, pq_key=pq_key, server_key=server_key, dataset=dataset,
-                      create_keys=create_keys, require_consistency=require_consistency)
+                      create_keys=create_keys, require_consistency=require_consistency,
+                      witness_keys=witness_keys, quorum=quorum)

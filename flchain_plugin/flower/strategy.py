@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -30,6 +31,8 @@ from ..digest import DigestError, json_digest
 from ..ledger import Ledger
 from ..lineage import latest_model
 from ..notes import Signer
+from ..quorum import Quorum, WitnessEndpoint, Witnesses
+from ..tiles_export import TilesExportError, export_tiles
 from ..verification import Policy, Round, Verdict, verify_round
 from .announce import UNCONFIRMED_KEPT, Announcer
 from .arrays import numpy_to_record, record_to_numpy, record_views, views_digest
@@ -70,6 +73,39 @@ def _resume_from(ledger: Ledger, blobs: BlobStore | None, digest: str | None) ->
     return digest
 
 
+WitnessesArg = Witnesses | Sequence[WitnessEndpoint | tuple[str, Any] | str] | None
+
+
+def _quorum(witnesses: WitnessesArg, quorum: int | None) -> Quorum | None:
+    """The witnesses to gather each checkpoint's cosignatures from; `quorum` defaults to
+    a majority of them."""
+    if witnesses is None:
+        if quorum is not None:
+            raise ValueError("quorum: given without witnesses; pass witnesses=[(url, vkey), ...]")
+        return None
+    if isinstance(witnesses, Witnesses):
+        if quorum is not None and quorum != witnesses.quorum:
+            raise ValueError(f"quorum: {quorum!r} differs from witnesses.quorum "
+                             f"{witnesses.quorum}; give it once")
+        return Quorum(witnesses)
+    if isinstance(witnesses, (str, bytes)) or not isinstance(witnesses, Sequence):
+        raise ValueError(f"witnesses must be a list of (url, verifier key) or a quorum."
+                         f"Witnesses, got {witnesses!r}")
+    k = len(witnesses) // 2 + 1 if quorum is None else quorum
+    try:
+        return Quorum(Witnesses(tuple(witnesses), k))
+    except ValueError as e:
+        raise ValueError(f"witnesses: {e}") from None
+
+
+def _tiles_dir(tiles: str | os.PathLike[str] | None) -> Path | None:
+    if tiles is None:
+        return None
+    if not isinstance(tiles, (str, os.PathLike)) or not str(tiles):
+        raise ValueError(f"tiles must be a directory path, got {tiles!r}")
+    return Path(tiles)
+
+
 class LedgerStrategy(Strategy):
     """Record, verify and commit every update of a Flower run (see module docstring).
 
@@ -88,6 +124,14 @@ class LedgerStrategy(Strategy):
         `<ledger file>.blobs/`. False: keep no weights.
     resume_from : a recorded model digest to restart from (its weights must be in `blobs`);
         the run records a `rollback` entry and sends that model whatever `start` was given.
+    witnesses : C2SP tlog-witnesses that must cosign every checkpoint before it is
+        announced: `(url, verifier key)` pairs, `"url vkey"` strings, or a
+        `flchain_plugin.quorum.Witnesses` (which also sets timeouts, retries and the deadline).
+    quorum : how many distinct witnesses must cosign (default: a majority). Fewer by the
+        deadline stops the run with QuorumError: no model is announced on an unwitnessed
+        checkpoint (the round's entries stay committed).
+    tiles : a directory kept a current C2SP tlog-tiles export of the ledger after every
+        commit (`flchain_plugin.tiles_export.export_tiles`), to publish on any web server.
     """
 
     def __init__(
@@ -100,6 +144,9 @@ class LedgerStrategy(Strategy):
         blobs: BlobStore | str | os.PathLike[str] | bool | None = None,
         resume_from: str | None = None,
         pq_signer: Signer | str | os.PathLike[str] | None = None,
+        witnesses: WitnessesArg = None,
+        quorum: int | None = None,
+        tiles: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(strategy, Strategy):
@@ -116,6 +163,8 @@ class LedgerStrategy(Strategy):
         self.pq_signer = log_pq_signer(self.ledger, pq_signer)
         self.blobs = _blob_store(self.ledger, blobs)
         self.resume_from = _resume_from(self.ledger, self.blobs, resume_from)
+        self.quorum = _quorum(witnesses, quorum)
+        self.tiles = _tiles_dir(tiles)
         self._run: RunState | None = None
         self._io: ThreadPoolExecutor | None = None  # writes blobs while the batch commits
         self._pending_evals: list[tuple[int, str, dict[str, Any]]] = []
@@ -143,9 +192,23 @@ class LedgerStrategy(Strategy):
         self._pending = []
         done = commit(self.ledger, batch, built_for=built_for, signer=self.signer,
                       pq_signer=self.pq_signer)
-        self._announcer.signed(done.checkpoint, done.head.size)
         self._last_index = done.head.size - 1
+        note = done.checkpoint
+        if self.quorum is not None:  # QuorumError stops the run before anything announces
+            note = self.quorum.gather(self.ledger, note, self.signer.verifier)
+        self._announcer.signed(note, done.head.size)
+        self._publish()
         return done.entries[-1]
+
+    def _publish(self) -> None:
+        """Bring the tiles export up to the latest checkpoint; a failure is logged (the
+        ledger holds everything; the next commit's export catches up)."""
+        if self.tiles is None:
+            return
+        try:
+            export_tiles(self.ledger, self.tiles)
+        except (TilesExportError, OSError) as e:
+            log.error("flchain: could not export tiles to %s: %s", self.tiles, e)
 
     def _store(self, arrays: dict[str, Any], digest: str) -> None:
         """Keep a global model's weights for rollback, written on a thread while the round
