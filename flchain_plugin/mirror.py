@@ -1,0 +1,323 @@
+"""A verified mirror of a tlog-tiles log: a full local copy that trusts only the log's key.
+
+Each run reads the source's checkpoint and accepts it only when (1) the pinned log key
+signed it, (2) a consistency proof computed from the tiles shows it extends the checkpoint
+mirrored last, (3) every new entry, re-hashed, equals its level-0 tile hash, and (4) the new
+entries on top of the mirrored tree give the signed root. Then the entries are appended as
+one batch (so the mirror's tree heads are the source's checkpointed sizes) and the
+source's note is stored: the mirror is a normal ledger that `flchain verify` checks with
+the source's key. A killed run leaves the last committed batch; the next one continues.
+
+A source that signs two trees, one the mirror holds and one that does not extend it (a
+fork at one size, or a rewritten history), is the misbehaviour a mirror exists to catch:
+nothing is appended and both signed notes are kept as evidence beside the ledger
+(`<ledger>.evidence.jsonl`), where anyone holding the log key can check them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import merkle
+from .checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from .entries import Entry, EntryError, decode
+from .ledger import Ledger, SizeConflict
+from .notes import NoteError, Verifier
+from .pinning import PinError, parse_verifier
+from .store import StoreError
+from .tile_source import TileReader, TileSource, open_source, read_tile
+from .tiles import ENTRIES, TileDataError, new_tiles
+
+ProgressFn = Callable[[int, int], None]
+"""Called with (entries read, entries to read) as a mirror run reads bundles."""
+
+
+class MirrorError(ValueError):
+    """The source cannot be mirrored; nothing was appended. The message names the file,
+    entry or check that failed."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Two checkpoints the same log key signed that cannot both be true.
+
+    `kind` is "fork" (one size, two roots) or "rewrite" (the newer tree does not extend the
+    mirrored one); `mirrored` is the note the mirror holds, `offered` the source's.
+    """
+
+    kind: str
+    source: str
+    mirrored: str
+    offered: str
+    detail: str
+    detected: float
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class MirrorConflict(MirrorError):
+    """The source signed a tree that conflicts with the mirrored one; the evidence is kept."""
+
+    def __init__(self, evidence: Evidence, path: Path):
+        super().__init__(f"{evidence.kind}: {evidence.detail}; both signed checkpoints are "
+                         f"kept in {path}")
+        self.evidence = evidence
+        self.path = path
+
+
+@dataclass(frozen=True)
+class MirrorReport:
+    """What one mirror run did: `status` is "mirrored" (entries appended), "up to date" or
+    "source behind" (it offers an older checkpoint of the same tree, e.g. a stale cache)."""
+
+    source: str
+    ledger: str
+    origin: str
+    status: str
+    old_size: int
+    size: int
+    root: bytes
+    appended: int
+    checkpoint: str
+
+
+def evidence_path(ledger_file: str | os.PathLike[str]) -> Path:
+    """Where a mirror keeps conflicting checkpoint pairs: `<ledger file>.evidence.jsonl`."""
+    return Path(os.fspath(ledger_file) + ".evidence.jsonl")
+
+
+def read_evidence(ledger_file: str | os.PathLike[str]) -> list[Evidence]:
+    """Every conflict recorded beside `ledger_file`, oldest first (none: an empty list)."""
+    path = evidence_path(ledger_file)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for n, line in enumerate(lines, 1):
+        try:
+            out.append(Evidence(**json.loads(line)))
+        except (ValueError, TypeError) as e:
+            raise MirrorError(f"{path} line {n} is not an evidence record ({e})") from None
+    return out
+
+
+def _keep(ledger_file: Path, evidence: Evidence) -> Path:
+    """Append `evidence` durably, once per pair of notes."""
+    path = evidence_path(ledger_file)
+    pair = (evidence.mirrored, evidence.offered)
+    if any((e.mirrored, e.offered) == pair for e in read_evidence(ledger_file)):
+        return path
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(evidence.to_json(), ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def _pinned_key(ledger_file: Path, given: Verifier | str | None) -> Verifier | None:
+    """The key the mirror trusts: `given`, which must equal the key pinned at the first
+    run, or the pinned one. None for a new mirror given no key."""
+    key = None
+    if given is not None:
+        try:
+            key = parse_verifier(given, "verifier")
+        except PinError as e:
+            raise MirrorError(str(e)) from None
+    if not ledger_file.exists():
+        return key
+    with Ledger(ledger_file, create=False, read_only=True) as led:
+        pinned = led.pinned_verifier
+    if key is not None and pinned is not None and pinned.vkey != key.vkey:
+        raise MirrorError(f"{ledger_file} mirrors the log of key {pinned.vkey}, not "
+                          f"{key.vkey}: a mirror follows one log key (use another mirror file)")
+    return key or pinned
+
+
+def _open_checkpoint(source: TileSource, key: Verifier) -> tuple[str, Checkpoint]:
+    note = source.checkpoint()
+    try:
+        cp, _ = open_checkpoint(note, key)
+    except (CheckpointError, NoteError) as e:
+        raise MirrorError(f"{source.location}/checkpoint: {e}; nothing was mirrored") from None
+    return note, cp
+
+
+def _open_mirror(ledger_file: Path, key: Verifier, origin: str) -> Ledger:
+    try:
+        led = Ledger(ledger_file, create=True, origin=origin)
+    except StoreError as e:
+        raise MirrorError(f"{ledger_file}: {e}: it mirrors another log") from None
+    try:
+        led.pin_verifier(key)
+    except ValueError as e:
+        led.close()
+        raise MirrorError(f"{ledger_file}: {e}") from None
+    return led
+
+
+def mirror(
+    source: TileSource | str | os.PathLike[str],
+    ledger_file: str | os.PathLike[str],
+    verifier: Verifier | str | None = None,
+    *,
+    progress: ProgressFn | None = None,
+) -> MirrorReport:
+    """Bring the mirror ledger `ledger_file` up to the source's checkpoint, verified.
+
+    `verifier`: the log's key (a Verifier, vkey or file holding one); pinned in the mirror
+    at its first run, and later refused if it differs. MirrorConflict (evidence kept) for a
+    fork or a rewrite; MirrorError for anything else that does not verify, with nothing
+    appended; TileSourceError when the source cannot be read.
+    """
+    path = Path(os.fspath(ledger_file))
+    key = _pinned_key(path, verifier)
+    if key is None:
+        raise MirrorError(f"{path} pins no log key and none was given: give the log's "
+                          "verifier key (the vkey `flchain keygen` printed for it)")
+    if isinstance(source, TileSource):
+        return _mirror(source, path, key, progress)
+    opened = open_source(source)
+    try:
+        return _mirror(opened, path, key, progress)
+    finally:
+        opened.close()
+
+
+def _mirror(src: TileSource, path: Path, key: Verifier,
+            progress: ProgressFn | None) -> MirrorReport:
+    note, cp = _open_checkpoint(src, key)
+    with _open_mirror(path, key, cp.origin) as led:
+        old = led.head()
+        if cp.size <= old.size:
+            status = _settled(led, path, src, note, cp, key)
+            return MirrorReport(src.location, str(path), led.origin, status, old.size,
+                                old.size, old.root, 0, note)
+        reader = TileReader(src, cp.size)
+        _check_extends(led, path, reader, note, cp)
+        entries = _new_entries(reader, old.size, cp, progress)
+        try:
+            head = led.append(entries, expect_size=old.size)
+        except SizeConflict as e:
+            raise MirrorError(f"{path}: {e}: another process writes this mirror; run one "
+                              "mirror per file") from None
+        if head.root != cp.root_hash:  # the checks above make this unreachable
+            raise MirrorError(f"{path}: appended root {head.root.hex()} is not the signed "
+                              f"{cp.root_hash.hex()}; run `flchain verify`")
+        led.add_checkpoint_note(note, key)
+    return MirrorReport(src.location, str(path), cp.origin, "mirrored", old.size, cp.size,
+                        cp.root_hash, cp.size - old.size, note)
+
+
+def _conflict(path: Path, kind: str, src: TileSource, mirrored: str | None, offered: str,
+              detail: str) -> MirrorConflict:
+    evidence = Evidence(kind, src.location, mirrored or "", offered, detail, time.time())
+    return MirrorConflict(evidence, _keep(path, evidence))
+
+
+def _settled(led: Ledger, path: Path, src: TileSource, note: str, cp: Checkpoint,
+             key: Verifier) -> str:
+    """A checkpoint no larger than the mirror: the same tree (nothing to do; store its note
+    if a killed run missed it) or a fork."""
+    ours = led.root_at(cp.size)
+    if ours != cp.root_hash:
+        kind = "fork" if cp.size == led.size else "rewrite"
+        raise _conflict(path, kind, src, led.latest_checkpoint(), note,
+                        f"{src.location} signs size {cp.size} with root "
+                        f"{cp.root_hash.hex()}, the mirror holds root {ours.hex()} there")
+    if cp.size < led.size:
+        return "source behind"
+    if cp.size and cp.size not in led.checkpoint_sizes(1):
+        led.add_checkpoint_note(note, key)
+    return "up to date"
+
+
+def _check_extends(led: Ledger, path: Path, reader: TileReader, note: str,
+                   cp: Checkpoint) -> None:
+    """The consistency proof from the mirrored tree to `cp`, computed from the tiles. When
+    it fails, either the tiles do not hash to the signed root (a bad source: refused) or
+    they do and the signed tree does not extend the mirror's (a rewrite: evidence)."""
+    old = led.head()
+    src = reader.source
+    try:
+        proof = reader.consistency_proof(old.size)
+        merkle.verify_consistency(old.size, cp.size, proof, old.root, cp.root_hash)
+        return
+    except TileDataError as e:
+        raise MirrorError(f"{src.location}: {e}; nothing was mirrored") from None
+    except merkle.ProofError as e:
+        failure = str(e)
+    tiles_root = reader.root()
+    if tiles_root != cp.root_hash:
+        raise MirrorError(f"{src.location}: the hash tiles of size {cp.size} give root "
+                          f"{tiles_root.hex()}, the checkpoint signs {cp.root_hash.hex()}: "
+                          "the source's tiles are damaged or tampered; nothing was mirrored")
+    raise _conflict(path, "rewrite", src, led.latest_checkpoint(), note,
+                    f"{src.location} signs size {cp.size}, which does not extend the "
+                    f"mirrored size {old.size} ({failure})")
+
+
+def _new_entries(reader: TileReader, old_size: int, cp: Checkpoint,
+                 progress: ProgressFn | None) -> list[Entry]:
+    """Entries [old_size, cp.size) from the bundles, each re-hashed against its level-0
+    tile hash and parsed (canonical bytes only), then the mirrored tree extended with
+    their hashes must give the signed root."""
+    src = reader.source
+    frontier = reader.frontier(old_size)
+    if old_size and frontier.root() != reader.root(old_size):
+        raise MirrorError(f"{src.location}: the hash tiles below size {old_size} disagree "
+                          "with each other: damaged or tampered; nothing was mirrored")
+    out: list[Entry] = []
+    total = cp.size - old_size
+    for bundle, hashes in zip(new_tiles(old_size, cp.size, ENTRIES),
+                              new_tiles(old_size, cp.size, 0), strict=True):
+        try:
+            data, want = read_tile(src, bundle), read_tile(src, hashes)
+        except TileDataError as e:
+            raise MirrorError(f"{src.location}: {e}; nothing was mirrored") from None
+        first = bundle.first_hash
+        skip = max(0, old_size - first)
+        leaves = [merkle.leaf_hash(d) for d in data[skip:]]
+        for i, leaf in enumerate(leaves, first + skip):
+            if leaf != want[i - first]:
+                raise MirrorError(
+                    f"{src.location}: entry {i} in {bundle.path} hashes to {leaf.hex()}, "
+                    f"{hashes.path} holds {want[i - first].hex()}: the source's tiles are "
+                    "damaged or tampered; nothing was mirrored")
+        frontier.extend(leaves)
+        out.extend(_parse(src, bundle.path, first + skip, data[skip:]))
+        if progress is not None:
+            progress(len(out), total)
+    if frontier.root() != cp.root_hash:
+        raise MirrorError(f"{src.location}: entries {old_size}..{cp.size - 1} give root "
+                          f"{frontier.root().hex()}, the checkpoint signs "
+                          f"{cp.root_hash.hex()}; nothing was mirrored")
+    return out
+
+
+def _parse(src: TileSource, where: str, first: int, data: list[bytes]) -> list[Entry]:
+    out = []
+    for i, d in enumerate(data, first):
+        try:
+            out.append(decode(d))
+        except EntryError as e:
+            raise MirrorError(f"{src.location}: entry {i} in {where} is not a canonical "
+                              f"flchain entry ({e}); nothing was mirrored") from None
+    return out
+
+
+__all__ = [
+    "Evidence",
+    "MirrorConflict",
+    "MirrorError",
+    "MirrorReport",
+    "evidence_path",
+    "mirror",
+    "read_evidence",
+]
