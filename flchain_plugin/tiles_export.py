@@ -1,0 +1,300 @@
+"""Publish a ledger as static C2SP tlog-tiles files (https://c2sp.org/tlog-tiles).
+
+`export_tiles` writes `checkpoint`, the hash tiles and the entry bundles of the ledger's
+latest signed checkpoint into a directory that any web server or object store can serve.
+It is incremental: the `checkpoint` already in the directory says what was exported, so
+the next run writes only the tiles the log grew into (a full tile is never rewritten) and
+the partial tiles of every checkpoint signed since. Each file is replaced atomically and
+`checkpoint` is written last, after every tile is durable: a reader that sees a checkpoint
+finds all its tiles, and a crash leaves the previous, still complete, view.
+
+Tile contents come from the store as it is (level-L hashes are the stored subtree hashes
+of height 8L), read level by level in bulk. `read_tile` is the one-tile read `flchain
+serve` answers with, so the files and the server hold the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+from . import notes
+from .checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from .ledger import Ledger
+from .store import StoreError
+from .tiles import (
+    ENTRIES,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    Tile,
+    edge_tiles,
+    encode_bundle,
+    encode_hashes,
+    level_size,
+    levels,
+    new_tiles,
+)
+
+CHECKPOINT = "checkpoint"
+"""The checkpoint's file name under the export directory (and its URL path)."""
+
+ProgressFn = Callable[[int, int], None]
+
+_CHUNK = 64 * TILE_WIDTH
+"""Hashes (or entries) read per step of a level: tile-aligned, so no tile straddles two."""
+_ALL_SIZES = 2**62
+
+
+class TilesExportError(ValueError):
+    """The export cannot be made (no checkpoint, a foreign directory); the message says
+    what to do. Nothing in the directory was changed."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What one export did: `size` is the exported checkpoint's, `previous_size` the one
+    the directory held before (0 for a new directory)."""
+
+    directory: Path
+    origin: str
+    size: int
+    previous_size: int
+    tiles: int
+    files: int
+    bytes: int
+    seconds: float
+
+
+def published_checkpoint(ledger: Ledger) -> tuple[str, Checkpoint]:
+    """The note a tiles reader gets (the ledger's latest signed checkpoint) and its body,
+    checked against the ledger so a damaged store is never published."""
+    note = ledger.latest_checkpoint()
+    if note is None:
+        raise TilesExportError(
+            "the ledger has no signed checkpoint to publish: sign one first "
+            "(`flchain checkpoint sign`)"
+        )
+    verifier = ledger.pinned_verifier
+    try:
+        cp = (open_checkpoint(note, verifier, origin=ledger.origin)[0] if verifier
+              else _unverified(note))
+    except (CheckpointError, notes.NoteError) as e:
+        raise StoreError(f"the latest stored checkpoint does not open: {e}; "
+                         "run `flchain verify`") from e
+    if cp.origin != ledger.origin or cp.size > ledger.size or (
+            ledger.root_at(cp.size) != cp.root_hash):
+        raise StoreError(f"the latest stored checkpoint (size {cp.size}) does not match the "
+                         "ledger's tree; run `flchain verify`")
+    return note, cp
+
+
+def _unverified(note: str) -> Checkpoint:
+    """The checkpoint in a note, its signatures not checked (no key is pinned)."""
+    try:
+        notes.open_note(note, [])
+    except notes.UnverifiedNoteError as e:
+        return Checkpoint.parse(e.note.text)
+    raise AssertionError("a note opened with no keys is never verified")  # pragma: no cover
+
+
+def checkpoint_tiles(ledger: Ledger, size: int) -> set[Tile]:
+    """The partial (edge) tiles of every checkpointed size up to `size`: the spec requires
+    them to exist for each size a checkpoint was published at."""
+    sizes = {s for s in ledger.checkpoint_sizes(_ALL_SIZES) if 0 < s <= size}
+    return {t for s in sizes for t in edge_tiles(s)}
+
+
+def export_tiles(ledger: Ledger, directory: Path, *,
+                 progress: ProgressFn | None = None) -> ExportReport:
+    """Bring the tiles in `directory` up to the ledger's latest signed checkpoint.
+
+    Refuses (TilesExportError) a ledger without a checkpoint and a directory that holds
+    another log's tiles (another origin, or a checkpoint this ledger's tree does not have).
+    Holds a lock on the directory, so two exports never interleave.
+    """
+    start = time.perf_counter()
+    directory = Path(directory)
+    note, cp = published_checkpoint(ledger)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _locked(directory):
+        old = _exported(ledger, directory)
+        old_size = old.size if old else 0
+        if cp.size < old_size:
+            raise TilesExportError(
+                f"{directory} already publishes size {old_size}, beyond this ledger's latest "
+                f"checkpoint (size {cp.size}): publishing it would roll readers back; sign a "
+                "checkpoint of the current tree first (`flchain checkpoint sign`)"
+            )
+        plan = _plan(ledger, directory, old_size, cp.size)
+        writer = _Writer(directory)
+        for done, (tile, data) in enumerate(_tile_contents(ledger, plan), 1):
+            writer.write(tile.path, data)
+            if progress is not None:
+                progress(done, len(plan))
+        writer.sync_dirs()
+        if old is None or (directory / CHECKPOINT).read_text("utf-8") != note:
+            writer.write(CHECKPOINT, note.encode("utf-8"))
+            writer.sync_dirs()
+    return ExportReport(directory, cp.origin, cp.size, old_size, len(plan), writer.files,
+                        writer.bytes, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _exported(ledger: Ledger, directory: Path) -> Checkpoint | None:
+    """The checkpoint the directory publishes, if it is one of this ledger's trees."""
+    path = directory / CHECKPOINT
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TilesExportError(f"cannot read {path}: {e}") from None
+    redo = "export into an empty directory, or remove it if it is a stale copy of this log"
+    try:
+        cp = _unverified(text)
+    except (CheckpointError, notes.NoteError) as e:
+        raise TilesExportError(f"{path} is not a checkpoint note ({e}): {redo}") from None
+    if cp.origin != ledger.origin:
+        raise TilesExportError(f"{directory} holds the tiles of log {cp.origin!r}, not of "
+                               f"{ledger.origin!r}: {redo}")
+    if cp.size > ledger.size or ledger.root_at(cp.size) != cp.root_hash:
+        raise TilesExportError(
+            f"{directory} holds a checkpoint (size {cp.size}, root {cp.root_hash.hex()}) "
+            f"that is not in this ledger's tree: another log's tiles or a forked history "
+            f"of {ledger.origin!r}; keep it as evidence, and {redo}"
+        )
+    return cp
+
+
+def _plan(ledger: Ledger, directory: Path, old_size: int, size: int) -> list[Tile]:
+    """The tiles to write, in level then index order: every tile the tree grew into since
+    `old_size` and the edge tiles of the checkpoints since; edge tiles of older
+    checkpoints only where their file is missing (a checkpoint signed late for an old
+    size, or a file someone removed)."""
+    plan = {t for level in (*levels(size), ENTRIES) for t in new_tiles(old_size, size, level)}
+    for t in checkpoint_tiles(ledger, size):
+        if _covers_new(t, old_size) or not (directory / t.path).exists():
+            plan.add(t)
+    return sorted(plan)
+
+
+def _covers_new(tile: Tile, old_size: int) -> bool:
+    """Whether `tile` holds anything beyond the tree of `old_size`."""
+    return level_size(old_size, tile.level) < tile.first_hash + tile.width
+
+
+def _spans(tiles: list[Tile]) -> Iterator[tuple[int, int, int, list[Tile]]]:
+    """(level, first, end, tiles): runs of tiles of one level over adjacent hashes."""
+    run: list[Tile] = []
+    end = 0
+    for t in tiles:
+        if run and (t.level != run[0].level or t.first_hash > end):
+            yield run[0].level, run[0].first_hash, end, run
+            run = []
+        end = max(end, t.first_hash + t.width) if run else t.first_hash + t.width
+        run.append(t)
+    if run:
+        yield run[0].level, run[0].first_hash, end, run
+
+
+def _tile_contents(ledger: Ledger, plan: list[Tile]) -> Iterator[tuple[Tile, bytes]]:
+    """Each planned tile with its bytes, reading each span of a level once, in chunks."""
+    for level, first, end, tiles in _spans(plan):
+        items = _level_items(ledger, level, first, end)
+        pending = iter(tiles)
+        tile = next(pending, None)
+        for lo in range(first, end, _CHUNK):
+            hi = min(end, lo + _CHUNK)
+            chunk = _take(items, level, lo, hi)
+            while tile is not None and tile.first_hash < hi:
+                part = chunk[tile.first_hash - lo:tile.first_hash - lo + tile.width]
+                yield tile, (encode_bundle(part) if level == ENTRIES else encode_hashes(part))
+                tile = next(pending, None)
+
+
+def _level_items(ledger: Ledger, level: int, first: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(index, bytes) of one level from `first` on: entries' canonical bytes for the
+    bundles, leaf hashes for level 0, stored subtree hashes of height 8L above."""
+    if level == ENTRIES:
+        return ((row.index, row.data) for row in ledger.store.entries(first, end))
+    return ledger.store.level(TILE_HEIGHT * level, first)
+
+
+def _take(items: Iterator[tuple[int, bytes]], level: int, lo: int, hi: int) -> list[bytes]:
+    """Items lo..hi-1 of a level, refusing a store that lacks one (a damaged ledger)."""
+    got = list(islice(items, hi - lo))
+    if len(got) != hi - lo or got[0][0] != lo or got[-1][0] != hi - 1:
+        what = "entry" if level == ENTRIES else f"level-{TILE_HEIGHT * level} hash"
+        have = {i for i, _ in got}
+        missing = next(i for i in range(lo, hi) if i not in have)
+        raise StoreError(f"ledger is damaged: {what} {missing} is missing; "
+                         "run `flchain verify`")
+    return [b for _, b in got]
+
+
+def read_tile(ledger: Ledger, tile: Tile) -> bytes:
+    """One tile's bytes, as `export_tiles` writes them (for `flchain serve`)."""
+    items = _level_items(ledger, tile.level, tile.first_hash, tile.first_hash + tile.width)
+    part = _take(items, tile.level, tile.first_hash, tile.first_hash + tile.width)
+    return encode_bundle(part) if tile.level == ENTRIES else encode_hashes(part)
+
+
+class _Writer:
+    """Atomic file replacement: a temp file in the same directory, fsync, rename; the
+    directories are fsynced before the checkpoint that names their files is written."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.known: set[Path] = set()
+        self.dirty: set[Path] = set()
+        self.files = 0
+        self.bytes = 0
+
+    def write(self, relative: str, data: bytes) -> None:
+        path = self.root / relative
+        parent = path.parent
+        if parent not in self.known:  # mkdir may add entries to every directory above
+            parent.mkdir(parents=True, exist_ok=True)
+            self.known.add(parent)
+            self.dirty.update(p for p in parent.parents if p == self.root or self.root in p.parents)
+        self.dirty.add(parent)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self.files += 1
+        self.bytes += len(data)
+
+    def sync_dirs(self) -> None:
+        for d in sorted(self.dirty, key=lambda p: -len(p.parts)):  # children first
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.dirty.clear()
+
