@@ -31,7 +31,7 @@ from .notes import NoteError, Verifier
 from .pinning import PinError, parse_verifier
 from .store import StoreError
 from .tile_source import TileReader, TileSource, open_source, read_tile
-from .tiles import ENTRIES, TileDataError, new_tiles
+from .tiles import ENTRIES, TILE_WIDTH, Tile, TileDataError, levels, new_tiles, tiles_for
 
 ProgressFn = Callable[[int, int], None]
 """Called with (entries read, entries to read) as a mirror run reads bundles."""
@@ -200,8 +200,11 @@ def _mirror(src: TileSource, path: Path, key: Verifier,
             return MirrorReport(src.location, str(path), led.origin, status, old.size,
                                 old.size, old.root, 0, note)
         reader = TileReader(src, cp.size)
+        data, leaves = _new_leaves(reader, old.size, cp, progress)
         _check_extends(led, path, reader, note, cp)
-        entries = _new_entries(reader, old.size, cp, progress)
+        _check_root(reader, old.size, leaves, cp)
+        entries = _parse(src, old.size, data)
+        del data, leaves
         try:
             head = led.append(entries, expect_size=old.size)
         except SizeConflict as e:
@@ -240,75 +243,98 @@ def _settled(led: Ledger, path: Path, src: TileSource, note: str, cp: Checkpoint
 
 def _check_extends(led: Ledger, path: Path, reader: TileReader, note: str,
                    cp: Checkpoint) -> None:
-    """The consistency proof from the mirrored tree to `cp`, computed from the tiles. When
-    it fails, either the tiles do not hash to the signed root (a bad source: refused) or
-    they do and the signed tree does not extend the mirror's (a rewrite: evidence)."""
+    """The hash tiles must give the signed root (else the source is damaged: refused), and
+    the consistency proof computed from them must show that the signed tree extends the
+    mirrored one (else the log rewrote its history: evidence)."""
     old = led.head()
     src = reader.source
     try:
+        if reader.root() != cp.root_hash:
+            raise MirrorError(f"{src.location}: the hash tiles of size {cp.size} do not give "
+                              f"the signed root {cp.root_hash.hex()}: {_bad_tile(reader)}; the "
+                              "source's tiles are damaged or tampered; nothing was mirrored")
         proof = reader.consistency_proof(old.size)
-        merkle.verify_consistency(old.size, cp.size, proof, old.root, cp.root_hash)
-        return
     except TileDataError as e:
         raise MirrorError(f"{src.location}: {e}; nothing was mirrored") from None
+    try:
+        merkle.verify_consistency(old.size, cp.size, proof, old.root, cp.root_hash)
     except merkle.ProofError as e:
-        failure = str(e)
-    tiles_root = reader.root()
-    if tiles_root != cp.root_hash:
-        raise MirrorError(f"{src.location}: the hash tiles of size {cp.size} give root "
-                          f"{tiles_root.hex()}, the checkpoint signs {cp.root_hash.hex()}: "
-                          "the source's tiles are damaged or tampered; nothing was mirrored")
-    raise _conflict(path, "rewrite", src, led.latest_checkpoint(), note,
-                    f"{src.location} signs size {cp.size}, which does not extend the "
-                    f"mirrored size {old.size} ({failure})")
+        raise _conflict(path, "rewrite", src, led.latest_checkpoint(), note,
+                        f"{src.location} signs size {cp.size}, which does not extend the "
+                        f"mirrored size {old.size} ({e})") from None
 
 
-def _new_entries(reader: TileReader, old_size: int, cp: Checkpoint,
-                 progress: ProgressFn | None) -> list[Entry]:
-    """Entries [old_size, cp.size) from the bundles, each re-hashed against its level-0
-    tile hash and parsed (canonical bytes only), then the mirrored tree extended with
-    their hashes must give the signed root."""
+def _bad_tile(reader: TileReader) -> str:
+    """The first hash of a tile at level >= 1 that is not the MTH of the 256 hashes below
+    it (only called once the tiles are known not to give the signed root)."""
+    for level in levels(reader.size)[1:]:
+        for tile in tiles_for(reader.size, level):
+            got = reader.hashes(tile)
+            for j in range(tile.width):
+                i = tile.first_hash + j
+                below = [reader.hash_at(level - 1, k)
+                         for k in range(i * TILE_WIDTH, (i + 1) * TILE_WIDTH)]
+                if merkle.root(below) != got[j]:
+                    return (f"hash {j} of {tile.path} is not the tree hash of the "
+                            f"{TILE_WIDTH} level-{level - 1} hashes below it")
+    return "the tiles agree with each other, so the checkpoint signs another tree"
+
+
+def _new_leaves(reader: TileReader, old_size: int, cp: Checkpoint,
+                progress: ProgressFn | None) -> tuple[list[bytes], list[bytes]]:
+    """Entries [old_size, cp.size) from the bundles and their leaf hashes, each equal to
+    its level-0 tile hash."""
     src = reader.source
-    frontier = reader.frontier(old_size)
-    if old_size and frontier.root() != reader.root(old_size):
-        raise MirrorError(f"{src.location}: the hash tiles below size {old_size} disagree "
-                          "with each other: damaged or tampered; nothing was mirrored")
-    out: list[Entry] = []
+    data: list[bytes] = []
+    leaves: list[bytes] = []
     total = cp.size - old_size
-    for bundle, hashes in zip(new_tiles(old_size, cp.size, ENTRIES),
-                              new_tiles(old_size, cp.size, 0), strict=True):
+    for bundle, tile in zip(new_tiles(old_size, cp.size, ENTRIES),
+                            new_tiles(old_size, cp.size, 0), strict=True):
         try:
-            data, want = read_tile(src, bundle), read_tile(src, hashes)
+            got, want = read_tile(src, bundle), read_tile(src, tile)
         except TileDataError as e:
             raise MirrorError(f"{src.location}: {e}; nothing was mirrored") from None
         first = bundle.first_hash
-        skip = max(0, old_size - first)
-        leaves = [merkle.leaf_hash(d) for d in data[skip:]]
-        for i, leaf in enumerate(leaves, first + skip):
+        for i in range(max(old_size, first), first + bundle.width):
+            leaf = merkle.leaf_hash(got[i - first])
             if leaf != want[i - first]:
                 raise MirrorError(
                     f"{src.location}: entry {i} in {bundle.path} hashes to {leaf.hex()}, "
-                    f"{hashes.path} holds {want[i - first].hex()}: the source's tiles are "
+                    f"{tile.path} holds {want[i - first].hex()}: the source's tiles are "
                     "damaged or tampered; nothing was mirrored")
-        frontier.extend(leaves)
-        out.extend(_parse(src, bundle.path, first + skip, data[skip:]))
+            data.append(got[i - first])
+            leaves.append(leaf)
         if progress is not None:
-            progress(len(out), total)
+            progress(len(data), total)
+    return data, leaves
+
+
+def _check_root(reader: TileReader, old_size: int, leaves: list[bytes],
+                cp: Checkpoint) -> None:
+    """The mirrored tree's edge, extended with the new leaves re-hashed from their entries,
+    must give the signed root: this ties every new entry to the signature."""
+    src = reader.source
+    frontier = reader.frontier(old_size)
+    if frontier.root() != reader.root(old_size):
+        raise MirrorError(f"{src.location}: the hash tiles below size {old_size} disagree "
+                          "with each other: damaged or tampered; nothing was mirrored")
+    frontier.extend(leaves)
     if frontier.root() != cp.root_hash:
         raise MirrorError(f"{src.location}: entries {old_size}..{cp.size - 1} give root "
                           f"{frontier.root().hex()}, the checkpoint signs "
                           f"{cp.root_hash.hex()}; nothing was mirrored")
-    return out
 
 
-def _parse(src: TileSource, where: str, first: int, data: list[bytes]) -> list[Entry]:
+def _parse(src: TileSource, first: int, data: list[bytes]) -> list[Entry]:
+    """Each entry parsed; its canonical encoding must be the bundle's bytes (`decode`)."""
     out = []
     for i, d in enumerate(data, first):
         try:
             out.append(decode(d))
         except EntryError as e:
-            raise MirrorError(f"{src.location}: entry {i} in {where} is not a canonical "
-                              f"flchain entry ({e}); nothing was mirrored") from None
+            where = Tile(ENTRIES, i // TILE_WIDTH).path
+            raise MirrorError(f"{src.location}: entry {i} (bundle {where}) is not a "
+                              f"canonical flchain entry ({e}); nothing was mirrored") from None
     return out
 
 

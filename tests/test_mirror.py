@@ -1,0 +1,450 @@
+"""Mirrors: proofs computed from tiles, and a verified copy that follows a growing log.
+
+The tiles come from two writers: `export_tiles` (the project's) for the logs a mirror
+follows, and `write_tiles` below (a second, naive writer from raw entry bytes) for the
+reader's property tests and for sources no honest exporter would produce.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flchain_plugin import entries as E
+from flchain_plugin import merkle
+from flchain_plugin.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from flchain_plugin.ledger import Ledger
+from flchain_plugin.mirror import (
+    MirrorConflict,
+    MirrorError,
+    evidence_path,
+    mirror,
+    read_evidence,
+)
+from flchain_plugin.notes import Signer, generate_key
+from flchain_plugin.tile_source import (
+    DirectorySource,
+    HttpSource,
+    TileNotFound,
+    TileReader,
+    TileSourceError,
+    open_source,
+    read_tile,
+)
+from flchain_plugin.tiles import (
+    ENTRIES,
+    TILE_WIDTH,
+    Tile,
+    encode_bundle,
+    encode_hashes,
+    levels,
+    tiles_for,
+)
+from flchain_plugin.tiles_export import export_tiles
+
+ORIGIN = "example.com/mirror-test"
+FLCHAIN = [sys.executable, "-m", "flchain_plugin.cli"]
+
+# -- a second tile writer, from leaf hashes or raw entries ----------------------------------
+
+
+def level_hashes(leaves: list[bytes]) -> list[list[bytes]]:
+    """Every complete hash of every tile level: level L hash i is MTH of its 256^L leaves."""
+    out = [leaves]
+    while len(out[-1]) >= TILE_WIDTH:
+        below = out[-1]
+        out.append([merkle.root(below[i:i + TILE_WIDTH])
+                    for i in range(0, len(below) - TILE_WIDTH + 1, TILE_WIDTH)])
+    return out
+
+
+class MemorySource:
+    """The hash tiles of `leaves[:size]`, built on demand from precomputed levels."""
+
+    location = "memory"
+
+    def __init__(self, levels_: list[list[bytes]], size: int):
+        self.levels, self.size, self.reads = levels_, size, 0
+
+    def checkpoint(self) -> str:
+        raise TileNotFound("memory: no checkpoint")
+
+    def tile(self, tile: Tile) -> bytes:
+        have = tiles_for(self.size, tile.level)
+        if tile not in have:
+            raise TileNotFound(f"memory: no {tile.path} at size {self.size}")
+        self.reads += 1
+        level = self.levels[tile.level]
+        return encode_hashes(level[tile.first_hash:tile.first_hash + tile.width])
+
+
+def write_tiles(directory: Path, data: list[bytes], signer: Signer,
+                origin: str = ORIGIN) -> str:
+    """All tiles and a signed checkpoint for the log of `data` (raw entry bytes)."""
+    hashes = level_hashes([merkle.leaf_hash(d) for d in data])
+    size = len(data)
+    for level in (*levels(size), ENTRIES):
+        for t in tiles_for(size, level):
+            if level == ENTRIES:
+                body = encode_bundle(data[t.first_hash:t.first_hash + t.width])
+            else:
+                body = encode_hashes(hashes[level][t.first_hash:t.first_hash + t.width])
+            path = directory / t.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(body)
+    note = sign_checkpoint(Checkpoint(origin, size, merkle.root(hashes[0])), signer)
+    (directory / "checkpoint").write_text(note, encoding="utf-8")
+    return note
+
+
+# -- proofs from tiles ---------------------------------------------------------------------
+
+_rng = random.Random(14)
+BIG = 70_000
+LEAVES = [_rng.randbytes(32) for _ in range(BIG)]
+LEVELS = level_hashes(LEAVES)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4_000).flatmap(lambda n: st.tuples(st.integers(0, n), st.just(n))))
+def test_consistency_proofs_from_tiles_equal_merkles(sizes: tuple[int, int]) -> None:
+    size1, size2 = sizes
+    reader = TileReader(MemorySource(LEVELS, size2), size2)
+    proof = reader.consistency_proof(size1)
+    assert proof == merkle.consistency_proof(LEAVES[:size2], size1)
+    assert reader.root() == merkle.root(LEAVES[:size2])
+    assert reader.root(size1) == merkle.root(LEAVES[:size1])
+    merkle.verify_consistency(size1, size2, proof, reader.root(size1), reader.root())
+
+
+@pytest.mark.parametrize("size1,size2", [(1, 65_536), (255, 65_537), (65_535, 65_536),
+                                         (65_536, 70_000), (1_000, 70_000), (69_999, 70_000)])
+def test_proofs_across_level_two_tiles(size1: int, size2: int) -> None:
+    source = MemorySource(LEVELS, size2)
+    reader = TileReader(source, size2)
+    assert reader.consistency_proof(size1) == merkle.consistency_proof(LEAVES[:size2], size1)
+    assert reader.root() == merkle.root(LEAVES[:size2])
+    # O(log n) tile reads, each tile once: at most a few per level.
+    assert source.reads <= 4 * (len(levels(size2)) + 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 3_000), st.integers(0, 3_000))
+def test_frontier_from_tiles_extends_to_the_root(size: int, more: int) -> None:
+    total = min(size + more, BIG)
+    frontier = TileReader(MemorySource(LEVELS, total), total).frontier(size)
+    frontier.extend(LEAVES[size:total])
+    assert frontier.root() == merkle.root(LEAVES[:total])
+
+
+def test_a_replaced_partial_tile_is_read_from_the_full_one(tmp_path: Path) -> None:
+    key = generate_key(ORIGIN)
+    data = [f"e{i}".encode() for i in range(512)]
+    write_tiles(tmp_path, data[:300], key)
+    write_tiles(tmp_path, data, key)
+    # The log grew to 512: level 0's tile 1 is full, so its partial may go (tlog-tiles).
+    for gone in ("tile/0/001.p/44", "tile/entries/001.p/44"):
+        (tmp_path / gone).unlink()
+    src = DirectorySource(tmp_path)
+    reader = TileReader(src, 300)
+    assert reader.root() == merkle.root([merkle.leaf_hash(d) for d in data[:300]])
+    assert read_tile(src, Tile(ENTRIES, 1, 44)) == data[256:300]
+
+
+def test_sources_name_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(TileSourceError, match="not a directory"):
+        open_source(tmp_path / "nope")
+    src = open_source(tmp_path)
+    with pytest.raises(TileNotFound, match=r"tile/0/000\.p/5 does not exist.*export"):
+        src.tile(Tile(0, 0, 5))
+    with pytest.raises(TileNotFound, match="checkpoint does not exist"):
+        src.checkpoint()
+    with (pytest.raises(TileSourceError, match=r"http://127\.0\.0\.1:9/checkpoint"),
+          HttpSource("http://127.0.0.1:9", timeout=2) as http):
+        http.checkpoint()
+
+
+# -- mirrors of a growing log ----------------------------------------------------------------
+
+
+class Log:
+    """A source ledger signed by `key`, exported as tiles after every batch."""
+
+    def __init__(self, directory: Path, name: str, key: Signer | None = None):
+        self.key = key or generate_key(ORIGIN)
+        self.ledger = Ledger(directory / f"{name}.db", origin=ORIGIN)
+        self.tiles = directory / f"{name}-tiles"
+        self.batches = 0
+
+    def grow(self, n: int, label: str = "a") -> int:
+        self.ledger.append([E.Credit(run=label, round=self.batches, node=f"n{j}", rule="test",
+                                     amount=float(j)) for j in range(n)], signer=self.key)
+        self.batches += 1
+        export_tiles(self.ledger, self.tiles)
+        return self.ledger.size
+
+    @property
+    def vkey(self) -> str:
+        return self.key.verifier.vkey
+
+
+def same_log(source: Ledger, mirror_file: Path) -> list[int]:
+    """Assert the mirror holds the source's entries, byte for byte; its tree head sizes."""
+    with Ledger(mirror_file, create=False, read_only=True) as m:
+        assert m.origin == source.origin
+        assert m.head().root == source.root_at(m.size)
+        assert [e.data for e in m.iter_entries()] == [
+            e.data for e in source.iter_entries(0, m.size)]
+        return [h.size for h in m.heads()]
+
+
+def flchain(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([*FLCHAIN, *args], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COLUMNS": "200"})
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_a_mirror_follows_a_growing_log_across_restarts(tmp_path: Path) -> None:
+    log = Log(tmp_path, "source")
+    m = tmp_path / "mirror.db"
+    log.grow(5)
+    first = mirror(log.tiles, m, log.vkey)
+    assert (first.status, first.old_size, first.size, first.appended) == ("mirrored", 0, 5, 5)
+    log.grow(300)  # crosses a full tile: level 1 appears
+    log.grow(1)
+    assert mirror(log.tiles, m).size == 306  # the key pinned at the first run
+    assert mirror(log.tiles, m).status == "up to date"
+    checkpointed = [log.grow(n) for n in (40, 211, 1)]  # three checkpoints, seen as one
+    # A restart in another process, through the CLI, with the pinned key.
+    doc = json.loads(flchain("mirror", str(log.tiles), str(m), "--json").stdout)
+    assert doc["status"] == "mirrored" and doc["old_size"] == 306 and doc["size"] == 558
+    assert same_log(log.ledger, m) == [5, 306, checkpointed[-1]]
+    with Ledger(m, create=False) as led:
+        assert led.latest_checkpoint() == log.ledger.latest_checkpoint()
+        assert led.checkpoint_sizes(10) == [5, 306, 558]
+    # The mirror is a normal ledger: verify with the source's key, read its entries.
+    verified = json.loads(flchain("--ledger", str(m), "verify", "--key-verifier", log.vkey,
+                                  "--json").stdout)
+    assert verified["ok"] and verified["size"] == 558 and verified["signed_size"] == 558
+    assert verified["verifier_source"] != "file"
+    shown = json.loads(flchain("--ledger", str(m), "show", "557", "--json").stdout)
+    assert shown["entry"]["node"] == "n0" and shown["entry"]["round"] == 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def http_tiles(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A real HTTP server (python -m http.server) over a tiles directory."""
+    directory = tmp_path / "served"
+    directory.mkdir()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                              "127.0.0.1", "--directory", str(directory)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "http.server did not start"
+                time.sleep(0.05)
+        yield directory, f"http://127.0.0.1:{port}/"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_mirror_follows_a_log_over_http(tmp_path: Path,
+                                          http_tiles: tuple[Path, str]) -> None:
+    served, url = http_tiles
+    log = Log(tmp_path, "source")
+    log.tiles = served
+    m = tmp_path / "mirror.db"
+    log.grow(3)
+    assert mirror(url, m, log.vkey).size == 3
+    log.grow(600)
+    log.grow(7)
+    doc = json.loads(flchain("mirror", url, str(m), "--key-verifier", log.vkey, "--once",
+                             "--json").stdout)
+    assert (doc["status"], doc["size"], doc["appended"]) == ("mirrored", 610, 607)
+    assert mirror(url, m).status == "up to date"
+    assert same_log(log.ledger, m) == [3, 610]
+    flchain("--ledger", str(m), "verify", "--key-verifier", log.vkey)
+    with pytest.raises(TileNotFound, match=r"404 .*is .* the tiles prefix"):
+        mirror(url + "nowhere/", tmp_path / "other.db", log.vkey)
+
+
+# -- a log that signs two histories ---------------------------------------------------------
+
+
+def forked(tmp_path: Path, sizes: tuple[int, ...]) -> tuple[Log, Log, Path]:
+    """A mirror of log `a` at size 5, and a log `b` under the same key with other entries."""
+    a = Log(tmp_path, "a")
+    a.grow(5, "a")
+    m = tmp_path / "mirror.db"
+    mirror(a.tiles, m, a.vkey)
+    b = Log(tmp_path, "b", key=a.key)
+    for n in sizes:
+        b.grow(n, "b")
+    return a, b, m
+
+
+def assert_evidence(m: Path, a: Log, kind: str, offered_size: int) -> None:
+    (ev,) = read_evidence(m)
+    assert ev.kind == kind
+    mine, _ = open_checkpoint(ev.mirrored, a.key.verifier)
+    theirs, _ = open_checkpoint(ev.offered, a.key.verifier)
+    assert (mine.size, mine.root_hash) == (5, a.ledger.root_at(5))
+    assert theirs.size == offered_size and theirs.root_hash != a.ledger.root_at(
+        min(offered_size, a.ledger.size))
+    with Ledger(m, create=False) as led:
+        assert led.size == 5 and led.checkpoint_sizes(10) == [5]
+
+
+def test_a_fork_at_one_size_is_refused_with_evidence(tmp_path: Path) -> None:
+    a, b, m = forked(tmp_path, (5,))
+    with pytest.raises(MirrorConflict, match=r"fork: .*size 5") as e:
+        mirror(b.tiles, m)
+    assert e.value.path == evidence_path(m)
+    assert_evidence(m, a, "fork", 5)
+    r = flchain("mirror", str(b.tiles), str(m), "--json", ok=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "fork" in r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["kind"] == "fork" and doc["evidence"] == str(evidence_path(m))
+    human = flchain("mirror", str(b.tiles), str(m), ok=False)
+    assert "two histories" in human.stdout and "mirrored checkpoint" in human.stdout
+    assert_evidence(m, a, "fork", 5)  # kept once, however often it is seen
+    assert mirror(a.tiles, m).status == "up to date"  # the honest log still mirrors
+
+
+@pytest.mark.parametrize("sizes", [(3, 4), (2, 700), (3,)])
+def test_a_rewritten_history_is_refused_with_evidence(tmp_path: Path,
+                                                      sizes: tuple[int, ...]) -> None:
+    a, b, m = forked(tmp_path, sizes)
+    with pytest.raises(MirrorConflict, match="rewrite"):
+        mirror(b.tiles, m)
+    assert_evidence(m, a, "rewrite", sum(sizes))
+    flchain("--ledger", str(m), "verify", "--key-verifier", a.vkey)
+
+
+# -- tampered tiles, wrong keys, bad entries ---------------------------------------------------
+
+
+def tamper(path: Path, old: bytes, new: bytes) -> None:
+    data = path.read_bytes()
+    assert data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+
+
+def test_a_tampered_bundle_is_named_and_nothing_appended(tmp_path: Path) -> None:
+    log = Log(tmp_path, "source")
+    m = tmp_path / "mirror.db"
+    log.grow(5)
+    mirror(log.tiles, m, log.vkey)
+    log.grow(10)
+    tamper(log.tiles / "tile/entries/000.p/15", b'"node":"n7","round":1', b'"node":"n8","round":1')
+    with pytest.raises(MirrorError, match=r"entry 12 in tile/entries/000\.p/15 hashes to .*"
+                                          r"tile/0/000\.p/15 holds"):
+        mirror(log.tiles, m)
+    r = flchain("mirror", str(log.tiles), str(m), ok=False)
+    assert r.returncode == 1 and "entry 12 in tile/entries/000.p/15" in r.stderr
+    with Ledger(m, create=False) as led:
+        assert led.size == 5
+    assert not evidence_path(m).exists()
+
+
+def test_a_tampered_hash_tile_is_named(tmp_path: Path) -> None:
+    log = Log(tmp_path, "source")
+    m = tmp_path / "mirror.db"
+    log.grow(600)
+    tile = log.tiles / "tile/1/000.p/2"
+    data = bytearray(tile.read_bytes())
+    data[40] ^= 1  # hash 1 of level 1
+    tile.write_bytes(bytes(data))
+    with pytest.raises(MirrorError, match=r"hash 1 of tile/1/000\.p/2 is not the tree hash"):
+        mirror(log.tiles, m, log.vkey)
+    tile.write_bytes(tile.read_bytes()[:-1])
+    with pytest.raises(MirrorError, match=r"tile/1/000\.p/2: got 63 bytes, want 64"):
+        mirror(log.tiles, m, log.vkey)
+    with Ledger(m, create=False) as led:
+        assert led.size == 0
+
+
+def test_a_wrong_key_is_refused(tmp_path: Path) -> None:
+    log = Log(tmp_path, "source")
+    log.grow(4)
+    m = tmp_path / "mirror.db"
+    stranger = generate_key(ORIGIN).verifier.vkey
+    with pytest.raises(MirrorError, match="checkpoint: checkpoint has no signature by log key"):
+        mirror(log.tiles, m, stranger)
+    assert not m.exists()  # nothing created for a checkpoint that does not verify
+    with pytest.raises(MirrorError, match="pins no log key and none was given"):
+        mirror(log.tiles, m)
+    mirror(log.tiles, m, log.vkey)
+    with pytest.raises(MirrorError, match=r"mirrors the log of key .* not"):
+        mirror(log.tiles, m, stranger)
+    r = flchain("mirror", str(log.tiles), str(m), "--key-verifier", stranger, ok=False)
+    assert r.returncode == 1 and "mirrors the log of key" in r.stderr
+    other = generate_key("example.com/another-log")
+    with pytest.raises(MirrorError, match=r"no signature by log key example\.com/another-log"):
+        mirror(log.tiles, tmp_path / "m2.db", other.verifier)
+
+
+def test_entries_must_be_canonical(tmp_path: Path) -> None:
+    key = generate_key(ORIGIN)
+    good = E.Credit(run="r", round=0, node="n", rule="t", amount=1.0).encode()
+    spaced = json.dumps(json.loads(good), indent=1).encode()
+    write_tiles(tmp_path / "tiles", [good, good, spaced, good], key)
+    m = tmp_path / "mirror.db"
+    with pytest.raises(MirrorError, match=r"entry 2 \(bundle tile/entries/000\) is not a "
+                                          "canonical flchain entry"):
+        mirror(tmp_path / "tiles", m, key.verifier)
+    with Ledger(m, create=False) as led:
+        assert led.size == 0
+
+
+# -- crashes -----------------------------------------------------------------------------------
+
+
+def test_a_killed_mirror_leaves_its_last_batch_and_a_rerun_continues(tmp_path: Path) -> None:
+    log = Log(tmp_path, "source")
+    m = tmp_path / "mirror.db"
+    log.grow(100)
+    mirror(log.tiles, m, log.vkey)
+    for _ in range(8):
+        log.grow(5_000)
+    proc = subprocess.Popen([*FLCHAIN, "mirror", str(log.tiles), str(m)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.uniform(0.5, 2.5))
+    proc.kill()
+    proc.wait()
+    sizes = same_log(log.ledger, m)
+    assert sizes in ([100], [100, 40_100])
+    # A kill between the batch and its note: the rerun stores the note.
+    with Ledger(m, create=False) as led:
+        led.store._conn.execute("DELETE FROM checkpoints WHERE size = 40100")
+    report = mirror(log.tiles, m)
+    assert report.size == 40_100 and report.status in ("mirrored", "up to date")
+    with Ledger(m, create=False) as led:
+        assert led.checkpoint_sizes(5) == [100, 40_100]
+    flchain("--ledger", str(m), "verify", "--key-verifier", log.vkey)
