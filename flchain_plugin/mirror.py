@@ -31,10 +31,15 @@ from .notes import NoteError, Verifier
 from .pinning import PinError, parse_verifier
 from .store import StoreError
 from .tile_source import TileReader, TileSource, open_source, read_tile
-from .tiles import ENTRIES, TILE_WIDTH, Tile, TileDataError, levels, new_tiles, tiles_for
+from .tiles import ENTRIES, HASH_SIZE, TILE_WIDTH, TileDataError, levels, new_tiles, tiles_for
 
-ProgressFn = Callable[[int, int], None]
-"""Called with (entries read, entries to read) as a mirror run reads bundles."""
+ProgressFn = Callable[[str, int, int], None]
+"""Called with ("verify" or "append", entries done, entries to do) as a run goes."""
+
+MAX_BATCH = 65_536
+"""Entries per appended batch (rounded up to whole bundles). A run that catches up further
+than this (a new mirror of a big log) appends several batches, so its memory stays
+bounded (a parsed entry costs about 2 KB); otherwise each batch is one checkpoint's growth."""
 
 
 class MirrorError(ValueError):
@@ -168,30 +173,33 @@ def mirror(
     verifier: Verifier | str | None = None,
     *,
     progress: ProgressFn | None = None,
+    batch: int = MAX_BATCH,
 ) -> MirrorReport:
     """Bring the mirror ledger `ledger_file` up to the source's checkpoint, verified.
 
     `verifier`: the log's key (a Verifier, vkey or file holding one); pinned in the mirror
     at its first run, and later refused if it differs. MirrorConflict (evidence kept) for a
     fork or a rewrite; MirrorError for anything else that does not verify, with nothing
-    appended; TileSourceError when the source cannot be read.
+    appended; TileSourceError when the source cannot be read. `batch`: see MAX_BATCH.
     """
+    if batch < 1:
+        raise ValueError(f"batch: got {batch}, want >= 1")
     path = Path(os.fspath(ledger_file))
     key = _pinned_key(path, verifier)
     if key is None:
         raise MirrorError(f"{path} pins no log key and none was given: give the log's "
                           "verifier key (the vkey `flchain keygen` printed for it)")
     if isinstance(source, TileSource):
-        return _mirror(source, path, key, progress)
+        return _mirror(source, path, key, progress, batch)
     opened = open_source(source)
     try:
-        return _mirror(opened, path, key, progress)
+        return _mirror(opened, path, key, progress, batch)
     finally:
         opened.close()
 
 
-def _mirror(src: TileSource, path: Path, key: Verifier,
-            progress: ProgressFn | None) -> MirrorReport:
+def _mirror(src: TileSource, path: Path, key: Verifier, progress: ProgressFn | None,
+            batch: int) -> MirrorReport:
     note, cp = _open_checkpoint(src, key)
     with _open_mirror(path, key, cp.origin) as led:
         old = led.head()
@@ -200,19 +208,10 @@ def _mirror(src: TileSource, path: Path, key: Verifier,
             return MirrorReport(src.location, str(path), led.origin, status, old.size,
                                 old.size, old.root, 0, note)
         reader = TileReader(src, cp.size)
-        data, leaves = _new_leaves(reader, old.size, cp, progress)
+        leaves = _new_leaves(reader, old.size, cp, progress)
         _check_extends(led, path, reader, note, cp)
         _check_root(reader, old.size, leaves, cp)
-        entries = _parse(src, old.size, data)
-        del data, leaves
-        try:
-            head = led.append(entries, expect_size=old.size)
-        except SizeConflict as e:
-            raise MirrorError(f"{path}: {e}: another process writes this mirror; run one "
-                              "mirror per file") from None
-        if head.root != cp.root_hash:  # the checks above make this unreachable
-            raise MirrorError(f"{path}: appended root {head.root.hex()} is not the signed "
-                              f"{cp.root_hash.hex()}; run `flchain verify`")
+        _copy(led, path, reader, cp, leaves, progress, batch)
         led.add_checkpoint_note(note, key)
     return MirrorReport(src.location, str(path), cp.origin, "mirrored", old.size, cp.size,
                         cp.root_hash, cp.size - old.size, note)
@@ -281,12 +280,12 @@ def _bad_tile(reader: TileReader) -> str:
 
 
 def _new_leaves(reader: TileReader, old_size: int, cp: Checkpoint,
-                progress: ProgressFn | None) -> tuple[list[bytes], list[bytes]]:
-    """Entries [old_size, cp.size) from the bundles and their leaf hashes, each equal to
-    its level-0 tile hash."""
+                progress: ProgressFn | None) -> bytes:
+    """The leaf hashes of entries [old_size, cp.size), re-hashed from the bundles, each
+    equal to its level-0 tile hash; 32 bytes each, concatenated (compact: a new mirror of
+    a big log holds them all)."""
     src = reader.source
-    data: list[bytes] = []
-    leaves: list[bytes] = []
+    leaves = bytearray()
     total = cp.size - old_size
     for bundle, tile in zip(new_tiles(old_size, cp.size, ENTRIES),
                             new_tiles(old_size, cp.size, 0), strict=True):
@@ -302,15 +301,13 @@ def _new_leaves(reader: TileReader, old_size: int, cp: Checkpoint,
                     f"{src.location}: entry {i} in {bundle.path} hashes to {leaf.hex()}, "
                     f"{tile.path} holds {want[i - first].hex()}: the source's tiles are "
                     "damaged or tampered; nothing was mirrored")
-            data.append(got[i - first])
-            leaves.append(leaf)
+            leaves += leaf
         if progress is not None:
-            progress(len(data), total)
-    return data, leaves
+            progress("verify", len(leaves) // HASH_SIZE, total)
+    return bytes(leaves)
 
 
-def _check_root(reader: TileReader, old_size: int, leaves: list[bytes],
-                cp: Checkpoint) -> None:
+def _check_root(reader: TileReader, old_size: int, leaves: bytes, cp: Checkpoint) -> None:
     """The mirrored tree's edge, extended with the new leaves re-hashed from their entries,
     must give the signed root: this ties every new entry to the signature."""
     src = reader.source
@@ -318,24 +315,60 @@ def _check_root(reader: TileReader, old_size: int, leaves: list[bytes],
     if frontier.root() != reader.root(old_size):
         raise MirrorError(f"{src.location}: the hash tiles below size {old_size} disagree "
                           "with each other: damaged or tampered; nothing was mirrored")
-    frontier.extend(leaves)
+    frontier.extend([leaves[i:i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE)])
     if frontier.root() != cp.root_hash:
         raise MirrorError(f"{src.location}: entries {old_size}..{cp.size - 1} give root "
                           f"{frontier.root().hex()}, the checkpoint signs "
                           f"{cp.root_hash.hex()}; nothing was mirrored")
 
 
-def _parse(src: TileSource, first: int, data: list[bytes]) -> list[Entry]:
-    """Each entry parsed; its canonical encoding must be the bundle's bytes (`decode`)."""
-    out = []
-    for i, d in enumerate(data, first):
+def _copy(led: Ledger, path: Path, reader: TileReader, cp: Checkpoint, leaves: bytes,
+          progress: ProgressFn | None, batch: int) -> None:
+    """Read the verified entries again, bundle by bundle (each must still hash to its
+    verified leaf), parse them and append them in batches of whole bundles, a new batch
+    once one holds `batch` entries (so one batch when the log grew by no more). An entry
+    that is not a canonical flchain entry stops the copy after the batches before it."""
+    src = reader.source
+    start = led.size
+    pending: list[Entry] = []
+    bundles = new_tiles(start, cp.size, ENTRIES)
+    for n, bundle in enumerate(bundles, 1):
         try:
-            out.append(decode(d))
-        except EntryError as e:
-            where = Tile(ENTRIES, i // TILE_WIDTH).path
-            raise MirrorError(f"{src.location}: entry {i} (bundle {where}) is not a "
-                              f"canonical flchain entry ({e}); nothing was mirrored") from None
-    return out
+            data = read_tile(src, bundle)
+        except TileDataError as e:
+            raise MirrorError(f"{src.location}: {e}; the mirror holds {led.size}") from None
+        first = bundle.first_hash
+        for i in range(max(start, first), first + bundle.width):
+            j = (i - start) * HASH_SIZE
+            if merkle.leaf_hash(data[i - first]) != leaves[j:j + HASH_SIZE]:
+                raise MirrorError(f"{src.location}: entry {i} in {bundle.path} changed while "
+                                  f"it was mirrored; the mirror holds {led.size}: rerun")
+            pending.append(_parse(src, bundle.path, i, data[i - first], led.size))
+        if len(pending) >= batch or n == len(bundles):
+            _append(led, path, pending)
+            pending = []
+            if progress is not None:
+                progress("append", led.size - start, cp.size - start)
+    if led.head().root != cp.root_hash:  # the checks above make this unreachable
+        raise MirrorError(f"{path}: the mirrored root {led.head().root.hex()} is not the "
+                          f"signed {cp.root_hash.hex()}; run `flchain verify`")
+
+
+def _append(led: Ledger, path: Path, entries: list[Entry]) -> None:
+    try:
+        led.append(entries, expect_size=led.size)
+    except SizeConflict as e:
+        raise MirrorError(f"{path}: {e}: another process writes this mirror; run one "
+                          "mirror per file") from None
+
+
+def _parse(src: TileSource, where: str, index: int, data: bytes, held: int) -> Entry:
+    """The entry, whose canonical encoding must be the bundle's bytes (`decode`)."""
+    try:
+        return decode(data)
+    except EntryError as e:
+        raise MirrorError(f"{src.location}: entry {index} in {where} is not a canonical "
+                          f"flchain entry ({e}); the mirror holds {held} entries") from None
 
 
 __all__ = [

@@ -412,15 +412,36 @@ def test_a_wrong_key_is_refused(tmp_path: Path) -> None:
 
 def test_entries_must_be_canonical(tmp_path: Path) -> None:
     key = generate_key(ORIGIN)
-    good = E.Credit(run="r", round=0, node="n", rule="t", amount=1.0).encode()
-    spaced = json.dumps(json.loads(good), indent=1).encode()
-    write_tiles(tmp_path / "tiles", [good, good, spaced, good], key)
+    good = [E.Credit(run="r", round=0, node=f"n{i}", rule="t", amount=1.0).encode()
+            for i in range(600)]
+    spaced = json.dumps(json.loads(good[300]), indent=1).encode()
+    write_tiles(tmp_path / "tiles", [*good[:300], spaced, *good[301:]], key)
     m = tmp_path / "mirror.db"
-    with pytest.raises(MirrorError, match=r"entry 2 \(bundle tile/entries/000\) is not a "
-                                          "canonical flchain entry"):
+    with pytest.raises(MirrorError, match=r"entry 300 in tile/entries/001 is not a canonical "
+                                          "flchain entry .*holds 0 entries"):
         mirror(tmp_path / "tiles", m, key.verifier)
     with Ledger(m, create=False) as led:
         assert led.size == 0
+    # Copied in batches of 256: the batch before the bad entry stays, verified.
+    with pytest.raises(MirrorError, match=r"entry 300 .*holds 256 entries"):
+        mirror(tmp_path / "tiles", m, key.verifier, batch=256)
+    with Ledger(m, create=False) as led:
+        assert [e.data for e in led.iter_entries()] == good[:256]
+
+
+def test_a_long_catch_up_is_appended_in_bounded_batches(tmp_path: Path) -> None:
+    log = Log(tmp_path, "source")
+    log.grow(700)
+    m = tmp_path / "mirror.db"
+    seen: list[tuple[str, int, int]] = []
+    report = mirror(log.tiles, m, log.vkey, batch=300,
+                    progress=lambda *a: seen.append(a))  # type: ignore[arg-type]
+    assert report.appended == 700
+    assert same_log(log.ledger, m) == [512, 700]  # whole bundles, at least 300 a batch
+    assert seen[-1] == ("append", 700, 700) and ("verify", 700, 700) in seen
+    with Ledger(m, create=False) as led:
+        assert led.checkpoint_sizes(5) == [700]
+    flchain("--ledger", str(m), "verify", "--key-verifier", log.vkey)
 
 
 # -- crashes -----------------------------------------------------------------------------------

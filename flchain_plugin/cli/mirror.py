@@ -15,7 +15,14 @@ from typing import Any
 
 import click
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from .. import notes
@@ -73,13 +80,18 @@ def _body(note: str) -> str:
 
 
 def _once(out: Output, source: str, ledger: Path, key: notes.Verifier | None) -> MirrorReport:
-    with Progress(TextColumn("mirroring"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=out.err, transient=True,
                   disable=out.json or not out.err.is_terminal) as bar:
-        task = bar.add_task("mirror", total=None)
+        tasks: dict[str, TaskID] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"{stage}ing", total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
         try:
-            return run_mirror(source, ledger, key, progress=lambda done, total: bar.update(
-                task, completed=done, total=total))
+            return run_mirror(source, ledger, key, progress=progress)
         except MirrorConflict as e:
             raise _conflict(out, e) from None
         except MirrorError as e:
