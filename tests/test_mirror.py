@@ -33,6 +33,7 @@ from flchain_plugin.mirror import (
     read_evidence,
 )
 from flchain_plugin.notes import Signer, generate_key
+from flchain_plugin.store import StoreError
 from flchain_plugin.tile_source import (
     DirectorySource,
     HttpSource,
@@ -469,3 +470,97 @@ def test_a_killed_mirror_leaves_its_last_batch_and_a_rerun_continues(tmp_path: P
     with Ledger(m, create=False) as led:
         assert led.checkpoint_sizes(5) == [100, 40_100]
     flchain("--ledger", str(m), "verify", "--key-verifier", log.vkey)
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def wait_for(predicate: object, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def mirror_size(m: Path) -> int:
+    """The mirror's size; -1 while the mirror process is still creating it."""
+    try:
+        with Ledger(m, create=False, read_only=True) as led:
+            return led.size
+    except StoreError:
+        return -1
+
+
+def test_interval_follows_retries_and_stops_on_a_fork(tmp_path: Path) -> None:
+    log = Log(tmp_path, "a")
+    m = tmp_path / "mirror.db"
+    out_file, err_file = tmp_path / "out", tmp_path / "err"
+    with open(out_file, "w") as out, open(err_file, "w") as err:
+        proc = subprocess.Popen([*FLCHAIN, "mirror", str(log.tiles), str(m), "--key-verifier",
+                                 log.vkey, "--interval", "0.2", "--json"], stdout=out, stderr=err)
+    try:
+        # The source does not exist yet: reported and retried, not fatal.
+        wait_for(lambda: "retrying in 0.2 s" in err_file.read_text())
+        assert proc.poll() is None
+        log.grow(3)
+        wait_for(lambda: mirror_size(m) == 3)
+        log.grow(4)
+        wait_for(lambda: mirror_size(m) == 7)
+        b = Log(tmp_path, "b", key=log.key)
+        b.grow(7, "b")
+        log.tiles.rename(tmp_path / "honest")
+        b.tiles.rename(log.tiles)  # the operator now serves another history at size 7
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    out, err = out_file.read_text(), err_file.read_text()
+    assert proc.returncode == 1
+    assert "warning: cannot read the source" in err and "retrying in 0.2 s" in err
+    assert err.strip().splitlines()[-1].startswith("flchain: error: mirror refused")
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert {d["size"] for d in docs if d["ok"]} == {3, 7}
+    assert docs[-1]["ok"] is False and docs[-1]["kind"] == "fork"
+    assert read_evidence(m)[0].kind == "fork" and mirror_size(m) == 7
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--once", "--interval", "1"], "give --once or --interval, not both"),
+    (["--interval", "0"], "--interval"),
+    (["--key-verifier", "not-a-key"], "is not a verifier key"),
+])
+def test_bad_arguments_are_one_line(tmp_path: Path, args: list[str], words: str) -> None:
+    r = flchain("mirror", str(tmp_path), str(tmp_path / "m.db"), *args, ok=False)
+    assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_an_unreadable_source_is_exit_2(tmp_path: Path) -> None:
+    key = generate_key(ORIGIN).verifier.vkey
+    r = flchain("mirror", str(tmp_path / "none"), str(tmp_path / "m.db"), "--key-verifier", key,
+                "--json", ok=False)
+    assert r.returncode == 2 and "cannot read the source" in r.stderr
+    assert json.loads(r.stdout)["status"] == "unreachable"
+    (tmp_path / "tiles").mkdir()
+    (tmp_path / "tiles/checkpoint").write_bytes(b"\xff\xfe")
+    r = flchain("mirror", str(tmp_path / "tiles"), str(tmp_path / "m.db"), "--key-verifier", key,
+                ok=False)
+    assert r.returncode == 2 and "is not UTF-8 text" in r.stderr, r.stderr
+    (tmp_path / "tiles/checkpoint").write_text("garbage\n")
+    r = flchain("mirror", str(tmp_path / "tiles"), str(tmp_path / "m.db"), "--key-verifier", key,
+                ok=False)
+    assert r.returncode == 1 and "checkpoint" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_the_benchmark_runs_quick() -> None:
+    bench = Path(__file__).resolve().parents[1] / "bench" / "bench_mirror.py"
+    r = subprocess.run([sys.executable, str(bench), "--quick", "--json"], capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (line,) = r.stdout.strip().splitlines()
+    doc = json.loads(line)
+    assert doc["bench"] == "mirror" and doc["quick"] is True
+    results = doc["results"]
+    assert set(results) == {"mirror", "mirror_check", "verify_source"}
+    for r_ in results.values():
+        assert r_["value"] > 0 and r_["passed"] is None
+    assert results["mirror"]["baseline"] == results["verify_source"]["value"]
