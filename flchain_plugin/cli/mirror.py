@@ -48,10 +48,10 @@ def _show_report(out: Output, r: MirrorReport) -> None:
     if out.json:
         click.echo(json.dumps(doc, ensure_ascii=False))
         return
-    what = (f"{r.appended:,} entries verified and appended (size {r.old_size:,} -> {r.size:,})"
-            if r.appended else f"{r.status} at size {r.size:,}")
+    what = (f"{r.appended:,} entries verified and appended, size {r.old_size:,} -> {r.size:,}"
+            if r.appended else f"size {r.size:,}")
     out.console.print(Text.assemble((time.strftime("%H:%M:%S "), "dim"), (r.status, "bold"),
-                                    f": {what}; root {doc['root'][:16]}…"))
+                                    f": {what}"))
 
 
 def _conflict(out: Output, e: MirrorConflict) -> VerificationFailed:
@@ -119,6 +119,7 @@ def mirror(source: str, ledger: Path, key_verifier: notes.Verifier | None, once:
     checkpoint (computed from the tiles), every new entry's leaf hash and the root, then
     appends the entries; a fork or a rewrite is refused and both checkpoints are kept in
     LEDGER.evidence.jsonl. Every flchain command reads the mirror (--ledger LEDGER).
+    With --json, one JSON document per run (JSON lines under --interval).
     """
     if once and interval is not None:
         raise click.UsageError("give --once or --interval, not both")
