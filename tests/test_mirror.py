@@ -534,6 +534,23 @@ def test_bad_arguments_are_one_line(tmp_path: Path, args: list[str], words: str)
     assert not (tmp_path / "m.db").exists()
 
 
+def test_the_mirror_file_is_ledger_or_the_ledger_option(tmp_path: Path) -> None:
+    log = Log(tmp_path, "source")
+    log.grow(2)
+    r = flchain("mirror", str(log.tiles), "--key-verifier", log.vkey, ok=False)
+    assert r.returncode == 2 and "give the mirror's ledger file" in r.stderr
+    flchain("--ledger", str(tmp_path / "m1.db"), "mirror", str(log.tiles), "--key-verifier",
+            log.vkey)
+    assert mirror_size(tmp_path / "m1.db") == 2
+    # LEDGER wins over $FLCHAIN_LEDGER, which often names the source's own ledger.
+    env = {**os.environ, "FLCHAIN_LEDGER": str(tmp_path / "source.db")}
+    r = subprocess.run([*FLCHAIN, "mirror", str(log.tiles), str(tmp_path / "m2.db"),
+                        "--key-verifier", log.vkey], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert mirror_size(tmp_path / "m2.db") == 2 and log.ledger.size == 2
+
+
 def test_an_unreadable_source_is_exit_2(tmp_path: Path) -> None:
     key = generate_key(ORIGIN).verifier.vkey
     r = flchain("mirror", str(tmp_path / "none"), str(tmp_path / "m.db"), "--key-verifier", key,

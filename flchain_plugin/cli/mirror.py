@@ -29,8 +29,15 @@ from .. import notes
 from ..mirror import MirrorConflict, MirrorError, MirrorReport
 from ..mirror import mirror as run_mirror
 from ..tile_source import TileSourceError
-from .errors import JSON_META, Command, InputError, VerificationFailed, library_errors
-from .root import Output, json_option, key_verifier_option, kv_table, note_checkpoint
+from .errors import Command, InputError, VerificationFailed
+from .root import (
+    Output,
+    Settings,
+    common_options,
+    key_verifier_option,
+    kv_table,
+    note_checkpoint,
+)
 
 
 class SourceUnreachable(InputError):
@@ -104,33 +111,40 @@ def _once(out: Output, source: str, ledger: Path, key: notes.Verifier | None) ->
 
 @click.command(cls=Command)
 @click.argument("source")
-@click.argument("ledger", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("ledger", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @key_verifier_option("The log's verifier key (or a file holding it), pinned in the mirror at "
                      "its first run; later runs may omit it and refuse any other key.")
 @click.option("--once", is_flag=True, help="Mirror once and exit (the default).")
 @click.option("--interval", type=click.FloatRange(min=0.1), metavar="S",
               help="Follow the log: mirror every S seconds until interrupted.")
-@json_option
-def mirror(source: str, ledger: Path, key_verifier: notes.Verifier | None, once: bool,
-           interval: float | None, as_json: bool) -> None:
+@common_options
+def mirror(settings: Settings, out: Output, source: str, ledger: Path | None,
+           key_verifier: notes.Verifier | None, once: bool, interval: float | None) -> None:
     """Keep LEDGER a verified copy of the tiles log at SOURCE (a directory or an http(s) URL).
 
     Checks the checkpoint's signature, a consistency proof from the last mirrored
     checkpoint (computed from the tiles), every new entry's leaf hash and the root, then
     appends the entries; a fork or a rewrite is refused and both checkpoints are kept in
-    LEDGER.evidence.jsonl. Every flchain command reads the mirror (--ledger LEDGER).
-    With --json, one JSON document per run (JSON lines under --interval).
+    LEDGER.evidence.jsonl. LEDGER may be given as --ledger instead; every flchain command
+    reads the mirror. With --json, one JSON document per run (JSON lines under --interval).
     """
     if once and interval is not None:
         raise click.UsageError("give --once or --interval, not both")
-    ctx = click.get_current_context()
-    ctx.meta[JSON_META] = as_json
-    out = Output(as_json)
-    with library_errors(ledger):
-        if interval is None:
-            _show_report(out, _once(out, source, ledger, key_verifier))
-            return
-        _follow(out, source, ledger, key_verifier, interval)
+    target = _mirror_file(settings, ledger)
+    if interval is None:
+        _show_report(out, _once(out, source, target, key_verifier))
+        return
+    _follow(out, source, target, key_verifier, interval)
+
+
+def _mirror_file(settings: Settings, ledger: Path | None) -> Path:
+    """LEDGER, else --ledger (or $FLCHAIN_LEDGER, which often names the source's own
+    ledger: so LEDGER wins); a mirror is never made at the default path."""
+    if ledger is not None:
+        return ledger
+    if settings.chosen is None:
+        raise click.UsageError("give the mirror's ledger file: LEDGER or --ledger")
+    return settings.ledger
 
 
 def _follow(out: Output, source: str, ledger: Path, key: notes.Verifier | None,
