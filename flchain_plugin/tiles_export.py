@@ -73,9 +73,11 @@ class ExportReport:
 
 
 def published_checkpoint(ledger: Ledger) -> tuple[str, Checkpoint]:
-    """The note a tiles reader gets (the ledger's latest signed checkpoint) and its body,
-    checked against the ledger so a damaged store is never published."""
-    note = ledger.latest_checkpoint()
+    """The note a tiles reader gets and its body, checked against the ledger so a damaged
+    store is never published: the latest stored note of the largest signed size, so a
+    checkpoint signed or cosigned late for an older size never rolls readers back."""
+    stored = ledger.store.checkpoints()
+    note = max(enumerate(stored), key=lambda r: (r[1][0], r[0]))[1][1] if stored else None
     if note is None:
         raise TilesExportError(
             "the ledger has no signed checkpoint to publish: sign one first "
