@@ -6,6 +6,7 @@ Both read the ledger only (it is opened read-only, so an archive can be publishe
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from pathlib import Path
@@ -96,7 +97,8 @@ def serve(settings: Settings, out: Output, host: str, port: int) -> None:
         sys.stdout.flush()
         server = uvicorn.Server(uvicorn.Config(tiles_app(led), log_level="warning",
                                                lifespan="off"))
-        server.run(sockets=[sock])
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once stopped
+            server.run(sockets=[sock])
     if not out.json:
         out.err.print(Text("stopped", style="dim"))
 
