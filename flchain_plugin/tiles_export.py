@@ -21,6 +21,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -135,15 +136,16 @@ def export_tiles(ledger: Ledger, directory: Path, *,
                 "checkpoint of the current tree first (`flchain checkpoint sign`)"
             )
         plan = _plan(ledger, directory, old_size, cp.size)
-        writer = _Writer(directory)
-        for done, (tile, data) in enumerate(_tile_contents(ledger, plan), 1):
-            writer.write(tile.path, data)
-            if progress is not None:
-                progress(done, len(plan))
-        writer.sync_dirs()
-        if old is None or (directory / CHECKPOINT).read_text("utf-8") != note:
-            writer.write(CHECKPOINT, note.encode("utf-8"))
-            writer.sync_dirs()
+        tick = None if progress is None else (lambda done: progress(min(done, len(plan)),
+                                                                    len(plan)))
+        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="tiles-export") as pool:
+            writer = _Writer(directory, pool, tick)
+            for tile, data in _tile_contents(ledger, plan):
+                writer.put(tile.path, data)
+            writer.sync_dirs()  # every tile durable before the checkpoint names them
+            if old is None or (directory / CHECKPOINT).read_text("utf-8") != note:
+                writer.put(CHECKPOINT, note.encode("utf-8"))
+                writer.sync_dirs()
     return ExportReport(directory, cp.origin, cp.size, old_size, len(plan), writer.files,
                         writer.bytes, time.perf_counter() - start)
 
@@ -259,44 +261,88 @@ def read_tile(ledger: Ledger, tile: Tile) -> bytes:
 
 class _Writer:
     """Atomic file replacement: a temp file in the same directory, fsync, rename; the
-    directories are fsynced before the checkpoint that names their files is written."""
+    directories are fsynced before the checkpoint that names their files is written.
 
-    def __init__(self, root: Path):
+    Files are written WRITE_THREADS at a time: each waits on its fsync, not on the CPU,
+    and the file system commits overlapping fsyncs together. At most `_IN_FLIGHT` tiles
+    wait in memory. Errors surface in the calling thread, on the next `put` or `wait`.
+    """
+
+    def __init__(self, root: Path, pool: ThreadPoolExecutor,
+                 progress: Callable[[int], None] | None = None):
         self.root = root
+        self.pool = pool
+        self.progress = progress
         self.known: set[Path] = set()
         self.dirty: set[Path] = set()
+        self.pending: set[Future[int]] = set()
         self.files = 0
         self.bytes = 0
 
-    def write(self, relative: str, data: bytes) -> None:
+    def put(self, relative: str, data: bytes) -> None:
         path = self.root / relative
         parent = path.parent
         if parent not in self.known:  # mkdir may add entries to every directory above
             parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temp_files(parent)
             self.known.add(parent)
             self.dirty.update(p for p in parent.parents if p == self.root or self.root in p.parents)
         self.dirty.add(parent)
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        self.files += 1
-        self.bytes += len(data)
+        if len(self.pending) >= _IN_FLIGHT:
+            self._collect(wait(self.pending, return_when=FIRST_COMPLETED).done)
+        self.pending.add(self.pool.submit(_replace, path, data))
+
+    def wait(self) -> None:
+        self._collect(wait(self.pending).done)
+
+    def _collect(self, done: set[Future[int]]) -> None:
+        self.pending -= done
+        for f in done:
+            self.bytes += f.result()
+            self.files += 1
+            if self.progress is not None:
+                self.progress(self.files)
 
     def sync_dirs(self) -> None:
-        for d in sorted(self.dirty, key=lambda p: -len(p.parts)):  # children first
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        """fsync every directory that got a new name, so the renames are durable."""
+        self.wait()
+        list(self.pool.map(_fsync_dir, self.dirty))
         self.dirty.clear()
 
+
+WRITE_THREADS = 8
+_IN_FLIGHT = 4 * WRITE_THREADS
+_TEMP = ".tmp"
+
+
+def _replace(path: Path, data: bytes) -> int:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return len(data)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temp_files(directory: Path) -> None:
+    """Temp files a killed export left (the directory lock excludes a live one)."""
+    with os.scandir(directory) as it:
+        for e in it:
+            if e.name.startswith(".") and e.name.endswith(_TEMP):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
