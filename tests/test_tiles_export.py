@@ -38,7 +38,8 @@ def files(directory: Path) -> dict[str, os.stat_result]:
 
 
 def tile_files(directory: Path) -> set[str]:
-    return {p for p in files(directory) if p != "checkpoint"}
+    """The published files but the checkpoint (not the exporter's dot-file state)."""
+    return {p for p in files(directory) if p != "checkpoint" and not p.startswith(".")}
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +125,13 @@ def test_incremental_writes_only_new_tiles(tmp_path: Path) -> None:
     assert new == spec_paths(71_000) - spec_paths(70_000)
     assert second.tiles == len(new) and second.files == len(new) + 1
     for path, st in before.items():  # no old file touched: full tiles are never rewritten
-        if path != "checkpoint":
+        if path in tile_files(out):
             assert (after[path].st_ino, after[path].st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
     assert TileReader(file_fetch(out), 71_000).root() == led.root_at(71_000)
     third = export_tiles(led, out)  # nothing new: nothing written
-    assert (third.tiles, third.files) == (0, 0) and files(out) == after
+    assert (third.tiles, third.files) == (0, 0)
+    assert {p: (st.st_ino, st.st_mtime_ns) for p, st in files(out).items()} == {
+        p: (st.st_ino, st.st_mtime_ns) for p, st in after.items()}
     led.close()
 
 
@@ -146,6 +149,20 @@ def test_late_checkpoint_of_old_size_gets_its_partial_tiles(tmp_path: Path) -> N
     assert (out / "tile/0/001.p/244").exists() and (out / "tile/entries/001.p/244").exists()
     assert report.size == 800 and "\n800\n" in (out / "checkpoint").read_text()
     assert TileReader(file_fetch(out), 500).root() == led.root_at(500)
+    led.close()
+
+
+def test_missing_partial_tile_healed_without_state(tmp_path: Path) -> None:
+    """Without the exporter's state file, every checkpointed size's edge tiles are
+    checked: one someone removed is written again, nothing else."""
+    led, _ = signed_ledger(tmp_path / "l.db", [300, 700])
+    out = tmp_path / "tiles"
+    export_tiles(led, out)
+    (out / ".flchain-tiles.json").unlink()
+    (out / "tile/0/001.p/44").unlink()
+    report = export_tiles(led, out)
+    assert report.tiles == 1 and (out / "tile/0/001.p/44").exists()
+    assert tile_files(out) == spec_paths(300) | spec_paths(700)
     led.close()
 
 
