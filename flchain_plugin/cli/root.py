@@ -243,6 +243,8 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "mirror": LazyCommand("flchain_plugin.cli.mirror", "mirror"),
     "lightning": LazyCommand("flchain_plugin.cli.lightning", "lightning", None,
                              "Check Lightning checkpoint files against the ledger."),
+    "tiles": LazyCommand("flchain_plugin.cli.tiles", "tiles"),
+    "serve": LazyCommand("flchain_plugin.cli.tiles", "serve"),
 }
 
 
