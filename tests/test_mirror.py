@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -293,6 +294,27 @@ def test_a_mirror_follows_a_log_over_http(tmp_path: Path,
     flchain("--ledger", str(m), "verify", "--key-verifier", log.vkey)
     with pytest.raises(TileNotFound, match=r"404 .*is .* the tiles prefix"):
         mirror(url + "nowhere/", tmp_path / "other.db", log.vkey)
+
+
+def test_a_mirror_follows_flchain_serve(tmp_path: Path) -> None:
+    log = Log(tmp_path, "source")
+    log.grow(300)
+    proc = subprocess.Popen([*FLCHAIN, "--ledger", str(log.ledger.store.path), "serve",
+                             "--port", "0", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = json.loads(proc.stdout.readline())["url"]
+        m = tmp_path / "mirror.db"
+        assert mirror(url, m, log.vkey).size == 300
+        log.grow(1_000)  # served from the ledger as it grows, no restart
+        report = mirror(url, m)
+        assert (report.old_size, report.size) == (300, 1_300)
+        assert same_log(log.ledger, m) == [300, 1_300]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    flchain("--ledger", str(m), "verify", "--key-verifier", log.vkey)
 
 
 # -- a log that signs two histories ---------------------------------------------------------
