@@ -358,6 +358,13 @@ def test_a_fork_at_one_size_is_refused_with_evidence(tmp_path: Path) -> None:
     assert "two histories" in human.stdout and "mirrored checkpoint" in human.stdout
     assert_evidence(m, a, "fork", 5)  # kept once, however often it is seen
     assert mirror(a.tiles, m).status == "up to date"  # the honest log still mirrors
+    r = flchain("mirror", str(a.tiles), str(m), "--json")
+    assert json.loads(r.stdout)["evidence"] == 1
+    assert "keeps 1 pair(s) of conflicting checkpoints" in r.stderr
+    with open(evidence_path(m), "a") as f:
+        f.write("{not json\n")
+    r = flchain("mirror", str(a.tiles), str(m), ok=False)
+    assert r.returncode == 1 and "line 2 is not an evidence record" in r.stderr
 
 
 @pytest.mark.parametrize("sizes", [(3, 4), (2, 700), (3,)])

@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from .. import notes
-from ..mirror import MirrorConflict, MirrorError, MirrorReport
+from ..mirror import MirrorConflict, MirrorError, MirrorReport, evidence_path, read_evidence
 from ..mirror import mirror as run_mirror
 from ..tile_source import TileSourceError
 from .errors import Command, InputError, VerificationFailed
@@ -44,21 +44,27 @@ class SourceUnreachable(InputError):
     """The source could not be read (exit 2); `--interval` retries it."""
 
 
-def _report_doc(r: MirrorReport) -> dict[str, Any]:
-    return {"ok": True, "status": r.status, "source": r.source, "ledger": r.ledger,
-            "origin": r.origin, "old_size": r.old_size, "size": r.size, "root": r.root.hex(),
-            "appended": r.appended}
-
-
 def _show_report(out: Output, r: MirrorReport) -> None:
-    doc = _report_doc(r)
+    """One line (or JSON document) per run, and a warning while earlier conflicts are kept:
+    a log that once signed two histories stays suspect after it goes back to one."""
+    try:
+        kept = read_evidence(r.ledger)
+    except MirrorError as e:
+        raise VerificationFailed(f"{e}: the evidence file was damaged; restore it from a "
+                                 "copy") from None
     if out.json:
-        click.echo(json.dumps(doc, ensure_ascii=False))
-        return
-    what = (f"{r.appended:,} entries verified and appended, size {r.old_size:,} -> {r.size:,}"
-            if r.appended else f"size {r.size:,}")
-    out.console.print(Text.assemble((time.strftime("%H:%M:%S "), "dim"), (r.status, "bold"),
-                                    f": {what}"))
+        click.echo(json.dumps({
+            "ok": True, "status": r.status, "source": r.source, "ledger": r.ledger,
+            "origin": r.origin, "old_size": r.old_size, "size": r.size, "root": r.root.hex(),
+            "appended": r.appended, "evidence": len(kept)}, ensure_ascii=False))
+    else:
+        what = (f"{r.appended:,} entries verified and appended, size {r.old_size:,} -> "
+                f"{r.size:,}" if r.appended else f"size {r.size:,}")
+        out.console.print(Text.assemble((time.strftime("%H:%M:%S "), "dim"),
+                                        (r.status, "bold"), f": {what}"))
+    if kept:
+        click.echo(f"flchain: warning: {evidence_path(r.ledger)} keeps {len(kept)} pair(s) of "
+                   "conflicting checkpoints this log signed", err=True)
 
 
 def _conflict(out: Output, e: MirrorConflict) -> VerificationFailed:
