@@ -30,8 +30,8 @@ from .ledger import Ledger, SizeConflict
 from .notes import NoteError, Verifier
 from .pinning import PinError, parse_verifier
 from .store import StoreError
-from .tile_source import TileReader, TileSource, open_source, read_tile
-from .tiles import ENTRIES, HASH_SIZE, TILE_WIDTH, TileDataError, levels, new_tiles, tiles_for
+from .tile_source import TileReader, TileSource, open_source, read_tile, tile_span
+from .tiles import ENTRIES, HASH_SIZE, TILE_WIDTH, TileDataError, levels, tiles_for
 
 ProgressFn = Callable[[str, int, int], None]
 """Called with ("verify" or "append", entries done, entries to do) as a run goes."""
@@ -287,8 +287,8 @@ def _new_leaves(reader: TileReader, old_size: int, cp: Checkpoint,
     src = reader.source
     leaves = bytearray()
     total = cp.size - old_size
-    for bundle, tile in zip(new_tiles(old_size, cp.size, ENTRIES),
-                            new_tiles(old_size, cp.size, 0), strict=True):
+    for bundle, tile in zip(tile_span(old_size, cp.size, ENTRIES),
+                            tile_span(old_size, cp.size, 0), strict=True):
         try:
             got, want = read_tile(src, bundle), read_tile(src, tile)
         except TileDataError as e:
@@ -331,8 +331,7 @@ def _copy(led: Ledger, path: Path, reader: TileReader, cp: Checkpoint, leaves: b
     src = reader.source
     start = led.size
     pending: list[Entry] = []
-    bundles = new_tiles(start, cp.size, ENTRIES)
-    for n, bundle in enumerate(bundles, 1):
+    for bundle in tile_span(start, cp.size, ENTRIES):
         try:
             data = read_tile(src, bundle)
         except TileDataError as e:
@@ -344,7 +343,7 @@ def _copy(led: Ledger, path: Path, reader: TileReader, cp: Checkpoint, leaves: b
                 raise MirrorError(f"{src.location}: entry {i} in {bundle.path} changed while "
                                   f"it was mirrored; the mirror holds {led.size}: rerun")
             pending.append(_parse(src, bundle.path, i, data[i - first], led.size))
-        if len(pending) >= batch or n == len(bundles):
+        if len(pending) >= batch or bundle.first_hash + bundle.width == cp.size:
             _append(led, path, pending)
             pending = []
             if progress is not None:

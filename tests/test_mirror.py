@@ -43,6 +43,7 @@ from flchain_plugin.tile_source import (
     TileSourceError,
     open_source,
     read_tile,
+    tile_span,
 )
 from flchain_plugin.tiles import (
     ENTRIES,
@@ -50,7 +51,9 @@ from flchain_plugin.tiles import (
     Tile,
     encode_bundle,
     encode_hashes,
+    level_size,
     levels,
+    new_tiles,
     tiles_for,
 )
 from flchain_plugin.tiles_export import export_tiles
@@ -148,6 +151,26 @@ def test_frontier_from_tiles_extends_to_the_root(size: int, more: int) -> None:
     frontier = TileReader(MemorySource(LEVELS, total), total).frontier(size)
     frontier.extend(LEAVES[size:total])
     assert frontier.root() == merkle.root(LEAVES[:total])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(0, 300_000), st.integers(0, 2**64 - 1)).flatmap(
+    lambda n: st.tuples(st.integers(max(0, n - 70_000), n), st.just(n))),
+       st.sampled_from([ENTRIES, 0, 1, 2, 7]))
+def test_tile_span_is_new_tiles_one_at_a_time(sizes: tuple[int, int], level: int) -> None:
+    old, size = sizes
+    span = tile_span(old, size, level)
+    if level_size(size, level) <= 2_000 * TILE_WIDTH:  # new_tiles lists the whole level
+        assert list(span) == new_tiles(old, size, level)
+    else:  # a size no list could hold: tile_span still answers at once
+        tiles = list(span)  # at most 70,000 new leaves: a few hundred tiles
+        if level_size(old, level) == level_size(size, level):
+            assert tiles == []
+            return
+        assert tiles[-1].first_hash + tiles[-1].width == level_size(size, level)
+        assert tiles[0].index == level_size(old, level) // TILE_WIDTH
+        assert [t.index for t in tiles] == list(range(tiles[0].index, tiles[-1].index + 1))
+        assert all(t.full for t in tiles[:-1])
 
 
 def test_a_replaced_partial_tile_is_read_from_the_full_one(tmp_path: Path) -> None:
