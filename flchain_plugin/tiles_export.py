@@ -131,10 +131,11 @@ def export_tiles(ledger: Ledger, directory: Path, *,
     """
     start = time.perf_counter()
     directory = Path(directory)
-    stored = ledger.store.checkpoints()
-    note, cp = published_checkpoint(ledger, stored)
+    published_checkpoint(ledger)  # refuse before creating anything
     directory.mkdir(parents=True, exist_ok=True)
-    with _locked(directory):
+    with _locked(directory):  # read under the lock: a concurrent export may be newer
+        stored = ledger.store.checkpoints()
+        note, cp = published_checkpoint(ledger, stored)
         old = _exported(ledger, directory)
         old_size = old.size if old else 0
         if cp.size < old_size:
