@@ -131,7 +131,8 @@ def export_tiles(ledger: Ledger, directory: Path, *,
     """
     start = time.perf_counter()
     directory = Path(directory)
-    published_checkpoint(ledger)  # refuse before creating anything
+    if ledger.latest_checkpoint() is None:
+        published_checkpoint(ledger)  # says what to do, before anything is created
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):  # read under the lock: a concurrent export may be newer
         stored = ledger.store.checkpoints()
@@ -148,14 +149,12 @@ def export_tiles(ledger: Ledger, directory: Path, *,
         plan = _plan(directory, [s for s, _ in stored], seen, old_size, cp.size)
         tick = None if progress is None else (lambda done: progress(min(done, len(plan)),
                                                                     len(plan)))
-        with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="tiles-export") as pool:
-            writer = _Writer(directory, pool, tick)
+        with _Writer(directory, len(plan) + 1, tick) as writer:
+            if old is None or (directory / CHECKPOINT).read_text("utf-8") != note:
+                writer.stage(CHECKPOINT, note.encode("utf-8"))
             for tile, data in _tile_contents(ledger, plan):
                 writer.put(tile.path, data)
-            writer.sync_dirs()  # every tile durable before the checkpoint names them
-            if old is None or (directory / CHECKPOINT).read_text("utf-8") != note:
-                writer.put(CHECKPOINT, note.encode("utf-8"))
-                writer.sync_dirs()
+            writer.publish()  # the checkpoint last, once every tile is durable
         if seen != len(stored) or old_size != cp.size:
             _replace(directory / STATE, json.dumps(  # a hint: lost, the next export stats
                 {"origin": cp.origin, "size": cp.size, "checkpoints": len(stored)}).encode(),
@@ -291,40 +290,63 @@ def read_tile(ledger: Ledger, tile: Tile) -> bytes:
 
 
 class _Writer:
-    """Atomic file replacement: a temp file in the same directory, fsync, rename; the
-    directories are fsynced before the checkpoint that names their files is written.
+    """Atomic file replacement: a temp file in the same directory, fsync, rename.
 
-    Files are written WRITE_THREADS at a time: each waits on its fsync, not on the CPU,
-    and the file system commits overlapping fsyncs together. At most `_IN_FLIGHT` tiles
-    wait in memory. Errors surface in the calling thread, on the next `put` or `wait`.
+    Tiles are written WRITE_THREADS at a time: each waits on its fsync, not on the CPU,
+    and the file system commits overlapping fsyncs together; at most `_IN_FLIGHT` wait in
+    memory. The checkpoint's temp file is written and fsynced beside them, and renamed
+    in by `publish` only once every tile is renamed and its directory fsynced: two fsync
+    round trips in all, however many files. Errors surface in the calling thread.
     """
 
-    def __init__(self, root: Path, pool: ThreadPoolExecutor,
-                 progress: Callable[[int], None] | None = None):
+    def __init__(self, root: Path, files: int, progress: Callable[[int], None] | None = None):
         self.root = root
-        self.pool = pool
+        self.pool = ThreadPoolExecutor(max(1, min(WRITE_THREADS, files)),
+                                       thread_name_prefix="tiles-export")
         self.progress = progress
         self.known: set[Path] = set()
         self.dirty: set[Path] = set()
         self.pending: set[Future[int]] = set()
+        self.staged: Future[str] | None = None
+        self.staged_path = root
+        self.staged_bytes = 0
         self.files = 0
         self.bytes = 0
 
-    def put(self, relative: str, data: bytes) -> None:
-        path = self.root / relative
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True)
+        if self.staged is not None and self.staged.exception() is None:
+            with contextlib.suppress(FileNotFoundError):  # not published: an error came first
+                os.unlink(self.staged.result())
+
+    def _directory(self, path: Path) -> None:
         parent = path.parent
-        if parent not in self.known:  # mkdir may add entries to every directory above
-            parent.mkdir(parents=True, exist_ok=True)
+        if parent not in self.known:  # a new directory adds an entry to the one above
+            if not parent.is_dir():
+                parent.mkdir(parents=True, exist_ok=True)
+                self.dirty.update(p for p in parent.parents
+                                  if p == self.root or self.root in p.parents)
             _remove_stale_temp_files(parent)
             self.known.add(parent)
-            self.dirty.update(p for p in parent.parents if p == self.root or self.root in p.parents)
         self.dirty.add(parent)
+
+    def put(self, relative: str, data: bytes) -> None:
+        path = self.root / relative
+        self._directory(path)
         if len(self.pending) >= _IN_FLIGHT:
             self._collect(wait(self.pending, return_when=FIRST_COMPLETED).done)
         self.pending.add(self.pool.submit(_replace, path, data))
 
-    def wait(self) -> None:
-        self._collect(wait(self.pending).done)
+    def stage(self, relative: str, data: bytes) -> None:
+        """Write `relative`'s temp file now; `publish` renames it in, last."""
+        path = self.root / relative
+        _remove_stale_temp_files(path.parent)
+        self.staged = self.pool.submit(_stage, path, data)
+        self.staged_path = path
+        self.staged_bytes = len(data)
 
     def _collect(self, done: set[Future[int]]) -> None:
         self.pending -= done
@@ -334,11 +356,16 @@ class _Writer:
             if self.progress is not None:
                 self.progress(self.files)
 
-    def sync_dirs(self) -> None:
-        """fsync every directory that got a new name, so the renames are durable."""
-        self.wait()
+    def publish(self) -> None:
+        """Every tile renamed in and its directory fsynced, then the staged checkpoint."""
+        self._collect(wait(self.pending).done)
         list(self.pool.map(_fsync_dir, self.dirty))
         self.dirty.clear()
+        if self.staged is not None:
+            os.replace(self.staged.result(), self.staged_path)
+            self.files += 1
+            self.bytes += self.staged_bytes
+            self.staged = None
 
 
 WRITE_THREADS = 8
@@ -346,7 +373,8 @@ _IN_FLIGHT = 4 * WRITE_THREADS
 _TEMP = ".tmp"
 
 
-def _replace(path: Path, data: bytes, durable: bool = True) -> int:
+def _stage(path: Path, data: bytes, durable: bool = True) -> str:
+    """A temp file beside `path` holding `data` (fsynced when `durable`)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -355,6 +383,16 @@ def _replace(path: Path, data: bytes, durable: bool = True) -> int:
             if durable:
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _replace(path: Path, data: bytes, durable: bool = True) -> int:
+    tmp = _stage(path, data, durable)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
