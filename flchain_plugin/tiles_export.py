@@ -137,7 +137,7 @@ def export_tiles(ledger: Ledger, directory: Path, *,
     with _locked(directory):  # read under the lock: a concurrent export may be newer
         stored = ledger.store.checkpoints()
         note, cp = published_checkpoint(ledger, stored)
-        old = _exported(ledger, directory)
+        old, old_note = _exported(ledger, directory)
         old_size = old.size if old else 0
         if cp.size < old_size:
             raise TilesExportError(
@@ -149,14 +149,16 @@ def export_tiles(ledger: Ledger, directory: Path, *,
         plan = _plan(directory, [s for s, _ in stored], seen, old_size, cp.size)
         tick = None if progress is None else (lambda done: progress(min(done, len(plan)),
                                                                     len(plan)))
-        with _Writer(directory, len(plan) + 1, tick) as writer:
-            if old is None or (directory / CHECKPOINT).read_text("utf-8") != note:
+        if plan or old_note != note:  # STATE is back at the end: gone, an export broke off
+            (directory / STATE).unlink(missing_ok=True)
+        with _Writer(directory, len(plan) + 1, tick, sweep=seen is None) as writer:
+            if old_note != note:
                 writer.stage(CHECKPOINT, note.encode("utf-8"))
             for tile, data in _tile_contents(ledger, plan):
                 writer.put(tile.path, data)
             writer.publish()  # the checkpoint last, once every tile is durable
-        if seen != len(stored) or old_size != cp.size:
-            _replace(directory / STATE, json.dumps(  # a hint: lost, the next export stats
+        if plan or old_note != note or seen != len(stored):
+            _replace(directory / STATE, json.dumps(  # no fsync: lost, the next export stats
                 {"origin": cp.origin, "size": cp.size, "checkpoints": len(stored)}).encode(),
                 durable=False)
     return ExportReport(directory, cp.origin, cp.size, old_size, len(plan), writer.files,
@@ -173,13 +175,14 @@ def _locked(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _exported(ledger: Ledger, directory: Path) -> Checkpoint | None:
-    """The checkpoint the directory publishes, if it is one of this ledger's trees."""
+def _exported(ledger: Ledger, directory: Path) -> tuple[Checkpoint | None, str | None]:
+    """The checkpoint the directory publishes and its note, if it is one of this ledger's
+    trees; (None, None) for a directory without one."""
     path = directory / CHECKPOINT
     try:
         text = path.read_text("utf-8")
     except FileNotFoundError:
-        return None
+        return None, None
     except (OSError, UnicodeDecodeError) as e:
         raise TilesExportError(f"cannot read {path}: {e}") from None
     redo = "export into an empty directory, or remove it if it is a stale copy of this log"
@@ -196,7 +199,7 @@ def _exported(ledger: Ledger, directory: Path) -> Checkpoint | None:
             f"that is not in this ledger's tree: another log's tiles or a forked history "
             f"of {ledger.origin!r}; keep it as evidence, and {redo}"
         )
-    return cp
+    return cp, text
 
 
 def _seen(directory: Path, old: Checkpoint | None, stored: int) -> int | None:
@@ -299,8 +302,12 @@ class _Writer:
     round trips in all, however many files. Errors surface in the calling thread.
     """
 
-    def __init__(self, root: Path, files: int, progress: Callable[[int], None] | None = None):
+    def __init__(self, root: Path, files: int, progress: Callable[[int], None] | None = None,
+                 *, sweep: bool = True):
+        """`sweep`: remove the temp files a killed export left in each directory written
+        (a listing of each: asked for only when the last export did not finish)."""
         self.root = root
+        self.sweep = sweep
         self.pool = ThreadPoolExecutor(max(1, min(WRITE_THREADS, files)),
                                        thread_name_prefix="tiles-export")
         self.progress = progress
@@ -329,7 +336,8 @@ class _Writer:
                 parent.mkdir(parents=True, exist_ok=True)
                 self.dirty.update(p for p in parent.parents
                                   if p == self.root or self.root in p.parents)
-            _remove_stale_temp_files(parent)
+            if self.sweep:
+                _remove_stale_temp_files(parent)
             self.known.add(parent)
         self.dirty.add(parent)
 
@@ -343,7 +351,8 @@ class _Writer:
     def stage(self, relative: str, data: bytes) -> None:
         """Write `relative`'s temp file now; `publish` renames it in, last."""
         path = self.root / relative
-        _remove_stale_temp_files(path.parent)
+        if self.sweep:
+            _remove_stale_temp_files(path.parent)
         self.staged = self.pool.submit(_stage, path, data)
         self.staged_path = path
         self.staged_bytes = len(data)
@@ -411,6 +420,8 @@ def _fsync_dir(directory: Path) -> None:
 
 def _remove_stale_temp_files(directory: Path) -> None:
     """Temp files a killed export left (the directory lock excludes a live one)."""
+    if not directory.is_dir():
+        return
     with os.scandir(directory) as it:
         for e in it:
             if e.name.startswith(".") and e.name.endswith(_TEMP):

@@ -86,7 +86,7 @@ def test_ledger_bench_quick_reuses_its_workdir(tmp_path: Path) -> None:
 def test_tiles_bench_quick() -> None:
     doc = json_line(run(str(BENCH / "bench_tiles.py"), "--quick", "--json"))
     results = check_results(doc, "tiles", {"export", "export_rate", "incremental_export",
-                                           "unchanged_export"})
+                                           "unchanged_export", "durable_write"})
     assert results["export"]["baseline_name"].startswith("verify of the same 100,000")
     assert results["incremental_export"]["target"] == "≤ 50 ms"
     assert results["incremental_export"]["unit"] == "ms"

@@ -246,7 +246,8 @@ def test_crash_between_files_leaves_old_consistent_view(tmp_path: Path) -> None:
     assert visible <= spec_paths(5_000) | spec_paths(9_000)
     report = export_tiles(led, out)
     assert report.previous_size == 5_000 and report.size == 9_000
-    assert tile_files(out) == spec_paths(5_000) | spec_paths(9_000)  # stale temps removed
+    assert tile_files(out) == spec_paths(5_000) | spec_paths(9_000)
+    assert not [p for p in files(out) if p.endswith(".tmp")]  # the killed one's temps swept
     assert TileReader(file_fetch(out), 9_000).root() == led.root_at(9_000)
     led.close()
 
