@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from . import notes
+from . import merkle, notes
 from .checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from .ledger import Ledger
-from .store import StoreError
+from .store import EntryRow, StoreError
 from .tiles import (
     ENTRIES,
     TILE_HEIGHT,
@@ -269,8 +269,17 @@ def _level_items(ledger: Ledger, level: int, first: int, end: int) -> Iterator[t
     """(index, bytes) of one level from `first` on: entries' canonical bytes for the
     bundles, leaf hashes for level 0, stored subtree hashes of height 8L above."""
     if level == ENTRIES:
-        return ((row.index, row.data) for row in ledger.store.entries(first, end))
+        return (_checked(row) for row in ledger.store.entries(first, end))
     return ledger.store.level(TILE_HEIGHT * level, first)
+
+
+def _checked(row: EntryRow) -> tuple[int, bytes]:
+    """An entry whose bytes hash to its stored leaf: a bundle that disagrees with level 0
+    would be refused by every reader, so a tampered row stops the export instead."""
+    if merkle.leaf_hash(row.data) != row.leaf:
+        raise StoreError(f"ledger is damaged: entry {row.index} does not hash to its stored "
+                         "leaf hash; run `flchain verify`")
+    return row.index, row.data
 
 
 def _take(items: Iterator[tuple[int, bytes]], level: int, lo: int, hi: int) -> list[bytes]:
