@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from . import merkle, notes
 from .checkpoint import Checkpoint, CheckpointError, open_checkpoint
@@ -78,14 +79,11 @@ class ExportReport:
     seconds: float
 
 
-def published_checkpoint(ledger: Ledger, stored: list[tuple[int, str]] | None = None
-                         ) -> tuple[str, Checkpoint]:
+def published_checkpoint(ledger: Ledger) -> tuple[str, Checkpoint]:
     """The note a tiles reader gets and its body, checked against the ledger so a damaged
     store is never published: the latest stored note of the largest signed size, so a
-    checkpoint signed or cosigned late for an older size never rolls readers back.
-    `stored`: the ledger's (size, note) rows, if the caller has read them already."""
-    stored = ledger.store.checkpoints() if stored is None else stored
-    note = max(enumerate(stored), key=lambda r: (r[1][0], r[0]))[1][1] if stored else None
+    checkpoint signed or cosigned late for an older size never rolls readers back."""
+    note = _latest_of_largest(ledger)
     if note is None:
         raise TilesExportError(
             "the ledger has no signed checkpoint to publish: sign one first "
@@ -103,6 +101,17 @@ def published_checkpoint(ledger: Ledger, stored: list[tuple[int, str]] | None = 
         raise StoreError(f"the latest stored checkpoint (size {cp.size}) does not match the "
                          "ledger's tree; run `flchain verify`")
     return note, cp
+
+
+def _latest_of_largest(ledger: Ledger) -> str | None:
+    """Usually the latest note; all notes are read only when a smaller size came last."""
+    last = ledger.store.checkpoints(last=1)
+    if not last:
+        return None
+    if last[0][0] >= max(ledger.checkpoint_sizes(_ALL_SIZES)):
+        return last[0][1]
+    stored = ledger.store.checkpoints()
+    return max(enumerate(stored), key=lambda r: (r[1][0], r[0]))[1][1]
 
 
 def _unverified(note: str) -> Checkpoint:
@@ -135,8 +144,8 @@ def export_tiles(ledger: Ledger, directory: Path, *,
         published_checkpoint(ledger)  # says what to do, before anything is created
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory):  # read under the lock: a concurrent export may be newer
-        stored = ledger.store.checkpoints()
-        note, cp = published_checkpoint(ledger, stored)
+        note, cp = published_checkpoint(ledger)
+        sizes = ledger.checkpoint_sizes(_ALL_SIZES)  # distinct, the largest is cp.size
         old, old_note = _exported(ledger, directory)
         old_size = old.size if old else 0
         if cp.size < old_size:
@@ -145,8 +154,8 @@ def export_tiles(ledger: Ledger, directory: Path, *,
                 f"checkpoint (size {cp.size}): publishing it would roll readers back; sign a "
                 "checkpoint of the current tree first (`flchain checkpoint sign`)"
             )
-        seen = _seen(directory, old, len(stored))
-        plan = _plan(directory, [s for s, _ in stored], seen, old_size, cp.size)
+        seen = _seen(directory, old)
+        plan = _plan(directory, sizes, seen, old_size, cp.size)
         tick = None if progress is None else (lambda done: progress(min(done, len(plan)),
                                                                     len(plan)))
         if plan or old_note != note:  # STATE is back at the end: gone, an export broke off
@@ -157,9 +166,9 @@ def export_tiles(ledger: Ledger, directory: Path, *,
             for tile, data in _tile_contents(ledger, plan):
                 writer.put(tile.path, data)
             writer.publish()  # the checkpoint last, once every tile is durable
-        if plan or old_note != note or seen != len(stored):
+        if plan or old_note != note or seen != len(sizes):
             _replace(directory / STATE, json.dumps(  # no fsync: lost, the next export stats
-                {"origin": cp.origin, "size": cp.size, "checkpoints": len(stored)}).encode(),
+                {"origin": cp.origin, "size": cp.size, "sizes": len(sizes)}).encode(),
                 durable=False)
     return ExportReport(directory, cp.origin, cp.size, old_size, len(plan), writer.files,
                         writer.bytes, time.perf_counter() - start)
@@ -202,15 +211,15 @@ def _exported(ledger: Ledger, directory: Path) -> tuple[Checkpoint | None, str |
     return cp, text
 
 
-def _seen(directory: Path, old: Checkpoint | None, stored: int) -> int | None:
-    """How many stored checkpoint notes the export of `old` had seen (STATE), or None
-    when unknown (no state, or one that does not belong to that checkpoint)."""
+def _seen(directory: Path, old: Checkpoint | None) -> int | None:
+    """How many checkpointed sizes the export of `old` saw (STATE), or None when unknown
+    (no state, one that does not belong to that checkpoint, or an export broke off)."""
     if old is None:
         return 0
     try:
         state = json.loads((directory / STATE).read_bytes())
-        seen = state["checkpoints"]
-        if (state["origin"], state["size"]) == (old.origin, old.size) and 0 <= seen <= stored:
+        seen = state["sizes"]
+        if (state["origin"], state["size"]) == (old.origin, old.size) and seen >= 0:
             return int(seen)
     except (OSError, ValueError, TypeError, KeyError):
         pass
@@ -220,14 +229,17 @@ def _seen(directory: Path, old: Checkpoint | None, stored: int) -> int | None:
 def _plan(directory: Path, sizes: list[int], seen: int | None, old_size: int,
           size: int) -> list[Tile]:
     """The tiles to write, in level then index order: every tile the tree grew into since
-    `old_size` and the edge tiles of the sizes signed since; for an older size signed
-    late (a note stored after the last export, `sizes[seen:]`; every size when that is
-    unknown), its edge tiles where their file is missing."""
+    `old_size` and the edge tiles of the sizes signed since. The last export saw `seen`
+    distinct sizes, all up to `old_size`: if more are up to it now, an older size was
+    signed late, and every such size's edge tiles are written where their file is
+    missing (so too when `seen` is unknown)."""
     plan = {t for level in (*levels(size), ENTRIES) for t in new_tiles(old_size, size, level)}
-    for s in {s for s in sizes if old_size < s <= size}:
+    newer = {s for s in sizes if old_size < s <= size}
+    for s in newer:
         plan.update(t for t in edge_tiles(s) if _covers_new(t, old_size))
-    for s in {s for s in (sizes if seen is None else sizes[seen:]) if 0 < s <= old_size}:
-        plan.update(t for t in edge_tiles(s) if not (directory / t.path).exists())
+    if seen is None or len(sizes) - len(newer) > seen:
+        for s in {s for s in sizes if 0 < s <= old_size}:
+            plan.update(t for t in edge_tiles(s) if not (directory / t.path).exists())
     return sorted(plan)
 
 
@@ -251,8 +263,12 @@ def _spans(tiles: list[Tile]) -> Iterator[tuple[int, int, int, list[Tile]]]:
 
 
 def _tile_contents(ledger: Ledger, plan: list[Tile]) -> Iterator[tuple[Tile, bytes]]:
-    """Each planned tile with its bytes, reading each span of a level once, in chunks."""
-    for level, first, end, tiles in _spans(plan):
+    """Each planned tile with its bytes, reading each span of a level once, in chunks.
+    Level 0 comes from the entry rows read for the bundles (their stored leaf hashes):
+    the two levels have the same tiles, so the rows are read once for both."""
+    wanted = set(plan)
+    merged = sorted({Tile(ENTRIES, t.index, t.width) if t.level == 0 else t for t in plan})
+    for level, first, end, tiles in _spans(merged):
         items = _level_items(ledger, level, first, end)
         pending = iter(tiles)
         tile = next(pending, None)
@@ -261,28 +277,38 @@ def _tile_contents(ledger: Ledger, plan: list[Tile]) -> Iterator[tuple[Tile, byt
             chunk = _take(items, level, lo, hi)
             while tile is not None and tile.first_hash < hi:
                 part = chunk[tile.first_hash - lo:tile.first_hash - lo + tile.width]
-                yield tile, (encode_bundle(part) if level == ENTRIES else encode_hashes(part))
+                yield from _encoded(tile, part, wanted)
                 tile = next(pending, None)
 
 
-def _level_items(ledger: Ledger, level: int, first: int, end: int) -> Iterator[tuple[int, bytes]]:
-    """(index, bytes) of one level from `first` on: entries' canonical bytes for the
-    bundles, leaf hashes for level 0, stored subtree hashes of height 8L above."""
+def _encoded(tile: Tile, part: list[Any], wanted: set[Tile]) -> Iterator[tuple[Tile, bytes]]:
+    if tile.level != ENTRIES:
+        yield tile, encode_hashes(part)
+        return
+    if tile in wanted:
+        yield tile, encode_bundle([row.data for row in part])
+    if (twin := Tile(0, tile.index, tile.width)) in wanted:
+        yield twin, encode_hashes([row.leaf for row in part])
+
+
+def _level_items(ledger: Ledger, level: int, first: int, end: int) -> Iterator[tuple[int, Any]]:
+    """(index, item) of one level from `first` on: entry rows (checked) for the bundles,
+    leaf hashes for level 0, stored subtree hashes of height 8L above."""
     if level == ENTRIES:
-        return (_checked(row) for row in ledger.store.entries(first, end))
+        return ((row.index, _checked(row)) for row in ledger.store.entries(first, end))
     return ledger.store.level(TILE_HEIGHT * level, first)
 
 
-def _checked(row: EntryRow) -> tuple[int, bytes]:
+def _checked(row: EntryRow) -> EntryRow:
     """An entry whose bytes hash to its stored leaf: a bundle that disagrees with level 0
     would be refused by every reader, so a tampered row stops the export instead."""
     if merkle.leaf_hash(row.data) != row.leaf:
         raise StoreError(f"ledger is damaged: entry {row.index} does not hash to its stored "
                          "leaf hash; run `flchain verify`")
-    return row.index, row.data
+    return row
 
 
-def _take(items: Iterator[tuple[int, bytes]], level: int, lo: int, hi: int) -> list[bytes]:
+def _take(items: Iterator[tuple[int, Any]], level: int, lo: int, hi: int) -> list[Any]:
     """Items lo..hi-1 of a level, refusing a store that lacks one (a damaged ledger)."""
     got = list(islice(items, hi - lo))
     if len(got) != hi - lo or got[0][0] != lo or got[-1][0] != hi - 1:
@@ -296,9 +322,10 @@ def _take(items: Iterator[tuple[int, bytes]], level: int, lo: int, hi: int) -> l
 
 def read_tile(ledger: Ledger, tile: Tile) -> bytes:
     """One tile's bytes, as `export_tiles` writes them (for `flchain serve`)."""
-    items = _level_items(ledger, tile.level, tile.first_hash, tile.first_hash + tile.width)
-    part = _take(items, tile.level, tile.first_hash, tile.first_hash + tile.width)
-    return encode_bundle(part) if tile.level == ENTRIES else encode_hashes(part)
+    level = ENTRIES if tile.level == 0 else tile.level
+    items = _level_items(ledger, level, tile.first_hash, tile.first_hash + tile.width)
+    part = _take(items, level, tile.first_hash, tile.first_hash + tile.width)
+    return next(data for _, data in _encoded(Tile(level, tile.index, tile.width), part, {tile}))
 
 
 class _Writer:
