@@ -8,9 +8,11 @@ the partial tiles of every checkpoint signed since. Each file is replaced atomic
 `checkpoint` is written last, after every tile is durable: a reader that sees a checkpoint
 finds all its tiles, and a crash leaves the previous, still complete, view.
 
-Tile contents come from the store as it is (level-L hashes are the stored subtree hashes
-of height 8L), read level by level in bulk. `read_tile` is the one-tile read `flchain
-serve` answers with, so the files and the server hold the same bytes.
+Tile contents come from the store as it is, read level by level in bulk: level-L hashes
+(L >= 1) are the stored subtree hashes of height 8L; level 0 and the bundles come from one
+read of the entry rows, each entry checked against its stored leaf hash. `read_tile` is
+the one-tile read `flchain serve` answers with, so the files and the server hold the same
+bytes.
 """
 
 from __future__ import annotations
@@ -48,15 +50,18 @@ from .tiles import (
 CHECKPOINT = "checkpoint"
 """The checkpoint's file name under the export directory (and its URL path)."""
 STATE = ".flchain-tiles.json"
-"""Bookkeeping beside the tiles: how many stored checkpoint notes the last export saw, so
-the next one looks for late-signed old sizes among the newer notes only (without it, a
-stat per edge tile of every checkpoint: 4,000 at 1,000 checkpoints)."""
+"""Bookkeeping beside the tiles, no part of the spec: how many distinct checkpointed sizes
+the last export saw, so the next one knows whether an older size was signed since (else
+it would stat the edge tiles of every checkpoint: 4,000 files at 1,000 checkpoints).
+Removed when an export starts writing and written when it ends, so its absence also
+says an export broke off and its temp files need sweeping."""
 
 ProgressFn = Callable[[int, int], None]
 
 _CHUNK = 64 * TILE_WIDTH
 """Hashes (or entries) read per step of a level: tile-aligned, so no tile straddles two."""
 _ALL_SIZES = 2**62
+"""`checkpoint_sizes(last=...)` for all of them."""
 
 
 class TilesExportError(ValueError):
