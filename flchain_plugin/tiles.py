@@ -186,12 +186,10 @@ def decode_hashes(data: bytes, tile: Tile) -> list[bytes]:
 
 def encode_bundle(entries: list[bytes]) -> bytes:
     """An entry bundle: each entry prefixed by its length as a big-endian uint16."""
-    out = bytearray()
     for i, e in enumerate(entries):
         if len(e) > MAX_ENTRY_SIZE:
             raise TileDataError(f"entry {i}: got {len(e)} bytes, want at most {MAX_ENTRY_SIZE}")
-        out += len(e).to_bytes(2, "big") + e
-    return bytes(out)
+    return b"".join([part for e in entries for part in (len(e).to_bytes(2, "big"), e)])
 
 
 def decode_bundle(data: bytes, tile: Tile) -> list[bytes]:

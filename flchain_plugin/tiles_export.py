@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -373,8 +372,7 @@ class _Writer:
     def _directory(self, path: Path) -> None:
         parent = path.parent
         if parent not in self.known:  # a new directory adds an entry to the one above
-            if not parent.is_dir():
-                parent.mkdir(parents=True, exist_ok=True)
+            if _mkdir(parent):
                 self.dirty.update(p for p in parent.parents
                                   if p == self.root or self.root in p.parents)
             if self.sweep:
@@ -424,19 +422,23 @@ _TEMP = ".tmp"
 
 
 def _stage(path: Path, data: bytes, durable: bool = True) -> str:
-    """A temp file beside `path` holding `data` (fsynced when `durable`)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP)
+    """A temp file beside `path` holding `data` (fsynced when `durable`): a random name,
+    created exclusively, readable by the web server (mode 0644 less the umask)."""
+    tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}{_TEMP}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                 0o644)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
     except BaseException:
+        os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    os.close(fd)
     return tmp
 
 
@@ -449,6 +451,17 @@ def _replace(path: Path, data: bytes, durable: bool = True) -> int:
             os.unlink(tmp)
         raise
     return len(data)
+
+
+def _mkdir(directory: Path) -> bool:
+    """Create `directory` (and its parents); whether it was new. One call when it exists."""
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:
