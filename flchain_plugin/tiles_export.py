@@ -165,6 +165,7 @@ def export_tiles(ledger: Ledger, directory: Path, *,
         if plan or old_note != note:  # STATE is back at the end: gone, an export broke off
             (directory / STATE).unlink(missing_ok=True)
         with _Writer(directory, len(plan) + 1, tick, sweep=seen is None) as writer:
+            writer.prepare(t.path for t in plan)
             if old_note != note:
                 writer.stage(CHECKPOINT, note.encode("utf-8"))
             for tile, data in _tile_contents(ledger, plan):
@@ -379,6 +380,12 @@ class _Writer:
                 _remove_stale_temp_files(parent)
             self.known.add(parent)
         self.dirty.add(parent)
+
+    def prepare(self, relatives: Iterator[str]) -> None:
+        """Create the directories up front: a mkdir beside writer threads renaming into the
+        same directory waits for them (4 ms each, 2,000 partial-tile directories at 10^6)."""
+        for parent in sorted({(self.root / r).parent for r in relatives}):
+            self._directory(parent / "_")
 
     def put(self, relative: str, data: bytes) -> None:
         path = self.root / relative
