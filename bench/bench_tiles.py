@@ -16,6 +16,7 @@ round that published nothing) is shown for context.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import sys
@@ -37,7 +38,7 @@ from flchain_plugin.tiles_export import export_tiles
 
 ORIGIN = "bench.flchain.local/tiles"
 BATCH = 1000
-INCREMENTS = 7
+INCREMENTS = 15
 """Incremental exports timed (one 1,000-entry batch each), on a copy of the ledger."""
 
 Task = Callable[[str, int], Callable[[int], None]]
@@ -80,6 +81,7 @@ class Figures:
     increment_tiles: int
     append_s: list[float]
     unchanged_s: float
+    fsync_s: float
     same_root: bool
 
 
@@ -121,7 +123,27 @@ def bench(work: Path, n: int, task: Task) -> Figures:
     finally:
         remove_db(copy)
     return Figures(export_s, full.tiles, full.bytes / 1e6, verify_s, inc, tiles, app,
-                   unchanged_s, same_root)
+                   unchanged_s, durable_write_s(out / "tile" / "0"), same_root)
+
+
+def durable_write_s(directory: Path, runs: int = 15) -> float:
+    """Median time of one durable file replacement on the export's disk: the unit an
+    export pays twice in a row (tiles in parallel, then their directories)."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        tmp = directory / ".bench.tmp"
+        with open(tmp, "wb") as f:
+            f.write(bytes(8192))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / ".bench")
+        fd = os.open(directory, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        times.append(time.perf_counter() - t0)
+    (directory / ".bench").unlink()
+    return statistics.median(times)
 
 
 def results(n: int, f: Figures, quick: bool) -> list[Result]:
@@ -137,6 +159,8 @@ def results(n: int, f: Figures, quick: bool) -> list[Result]:
                f"append + sign of the {BATCH:,}-entry batch", app / inc, "≤ 50 ms",
                None if quick else inc <= 50),
         Result("unchanged_export", "export with nothing new", f.unchanged_s * 1e3, "ms"),
+        Result("durable_write", "one 8 KiB file: write, fsync, rename, fsync its directory "
+               "(median)", f.fsync_s * 1e3, "ms"),
     ]
 
 

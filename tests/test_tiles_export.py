@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -26,6 +27,7 @@ from tiles_reader import (
 from flchain_plugin.checkpoint import verify_checkpoint
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.notes import generate_key
+from flchain_plugin.store import StoreError, node_key
 from flchain_plugin.tiles_export import TilesExportError, export_tiles
 
 BOUNDARY_SIZES = [1, 255, 256, 257, 65_536, 70_000]
@@ -166,6 +168,31 @@ def test_missing_partial_tile_healed_without_state(tmp_path: Path) -> None:
     led.close()
 
 
+def test_tampered_ledger_stops_the_export_naming_the_row(tmp_path: Path) -> None:
+    """A changed entry or a missing subtree hash is named, and nothing is published."""
+    led, _ = signed_ledger(tmp_path / "l.db", [70_000])
+    led.close()
+    with sqlite3.connect(tmp_path / "l.db") as db:
+        db.execute("UPDATE entries SET data = CAST(? AS BLOB) WHERE idx = 1234", (b'{"x":1}',))
+    led = Ledger(tmp_path / "l.db", create=False)
+    with pytest.raises(StoreError, match="entry 1234 does not hash to its stored leaf"):
+        export_tiles(led, tmp_path / "tiles")
+    assert not (tmp_path / "tiles" / "checkpoint").exists()
+    led.close()
+    with sqlite3.connect(tmp_path / "l.db") as db:
+        db.execute("UPDATE entries SET data = CAST(? AS BLOB) WHERE idx = 1234",
+                   (credits(1234, 1)[0].encode(),))
+        db.execute("DELETE FROM nodes WHERE id = ?", (node_key(8, 5),))
+    led = Ledger(tmp_path / "l.db", create=False)
+    with pytest.raises(StoreError, match="level-8 hash 5 is missing"):
+        export_tiles(led, tmp_path / "tiles")
+    assert not (tmp_path / "tiles" / "checkpoint").exists()
+    proc = flchain("--ledger", str(tmp_path / "l.db"), "tiles", "export", str(tmp_path / "t2"))
+    assert proc.returncode == 1 and "level-8 hash 5 is missing" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "flchain verify" in proc.stderr
+    led.close()
+
+
 def test_no_checkpoint_refused(tmp_path: Path) -> None:
     led = Ledger(tmp_path / "l.db", origin="example.com/unsigned")
     led.append(credits(0, 10))
@@ -246,7 +273,8 @@ def test_crash_between_files_leaves_old_consistent_view(tmp_path: Path) -> None:
     assert visible <= spec_paths(5_000) | spec_paths(9_000)
     report = export_tiles(led, out)
     assert report.previous_size == 5_000 and report.size == 9_000
-    assert tile_files(out) == spec_paths(5_000) | spec_paths(9_000)  # stale temps removed
+    assert tile_files(out) == spec_paths(5_000) | spec_paths(9_000)
+    assert not [p for p in files(out) if p.endswith(".tmp")]  # the killed one's temps swept
     assert TileReader(file_fetch(out), 9_000).root() == led.root_at(9_000)
     led.close()
 
