@@ -83,6 +83,18 @@ def test_ledger_bench_quick_reuses_its_workdir(tmp_path: Path) -> None:
     assert {"inclusion_generate", "verify"} <= set(again["results"])
 
 
+def test_tiles_bench_quick() -> None:
+    doc = json_line(run(str(BENCH / "bench_tiles.py"), "--quick", "--json"))
+    results = check_results(doc, "tiles", {"export", "export_rate", "incremental_export",
+                                           "unchanged_export", "durable_write"})
+    assert results["export"]["baseline_name"].startswith("verify of the same 100,000")
+    assert results["incremental_export"]["target"] == "≤ 50 ms"
+    assert results["incremental_export"]["unit"] == "ms"
+    params = doc["params"]
+    assert params["entries"] == 100_000 and params["checkpoints"] == 100
+    assert params["verify_ok"] is True and params["increment_tiles"] > 0
+
+
 def test_flower_bench_quick_times_both_kinds_and_the_work() -> None:
     pytest.importorskip("flwr")
     doc = json_line(run(str(BENCH / "bench_flower.py"), "--quick", "--json"))

@@ -240,6 +240,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
                             "Restart training from an earlier recorded model."),
     "mlflow": LazyCommand("flchain_plugin.cli.mlflow", "mlflow", "mlflow",
                           "Check MLflow models and versions against the ledger."),
+    "mirror": LazyCommand("flchain_plugin.cli.mirror", "mirror"),
     "lightning": LazyCommand("flchain_plugin.cli.lightning", "lightning", None,
                              "Check Lightning checkpoint files against the ledger."),
     "tiles": LazyCommand("flchain_plugin.cli.tiles", "tiles"),

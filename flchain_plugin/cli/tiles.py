@@ -6,6 +6,7 @@ Both read the ledger only (it is opened read-only, so an archive can be publishe
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from pathlib import Path
@@ -26,7 +27,10 @@ PROGRESS_MIN = 50_000
 
 @click.group(cls=Group)
 def tiles() -> None:
-    """Publish the log as C2SP tlog-tiles (https://c2sp.org/tlog-tiles)."""
+    """Publish the log as C2SP tlog-tiles (static files).
+
+    https://c2sp.org/tlog-tiles; `flchain serve` answers the same paths over HTTP.
+    """
 
 
 @tiles.command("export")
@@ -35,11 +39,11 @@ def tiles() -> None:
               help="Show a progress bar (default: on a terminal for large ledgers).")
 @common_options
 def export(settings: Settings, out: Output, directory: Path, progress: bool | None) -> None:
-    """Write or update DIRECTORY: checkpoint, tile/<L>/<N>, tile/entries/<N>.
+    """Write or update DIRECTORY as tlog-tiles.
 
-    Publishes the latest signed checkpoint. Only new tiles are written (a full tile never
-    twice), each file atomically, the checkpoint last; a directory holding another log's
-    tiles is refused.
+    checkpoint, tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>] of the latest signed
+    checkpoint. Only new tiles are written (a full tile never twice), each file
+    atomically, the checkpoint last; a directory holding another log's tiles is refused.
     """
     with open_ledger(settings, read_only=True) as led:
         show = progress if progress is not None else (
@@ -77,9 +81,10 @@ def _report_doc(report: ExportReport) -> dict[str, Any]:
               help="Port to listen on (0: any free port; the URL printed says which).")
 @common_options
 def serve(settings: Settings, out: Output, host: str, port: int) -> None:
-    """Serve the log as C2SP tlog-tiles over HTTP, read-only, from the ledger.
+    """Serve the log's tlog-tiles over HTTP, read-only.
 
-    GET /checkpoint and /tile/...: the bytes `tiles export` writes. Ctrl-C stops it.
+    Straight from the ledger: GET /checkpoint and /tile/...: the bytes `tiles export`
+    writes. Ctrl-C stops it.
     """
     import uvicorn
 
@@ -96,7 +101,8 @@ def serve(settings: Settings, out: Output, host: str, port: int) -> None:
         sys.stdout.flush()
         server = uvicorn.Server(uvicorn.Config(tiles_app(led), log_level="warning",
                                                lifespan="off"))
-        server.run(sockets=[sock])
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once stopped
+            server.run(sockets=[sock])
     if not out.json:
         out.err.print(Text("stopped", style="dim"))
 
