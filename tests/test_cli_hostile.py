@@ -82,6 +82,8 @@ class World:
     witness_key: Path
     note: Path
     ckpt: Path
+    tiles: Path
+    ledger_vkey: str
     counter: int = 0
 
     def fresh(self, name: str) -> Path:
@@ -119,12 +121,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     r = CliRunner().invoke(cli, ["--ledger", str(good), "--json", "keygen", "--out", str(key)])
     vkey = json.loads(r.stdout)["verifier"]
     _flchain(["keygen", "witness.example/w", "--witness", "--out", str(wkey)])
+    tiles, published = d / "tiles", d / "published.db"  # a copy signed with the pinned key
+    shutil.copyfile(good, published)
+    _flchain(["--ledger", str(published), "checkpoint", "sign", "--key", f"{good}.key"])
+    _flchain(["--ledger", str(published), "tiles", "export", str(tiles)])
     note = d / "cp.note"
     _flchain(["--ledger", str(good), "checkpoint", "sign", "--key", str(key),
               "--out", str(note)])
     ckpt = d / "model.ckpt"
     ckpt.write_bytes(b"not a recorded checkpoint")
-    return World(d, good, key, vkey, wkey, note, ckpt)
+    with Ledger(good, create=False) as led:
+        ledger_vkey = led.pinned_verifier.vkey  # type: ignore[union-attr]
+    return World(d, good, key, vkey, wkey, note, ckpt, tiles, ledger_vkey)
 
 
 def _pages(db: Path, tables: set[str]) -> list[int]:
@@ -203,7 +211,18 @@ BASE: dict[tuple[str, ...], Callable[[World], list[str]]] = {
     ("mlflow", "verify"): lambda w: ["models:/m/1", "--tracking-uri",
                                      f"sqlite:///{w.dir}/mlflow.db"],
     ("lightning", "verify"): lambda w: [str(w.ckpt)],
+    ("tiles", "export"): lambda w: [str(w.fresh("tiles"))],
+    ("serve",): lambda w: ["--port", "0"],
+    ("mirror",): lambda w: [str(w.tiles), "--key-verifier", w.ledger_vkey, "--once"],
 }
+
+NO_LEDGER = {("witness", "serve"), ("witness", "evidence")}
+"""Commands that read no ledger (a witness holds only its own state file): they take
+--ledger like every command and ignore it, so only their usage is checked here; their
+hostile state and key files are test_witness_http's."""
+
+CREATES_LEDGER = {("init",), ("mirror",)}
+"""Commands whose job is to create a ledger where there is none."""
 
 
 def _needs(cmd: tuple[str, ...]) -> None:
@@ -222,7 +241,7 @@ def _mlflow_restored() -> Iterator[None]:
 
 
 def test_every_command_has_a_base_invocation() -> None:
-    assert sorted(all_commands()) == sorted(BASE)
+    assert sorted(all_commands()) == sorted([*BASE, *NO_LEDGER])
 
 
 @pytest.mark.parametrize("cmd", sorted(BASE), ids=" ".join)
@@ -230,8 +249,8 @@ def test_every_command_on_every_hostile_ledger(cmd: tuple[str, ...], world: Worl
                                                hostile_ledgers: dict[str, Path]) -> None:
     _needs(cmd)
     for kind, ledger in hostile_ledgers.items():
-        if cmd == ("init",) and kind == "missing":
-            continue  # creating a ledger where there is none is init's job
+        if cmd in CREATES_LEDGER and kind == "missing":
+            continue
         with _mlflow_restored():
             r = world.run([*cmd, *BASE[cmd](world)], ledger=ledger,
                           input=_entry_lines(0, 1))
@@ -241,7 +260,7 @@ def test_every_command_on_every_hostile_ledger(cmd: tuple[str, ...], world: Worl
         assert kind == "directory" or str(ledger) in line or "ledger" in line, (kind, line)
 
 
-@pytest.mark.parametrize("cmd", sorted(BASE), ids=" ".join)
+@pytest.mark.parametrize("cmd", sorted([*BASE, *NO_LEDGER]), ids=" ".join)
 def test_every_command_refuses_an_unknown_option_in_one_line(cmd: tuple[str, ...],
                                                              world: World) -> None:
     _needs(cmd)

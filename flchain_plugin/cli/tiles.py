@@ -88,10 +88,16 @@ def serve(settings: Settings, out: Output, host: str, port: int) -> None:
     """
     import uvicorn
 
+    from ..tiles_export import TilesExportError, published_checkpoint
     from ..tiles_http import tiles_app
 
     sock = _listen(host, port)
     with sock, open_ledger(settings, read_only=True) as led:
+        try:  # a damaged store is refused here, not served to readers
+            published_checkpoint(led)
+        except TilesExportError as e:
+            out.err.print(Text(f"warning: {e}; /checkpoint answers 404 until then",
+                               style="yellow"))
         bound = sock.getsockname()
         url = f"http://{_url_host(bound[0])}:{bound[1]}/"
         doc = {"url": url, "ledger": str(settings.ledger), "origin": led.origin}
