@@ -257,14 +257,19 @@ def checkpoint_add(settings: Settings, out: Output, note_file: Path, key_verifie
               help="The log's verifier key (name+id+key), as `flchain keygen` printed it.")
 @click.option("--witness-verifier", "witness_keys", multiple=True, metavar="VKEY",
               help="A witness verifier key whose cosignature to check (repeatable).")
+@click.option("--quorum", type=click.IntRange(1, None), default=None, metavar="K",
+              help="Require cosignatures of K distinct witnesses among --witness-verifier "
+                   "instead of all of them.")
 @click.option("--no-ledger", is_flag=True,
               help="Check the signature only, not the ledger's tree at that size.")
 @common_options
 def checkpoint_verify(settings: Settings, out: Output, note_file: Path, key_verifier: str,
-                      witness_keys: tuple[str, ...], no_ledger: bool) -> None:
+                      witness_keys: tuple[str, ...], quorum: int | None, no_ledger: bool
+                      ) -> None:
     """Check a checkpoint's signatures and root.
 
-    The log key must have signed it, each --witness-verifier must have cosigned it, and
+    The log key must have signed it, each --witness-verifier must have cosigned it (or K
+    of them with --quorum K, counted by `quorum.verify_quorum` as clients count them), and
     the ledger's tree at the checkpoint's size must have its root.
     """
     note = read_text(note_file, "note file")
@@ -292,9 +297,7 @@ def checkpoint_verify(settings: Settings, out: Output, note_file: Path, key_veri
     finally:
         if led is not None:
             led.close()
-    missing = [w.vkey for w in witnesses if not opened.signed_by(w)]
-    if missing:
-        fail(f"checkpoint has no cosignature by witness {missing[0]}")
+    _check_witnesses(note, log, witnesses, quorum, opened, fail)
     sigs = _signatures_doc(opened, log)
     doc = {"ok": True, "origin": cp.origin, "size": cp.size, "root": cp.root_hash.hex(),
            "ledger_checked": led is not None, "signatures": sigs}
@@ -310,6 +313,27 @@ def checkpoint_verify(settings: Settings, out: Output, note_file: Path, key_veri
         out.console.print(t)
 
     out.emit(doc, human)
+
+
+def _check_witnesses(note: str, log: notes.Verifier, witnesses: list[notes.Verifier],
+                     quorum: int | None, opened: notes.Note,
+                     fail: Callable[[str], NoReturn]) -> None:
+    """Every named witness cosigned, or with `quorum`, that many distinct ones did."""
+    if quorum is None:
+        missing = [w.vkey for w in witnesses if not opened.signed_by(w)]
+        if missing:
+            fail(f"checkpoint has no cosignature by witness {missing[0]}")
+        return
+    from ..quorum import QuorumError, verify_quorum
+
+    names = {w.name for w in witnesses}
+    if quorum > len(names):
+        raise InputError(f"--quorum {quorum} is more than the {len(names)} witness(es) "
+                         "named by --witness-verifier")
+    try:
+        verify_quorum(note, log, witnesses, quorum)
+    except QuorumError as e:
+        fail(f"checkpoint is not witnessed: {e}")
 
 
 def _last_cosigned(origin: str, last: Any) -> tlog.Checkpoint:
