@@ -19,7 +19,7 @@ from typing import Any
 from . import merkle
 from .checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from .digest import format_digest, parse_digest
-from .entries import ENTRY_TYPES, Entry, EntryError, decode
+from .entries import ENTRY_TYPES, Entry, EntryError, check_stored, decode
 from .ledger_audit import Problem, VerifyReport, verify_ledger
 from .notes import ED25519, NoteError, Signer, Verifier
 from .store import HeadRow, Store, StoreError, node_key
@@ -139,8 +139,37 @@ def _encode_batch(
         try:
             encoded.append((e.TYPE, e.encode()))
         except EntryError as err:
-            raise EntryError(f"batch[{i}]: {err}") from err
+            raise BatchEntryError(i, err) from err
         subjects.append(tuple(bytes.fromhex(s[7:]) for s in e.subjects))
+    return encoded, subjects
+
+
+class BatchEntryError(EntryError):
+    """Entry `position` of a batch is not a valid entry (nothing was appended)."""
+
+    def __init__(self, position: int, error: EntryError):
+        self.position = position
+        self.error = error
+        super().__init__(f"batch[{position}]: {error}")
+
+
+def _check_stored_batch(
+    datas: Iterable[bytes],
+) -> tuple[list[tuple[str, bytes]], list[tuple[bytes, ...]]]:
+    """`_encode_batch` for entries that arrive as canonical bytes (a mirror copying another
+    log): each is checked as `verify` checks a stored entry, without building it."""
+    encoded: list[tuple[str, bytes]] = []
+    subjects: list[tuple[bytes, ...]] = []
+    for i, data in enumerate(datas):
+        data = bytes(data)
+        try:
+            type_, subs = check_stored(data)
+        except EntryError as err:
+            raise BatchEntryError(i, err) from err
+        encoded.append((type_, data))
+        subjects.append(tuple(bytes.fromhex(s[7:]) for s in subs))
+    if not encoded:
+        raise EntryError("empty batch: append at least one entry")
     return encoded, subjects
 
 
@@ -208,6 +237,21 @@ class Ledger:
         if signer is not None:
             self._check_signer(signer, pq_signer)
         encoded, subjects = _encode_batch(entries)
+        return self._write(encoded, subjects, expect_size, signer, pq_signer)
+
+    def append_stored(self, datas: Iterable[bytes], *, expect_size: int | None = None
+                      ) -> TreeHead:
+        """`append` for entries given as their canonical bytes, as another log stores them:
+        each is checked as `verify` checks a stored entry (BatchEntryError names the first
+        that is not one), nothing is re-encoded, and the leaf hashes are of these bytes."""
+        encoded, subjects = _check_stored_batch(datas)
+        return self._write(encoded, subjects, expect_size, None, None)
+
+    def _write(self, encoded: list[tuple[str, bytes]], subjects: list[tuple[bytes, ...]],
+               expect_size: int | None, signer: Signer | None, pq_signer: Signer | None
+               ) -> TreeHead:
+        """One batch of checked entries, with its nodes, index rows, head and checkpoint,
+        in one transaction."""
         leaf = merkle.leaf_hash
         leaves = [leaf(d) for _, d in encoded]
 

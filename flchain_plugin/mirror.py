@@ -25,8 +25,7 @@ from pathlib import Path
 
 from . import merkle
 from .checkpoint import Checkpoint, CheckpointError, open_checkpoint
-from .entries import Entry, EntryError, decode
-from .ledger import Ledger, SizeConflict
+from .ledger import BatchEntryError, Ledger, SizeConflict
 from .notes import NoteError, Verifier
 from .pinning import PinError, parse_verifier
 from .store import StoreError
@@ -330,7 +329,8 @@ def _copy(led: Ledger, path: Path, reader: TileReader, cp: Checkpoint, leaves: b
     that is not a canonical flchain entry stops the copy after the batches before it."""
     src = reader.source
     start = led.size
-    pending: list[Entry] = []
+    pending: list[bytes] = []
+    where: list[str] = []  # the bundle each pending entry came from
     for bundle in tile_span(start, cp.size, ENTRIES):
         try:
             data = read_tile(src, bundle)
@@ -342,10 +342,11 @@ def _copy(led: Ledger, path: Path, reader: TileReader, cp: Checkpoint, leaves: b
             if merkle.leaf_hash(data[i - first]) != leaves[j:j + HASH_SIZE]:
                 raise MirrorError(f"{src.location}: entry {i} in {bundle.path} changed while "
                                   f"it was mirrored; the mirror holds {led.size}: rerun")
-            pending.append(_parse(src, bundle.path, i, data[i - first], led.size))
+            pending.append(data[i - first])
+            where.append(bundle.path)
         if len(pending) >= batch or bundle.first_hash + bundle.width == cp.size:
-            _append(led, path, pending)
-            pending = []
+            _append(led, path, src, pending, where)
+            pending, where = [], []
             if progress is not None:
                 progress("append", led.size - start, cp.size - start)
     if led.head().root != cp.root_hash:  # the checks above make this unreachable
@@ -353,21 +354,20 @@ def _copy(led: Ledger, path: Path, reader: TileReader, cp: Checkpoint, leaves: b
                           f"signed {cp.root_hash.hex()}; run `flchain verify`")
 
 
-def _append(led: Ledger, path: Path, entries: list[Entry]) -> None:
+def _append(led: Ledger, path: Path, src: TileSource, entries: list[bytes],
+            where: list[str]) -> None:
+    """Append the bundles' bytes as they are (`Ledger.append_stored`): an entry that is not
+    a canonical flchain entry stops the copy after the batches before it."""
+    held = led.size
     try:
-        led.append(entries, expect_size=led.size)
+        led.append_stored(entries, expect_size=held)
     except SizeConflict as e:
         raise MirrorError(f"{path}: {e}: another process writes this mirror; run one "
                           "mirror per file") from None
-
-
-def _parse(src: TileSource, where: str, index: int, data: bytes, held: int) -> Entry:
-    """The entry, whose canonical encoding must be the bundle's bytes (`decode`)."""
-    try:
-        return decode(data)
-    except EntryError as e:
-        raise MirrorError(f"{src.location}: entry {index} in {where} is not a canonical "
-                          f"flchain entry ({e}); the mirror holds {held} entries") from None
+    except BatchEntryError as e:
+        raise MirrorError(f"{src.location}: entry {held + e.position} in {where[e.position]} "
+                          f"is not a canonical flchain entry ({e.error}); the mirror holds "
+                          f"{held} entries") from None
 
 
 __all__ = [

@@ -13,7 +13,7 @@ from flchain_plugin import entries as E
 from flchain_plugin import merkle
 from flchain_plugin.checkpoint import verify_checkpoint
 from flchain_plugin.digest import DigestError
-from flchain_plugin.ledger import Ledger, SizeConflict
+from flchain_plugin.ledger import BatchEntryError, Ledger, SizeConflict
 from flchain_plugin.notes import generate_key
 from flchain_plugin.store import StoreError
 
@@ -367,3 +367,24 @@ def test_iter_entries_newest_first(tmp_path: Path) -> None:
     newest = next(led.iter_entries(type="model", reverse=True))
     assert newest.entry == [e for e in es if e.TYPE == "model"][-1]
     led.close()
+
+
+def test_append_stored_takes_canonical_bytes_as_verify_checks_them(tmp_path: Path) -> None:
+    """A mirror appends another log's entry bytes as they are: the same leaves, the same
+    index rows, and a non-canonical or invalid entry refused by position, nothing written."""
+    entries = [E.Dataset(dataset=f"sha256:{i:064x}", owner="o", scheme="s", examples=i + 1,
+                         name="n") for i in range(5)]
+    with Ledger(tmp_path / "a.db") as a, Ledger(tmp_path / "b.db", origin=a.origin) as b:
+        a.append(entries)
+        head = b.append_stored([e.data for e in a.iter_entries()], expect_size=0)
+        assert head.root == a.head().root and b.verify().ok
+        assert [e.index for e in b.find(f"sha256:{3:064x}")] == [3]
+        good = entries[0].encode()
+        for bad, why in ((good.replace(b'"examples":1', b'"examples": 1'), "canonical"),
+                         (good.replace(b'"owner":"o"', b'"owner":1'), "owner"),
+                         (b"[]", "")):
+            with pytest.raises(BatchEntryError, match=why) as e:
+                b.append_stored([good, bad])
+            assert e.value.position == 1 and b.size == 5
+        with pytest.raises(SizeConflict):
+            b.append_stored([good], expect_size=0)
