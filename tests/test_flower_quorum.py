@@ -27,13 +27,13 @@ pytest.importorskip("flwr.simulation")
 pytest.importorskip("sklearn")
 pytest.importorskip("flchain_plugin.witness_http", reason="the witness server (branch witness)")
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 from test_flower_checks import LoopbackGrid, initial, make_app, server_identity
-from test_flower_sim import backend, data, local_train, net
+from test_flower_sim import backend, honest_client, net
 from witness_servers import dead_url, witnesses
 
 from flchain_plugin import entries as E
@@ -65,17 +65,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
 
 
 def client_app(keys: Path, witness_keys: list[str]) -> ClientApp:
-    app = ClientApp(mods=[signing_mod(keys, witness_keys=witness_keys, quorum=2)])
-
-    @app.train()
-    def fit(msg: Message, ctx: Context) -> Message:
-        pid = int(ctx.node_config["partition-id"])
-        x, y = data(pid, NODES)
-        sd, _loss = local_train(msg.content["arrays"].to_torch_state_dict(), x, y)
-        return Message(RecordDict({"arrays": ArrayRecord(sd), "metrics": MetricRecord(
-            {"num-examples": len(x)})}), reply_to=msg)
-
-    return app
+    return honest_client([signing_mod(keys, witness_keys=witness_keys, quorum=2)], NODES)
 
 
 def server_app(ledger: Path, witnessed: Witnesses, tiles: Path,

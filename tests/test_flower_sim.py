@@ -87,6 +87,21 @@ def local_train(state: dict[str, Any], x: np.ndarray, y: np.ndarray) -> tuple[di
     return m.state_dict(), float(loss.detach())
 
 
+def honest_client(mods: list[Any], nodes: int) -> ClientApp:
+    """Clients that train on their strided share of `nodes` and report its size, behind
+    `mods` (the plugin's signing_mod, or a mod choosing one per partition)."""
+    app = ClientApp(mods=mods)
+
+    @app.train()
+    def fit(msg: Message, ctx: Context) -> Message:
+        x, y = data(int(ctx.node_config["partition-id"]), nodes)
+        sd, _loss = local_train(msg.content["arrays"].to_torch_state_dict(), x, y)
+        return Message(RecordDict({"arrays": ArrayRecord(sd), "metrics": MetricRecord(
+            {"num-examples": len(x)})}), reply_to=msg)
+
+    return app
+
+
 def accuracy(arrays: ArrayRecord) -> tuple[float, float]:
     m = net()
     m.load_state_dict(arrays.to_torch_state_dict())

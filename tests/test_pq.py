@@ -358,9 +358,8 @@ ML_DSA_ALONE, HYBRID, ED25519_ONLY = {0, 1}, 2, 3
 
 
 def _pq_client_app(tmp: Path):
-    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-    from flwr.clientapp import ClientApp
-    from test_flower_sim import data, local_train
+    from flwr.app import Context, Message
+    from test_flower_sim import honest_client
 
     from flchain_plugin.flower import client_key, signing_mod
 
@@ -376,17 +375,7 @@ def _pq_client_app(tmp: Path):
         (tmp / "nodes" / str(pid)).write_text(str(ctx.node_id))
         return mods[pid](msg, ctx, call_next)
 
-    app = ClientApp(mods=[by_partition])
-
-    @app.train()
-    def fit(msg: Message, ctx: Context) -> Message:
-        pid = int(ctx.node_config["partition-id"])
-        x, y = data(pid, SIM_NODES)
-        sd, _ = local_train(msg.content["arrays"].to_torch_state_dict(), x, y)
-        return Message(RecordDict({"arrays": ArrayRecord(sd), "metrics": MetricRecord(
-            {"num-examples": len(x)})}), reply_to=msg)
-
-    return app
+    return honest_client([by_partition], SIM_NODES)
 
 
 def _pq_server_app(ledger: Path, result: dict, pq_key: Path):
