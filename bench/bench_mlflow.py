@@ -212,7 +212,7 @@ def ledger_append(root: Path, n: int) -> tuple[float, float]:
     from flchain_plugin import entries as E
     from flchain_plugin.commit import log_signer
     from flchain_plugin.ledger import Ledger
-    from flchain_plugin.mlflow.identity import commit_once
+    from flchain_plugin.mlflow.identity import Commitments, commit_once
 
     def entry(i: int) -> E.Mlflow:
         return E.Mlflow(kind="model_version", model_id="m-x", name="x", version=str(i),
@@ -221,11 +221,12 @@ def ledger_append(root: Path, n: int) -> tuple[float, float]:
     appends, commits = [], []
     with Ledger(root / "append-only.db") as led, Ledger(root / "commit-once.db") as once:
         signer = log_signer(once)
+        index = Commitments(once)  # as a store keeps it
         for i in range(n):
             t0 = time.perf_counter()
             led.append([entry(i)])
             t1 = time.perf_counter()
-            commit_once(once, entry(i), signer)
+            commit_once(once, entry(i), signer, index)
             commits.append(time.perf_counter() - t1)
             appends.append(t1 - t0)
     return statistics.median(appends), statistics.median(commits)
