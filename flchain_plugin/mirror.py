@@ -29,8 +29,16 @@ from .ledger import BatchEntryError, Ledger, SizeConflict
 from .notes import NoteError, Verifier
 from .pinning import PinError, parse_verifier
 from .store import StoreError
-from .tile_source import TileReader, TileSource, open_source, read_tile, tile_span
-from .tiles import ENTRIES, HASH_SIZE, TILE_WIDTH, TileDataError, levels, tiles_for
+from .tile_source import TileReader, TileSource, open_source, read_tile
+from .tiles import (
+    ENTRIES,
+    HASH_SIZE,
+    TILE_WIDTH,
+    TileDataError,
+    levels,
+    new_tiles,
+    tiles_for,
+)
 
 ProgressFn = Callable[[str, int, int], None]
 """Called with ("verify" or "append", entries done, entries to do) as a run goes."""
@@ -38,7 +46,7 @@ ProgressFn = Callable[[str, int, int], None]
 MAX_BATCH = 65_536
 """Entries per appended batch (rounded up to whole bundles). A run that catches up further
 than this (a new mirror of a big log) appends several batches, so its memory stays
-bounded (a parsed entry costs about 2 KB); otherwise each batch is one checkpoint's growth."""
+bounded; otherwise each batch is one checkpoint's growth."""
 
 
 class MirrorError(ValueError):
@@ -286,8 +294,8 @@ def _new_leaves(reader: TileReader, old_size: int, cp: Checkpoint,
     src = reader.source
     leaves = bytearray()
     total = cp.size - old_size
-    for bundle, tile in zip(tile_span(old_size, cp.size, ENTRIES),
-                            tile_span(old_size, cp.size, 0), strict=True):
+    for bundle, tile in zip(new_tiles(old_size, cp.size, ENTRIES),
+                            new_tiles(old_size, cp.size, 0), strict=True):
         try:
             got, want = read_tile(src, bundle), read_tile(src, tile)
         except TileDataError as e:
@@ -331,7 +339,7 @@ def _copy(led: Ledger, path: Path, reader: TileReader, cp: Checkpoint, leaves: b
     start = led.size
     pending: list[bytes] = []
     where: list[str] = []  # the bundle each pending entry came from
-    for bundle in tile_span(start, cp.size, ENTRIES):
+    for bundle in new_tiles(start, cp.size, ENTRIES):
         try:
             data = read_tile(src, bundle)
         except TileDataError as e:

@@ -12,7 +12,6 @@ reads, each tile read once. Every path and width comes from `tiles` (the one rul
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -26,8 +25,8 @@ from .tiles import (
     Tile,
     decode_bundle,
     decode_hashes,
-    edge_tiles,
     level_size,
+    tile_at,
 )
 
 DEFAULT_TIMEOUT = 30.0
@@ -164,23 +163,6 @@ def open_source(location: str | os.PathLike[str], *,
     return DirectorySource(text)
 
 
-def tile_span(old_size: int, size: int, level: int) -> Iterator[Tile]:
-    """`tiles.new_tiles(old_size, size, level)`, one tile at a time: a signed checkpoint
-    may claim any size up to 2^64-1, and a mirror must not build a list that size before
-    it learns that the tiles are missing. Widths come from `tiles.edge_tiles`."""
-    if not 0 <= old_size <= size:
-        raise ValueError(f"tile_span: got sizes {old_size} -> {size}, want 0 <= old <= new")
-    edge = next((t for t in edge_tiles(size) if t.level == level), None)
-    if edge is None:
-        return
-    first = level_size(old_size, level) // TILE_WIDTH
-    old_width = level_size(old_size, level) % TILE_WIDTH
-    for index in range(first, edge.index + 1):
-        tile = edge if index == edge.index else Tile(level, index)
-        if not (index == first and tile.width == old_width):
-            yield tile
-
-
 def read_tile(source: TileSource, tile: Tile) -> list[bytes]:
     """The hashes (or, for an entry bundle, the entries) of `tile`, checked against its
     width. A partial tile the source no longer has (tlog-tiles lets a log replace it by the
@@ -214,17 +196,10 @@ class TileReader:
         self.source = source
         self.size = size
         self._tiles: dict[tuple[int, int], list[bytes]] = {}
-        self._edges = {t.level: t for t in edge_tiles(size)}
 
     def tile_at(self, level: int, tile_index: int) -> Tile:
-        """The tile of `level` with index `tile_index` in this tree: full left of the
-        level's edge tile, the edge tile itself (partial or full) at its index."""
-        edge = self._edges.get(level)
-        if edge is None or not 0 <= tile_index <= edge.index:
-            have = 0 if edge is None else edge.index + 1
-            raise ValueError(f"level {level} of a tree of size {self.size} has no tile "
-                             f"{tile_index} (it has {have})")
-        return edge if tile_index == edge.index else Tile(level, tile_index)
+        """The tile of `level` with index `tile_index` in this tree (`tiles.tile_at`)."""
+        return tile_at(self.size, level, tile_index)
 
     def hashes(self, tile: Tile) -> list[bytes]:
         """The hashes a hash tile of this tree holds, fetched and decoded once."""
@@ -289,5 +264,4 @@ __all__ = [
     "TileSourceError",
     "open_source",
     "read_tile",
-    "tile_span",
 ]

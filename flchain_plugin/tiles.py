@@ -15,6 +15,7 @@ partial tile of width W. Entry bundles `tile/entries/<N>` follow level 0's tiles
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 TILE_WIDTH = 256
@@ -141,17 +142,28 @@ def edge_tiles(size: int) -> list[Tile]:
     return out
 
 
-def new_tiles(old_size: int, size: int, level: int) -> list[Tile]:
-    """The tiles of `level` a tree of `size` has that a tree of `old_size` has not:
-    every tile from the one `old_size` left partial, in their final width at `size`."""
+def tile_at(size: int, level: int, index: int) -> Tile:
+    """Tile `index` of `level` in a tree of `size` leaves: full left of the level's edge,
+    the edge tile (partial, or full when the level's width is a multiple of 256) at it."""
+    n = level_size(size, level)
+    if not 0 <= index < -(-n // TILE_WIDTH):
+        raise ValueError(f"level {level} of a tree of size {size} has no tile {index} "
+                         f"(it has {-(-n // TILE_WIDTH)})")
+    return Tile(level, index, min(n - index * TILE_WIDTH, TILE_WIDTH))
+
+
+def new_tiles(old_size: int, size: int, level: int) -> Iterator[Tile]:
+    """The tiles of `level` a tree of `size` has that a tree of `old_size` has not: every
+    tile from the one `old_size` left partial, in their final width at `size`. One at a
+    time: a signed checkpoint may claim any size up to 2^64-1, and a reader must not build
+    a list that size before it learns that the tiles are missing."""
     if not 0 <= old_size <= size:
         raise ValueError(f"new_tiles: got sizes {old_size} -> {size}, want 0 <= old <= new")
-    n = level_size(size, level)
     first, old_width = divmod(level_size(old_size, level), TILE_WIDTH)
-    tiles = [Tile(level, i) for i in range(first, n // TILE_WIDTH)]  # not all of tiles_for:
-    if n % TILE_WIDTH:                                                # 3,906 tiles at 10^6
-        tiles.append(Tile(level, n // TILE_WIDTH, n % TILE_WIDTH))
-    return [t for t in tiles if not (t.index == first and t.width == old_width)]
+    for index in range(first, -(-level_size(size, level) // TILE_WIDTH)):
+        tile = tile_at(size, level, index)
+        if not (index == first and tile.width == old_width):
+            yield tile
 
 
 # -- tile contents --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from flchain_plugin.tiles import (
     levels,
     new_tiles,
     parse_path,
+    tile_at,
     tiles_for,
 )
 
@@ -118,3 +119,12 @@ def test_hash_tiles_hold_exactly_their_width() -> None:
         decode_hashes(encode_hashes(hashes)[:-1], Tile(0, 0, 3))
     with pytest.raises(TileDataError, match="want at most 65535"):
         encode_bundle([b"x" * 65_536])
+
+
+@given(st.integers(1, 2**20), st.sampled_from([0, 1, 2, ENTRIES]))
+def test_tile_at_is_the_levels_tile_of_that_index(size: int, level: int) -> None:
+    tiles = tiles_for(size, level)
+    for tile in (tiles[:1] + tiles[-2:]) if tiles else []:
+        assert tile_at(size, level, tile.index) == tile
+    with pytest.raises(ValueError, match=f"has no tile {len(tiles)} \\(it has {len(tiles)}\\)"):
+        tile_at(size, level, len(tiles))
