@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import merkle, notes
-from .checkpoint import Checkpoint, CheckpointError, open_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, open_checkpoint, unverified_checkpoint
 from .ledger import Ledger
 from .store import EntryRow, StoreError
 from .tiles import (
@@ -96,7 +96,7 @@ def published_checkpoint(ledger: Ledger) -> tuple[str, Checkpoint]:
     verifier = ledger.pinned_verifier
     try:
         cp = (open_checkpoint(note, verifier, origin=ledger.origin)[0] if verifier
-              else _unverified(note))
+              else unverified_checkpoint(note))
     except (CheckpointError, notes.NoteError) as e:
         raise StoreError(f"the latest stored checkpoint does not open: {e}; "
                          "run `flchain verify`") from e
@@ -116,15 +116,6 @@ def _latest_of_largest(ledger: Ledger) -> str | None:
         return last[0][1]
     stored = ledger.store.checkpoints()
     return max(enumerate(stored), key=lambda r: (r[1][0], r[0]))[1][1]
-
-
-def _unverified(note: str) -> Checkpoint:
-    """The checkpoint in a note, its signatures not checked (no key is pinned)."""
-    try:
-        notes.open_note(note, [])
-    except notes.UnverifiedNoteError as e:
-        return Checkpoint.parse(e.note.text)
-    raise AssertionError("a note opened with no keys is never verified")  # pragma: no cover
 
 
 def checkpoint_tiles(ledger: Ledger, size: int) -> set[Tile]:
@@ -201,7 +192,7 @@ def _exported(ledger: Ledger, directory: Path) -> tuple[Checkpoint | None, str |
         raise TilesExportError(f"cannot read {path}: {e}") from None
     redo = "export into an empty directory, or remove it if it is a stale copy of this log"
     try:
-        cp = _unverified(text)
+        cp = unverified_checkpoint(text)
     except (CheckpointError, notes.NoteError) as e:
         raise TilesExportError(f"{path} is not a checkpoint note ({e}): {redo}") from None
     if cp.origin != ledger.origin:

@@ -31,7 +31,6 @@ from .root import (
     Settings,
     common_options,
     kv_table,
-    note_checkpoint,
     open_ledger,
     read_text,
     write_atomic,
@@ -193,7 +192,7 @@ def checkpoint_sign(settings: Settings, out: Output, key_path: Path, out_path: P
                              f"{led.origin!r}: make the log key with `flchain keygen "
                              f"{led.origin} --out KEY`")
         note = led.sign_checkpoint(signer)
-    cp = note_checkpoint(note)
+    cp = tlog.unverified_checkpoint(note)
     if out_path is not None:
         write_atomic(out_path, note)
     doc = {"origin": cp.origin, "size": cp.size, "root": cp.root_hash.hex(),
@@ -219,7 +218,7 @@ def checkpoint_latest(settings: Settings, out: Output) -> None:
     if note is None:
         raise InputError("the ledger has no signed checkpoint yet: run "
                          "`flchain checkpoint sign --key KEY`")
-    cp = note_checkpoint(note)
+    cp = tlog.unverified_checkpoint(note)
     if out.json:
         out.emit({"size": cp.size, "root": cp.root_hash.hex(), "note": note}, lambda: None)
     else:

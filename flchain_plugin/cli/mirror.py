@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from .. import notes
+from ..checkpoint import unverified_checkpoint
 from ..mirror import MirrorConflict, MirrorError, MirrorReport, evidence_path, read_evidence
 from ..mirror import mirror as run_mirror
 from ..tile_source import TileSourceError
@@ -36,7 +37,6 @@ from .root import (
     common_options,
     key_verifier_option,
     kv_table,
-    note_checkpoint,
 )
 
 
@@ -87,7 +87,7 @@ def _body(note: str) -> str:
     if not note:
         return "(none stored)"
     try:
-        return note_checkpoint(note).body().rstrip("\n").replace("\n", " | ")
+        return unverified_checkpoint(note).body().rstrip("\n").replace("\n", " | ")
     except (ValueError, notes.NoteError):
         return note[:200]
 

@@ -32,7 +32,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .. import checkpoint as tlog
 from .. import notes
 from ..commit import LEDGER_ENV, key_path, load_or_create_key
 from ..ledger import Ledger
@@ -396,15 +395,6 @@ def _stored_entry_text(led: Ledger, index: int) -> str | None:
         return None
     text = row.data.decode("utf-8", "replace")
     return text if len(text) <= 2000 else text[:2000] + "…"
-
-
-def note_checkpoint(note: str) -> tlog.Checkpoint:
-    """The checkpoint in a note, whoever signed it (syntax checked, signatures not)."""
-    try:
-        notes.open_note(note, [])
-    except notes.UnverifiedNoteError as e:
-        return tlog.Checkpoint.parse(e.note.text)
-    raise AssertionError("a note opened with no keys is never verified")  # pragma: no cover
 
 
 @cli.command()
