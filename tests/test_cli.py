@@ -374,6 +374,10 @@ def test_head_and_info(filled: Flchain):
     info = filled.json("info")
     assert info["origin"] == ORIGIN and info["size"] == 7 and info["checkpoints"] == 0
     assert info["latest_checkpoint_size"] is None and info["file_bytes"] > 0
+    with Ledger(filled.ledger, create=False) as led:  # the key for mirrors and clients
+        assert led.pinned_verifier is not None
+        assert info["verifier"] == led.pinned_verifier.vkey
+        assert info["verifier_from"] == "pinned"
     r = filled("info")
     assert r.exit_code == 0 and ORIGIN in r.stdout and "checkpoints" in r.stdout
 

@@ -35,7 +35,7 @@ from rich.text import Text
 from .. import notes
 from ..commit import LEDGER_ENV, key_path, load_or_create_key
 from ..ledger import Ledger
-from ..ledger_audit import VerifyReport, verify_ledger
+from ..ledger_audit import VerifyReport, known_verifier, verify_ledger
 from ..pinning import VERIFIER_ENV, PinError, parse_verifier
 from ..store import StoreError
 from .errors import JSON_META, Group, InputError, VerificationFailed, library_errors
@@ -487,21 +487,25 @@ def format_time(ts: float) -> str:
 @cli.command()
 @common_options
 def info(settings: Settings, out: Output) -> None:
-    """Describe the ledger and its latest checkpoint."""
+    """Describe the ledger, its latest checkpoint and the log's verifier key (the key to
+    give mirrors, witnesses and clients): pinned at `init`, else `<ledger>.key`'s."""
     with open_ledger(settings) as led:
         h = led.head()
         cps = led.store.checkpoints()
+        key, key_from = known_verifier(led)
         origin = led.origin
     latest = cps[-1][0] if cps else None
     doc = {"ledger": str(settings.ledger), "origin": origin, "size": h.size,
            "root": h.root.hex(), "timestamp": h.timestamp,
            "file_bytes": settings.ledger.stat().st_size, "checkpoints": len(cps),
-           "latest_checkpoint_size": latest}
+           "latest_checkpoint_size": latest, "verifier": key.vkey if key else None,
+           "verifier_from": key_from}
     out.emit(doc, lambda: out.console.print(kv_table([
         ("ledger", settings.ledger), ("origin", origin), ("size", h.size),
         ("root", doc["root"]), ("updated", format_time(h.timestamp)),
         ("file size", f"{doc['file_bytes']:,} bytes"), ("checkpoints", len(cps)),
-        ("latest checkpoint", "-" if latest is None else f"size {latest}")],
+        ("latest checkpoint", "-" if latest is None else f"size {latest}"),
+        ("log key", f"{key.vkey} ({key_from})" if key else "-")],
         title="ledger")))
 
 
