@@ -35,7 +35,7 @@ from run_all import Result, report
 
 from flchain_plugin import entries as E
 from flchain_plugin import notes
-from flchain_plugin.flower import LedgerStrategy, ledger_key, signing_mod
+from flchain_plugin.flower import LedgerStrategy, ledger_key
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.quorum import Quorum, Witnesses
 
@@ -73,26 +73,14 @@ def rounds(demo: Any, ledger: Path, keys: Path, clients: int, n: int,
            witnesses: Witnesses | None) -> list[float]:
     """Seconds of each round after the first two, on an in-process grid."""
     from flwr.app import ArrayRecord
-    from flwr.clientapp import ClientApp
     from flwr.serverapp.strategy import FedAvg
-
-    vkeys = [e.keys[0].vkey for e in witnesses.endpoints] if witnesses else []
-    app = ClientApp(mods=[signing_mod(keys, witness_keys=vkeys,
-                                      quorum=QUORUM if witnesses else None)])
-
-    @app.train()
-    def fit(msg: Any, ctx: Any) -> Any:
-        from flwr.app import Message, MetricRecord, RecordDict
-
-        net, x, y = demo.received(msg, ctx)
-        loss = demo.train(net, x, y)
-        return Message(RecordDict({"arrays": ArrayRecord(net.state_dict()), "metrics":
-                                   MetricRecord({"train_loss": loss, "num-examples": len(x)})}),
-                       reply_to=msg)
 
     strategy = LedgerStrategy(FedAvg(fraction_train=1.0, fraction_evaluate=0.0,
                                      min_available_nodes=clients), ledger=ledger,
                               witnesses=witnesses)
+    vkeys = tuple(e.keys[0].vkey for e in witnesses.endpoints) if witnesses else ()
+    app = demo.make_client_app(keys, strategy.verifier_key, attacks=False,
+                               witness_keys=vkeys, quorum=QUORUM if witnesses else None)
     marks: list[float] = []
 
     def mark(rnd: int, arrays: Any) -> None:
