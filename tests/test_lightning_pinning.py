@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from test_lightning_callback import loaders, module_class, trainer
 
 from flchain_plugin import entries as E
 from flchain_plugin.checkpoint import open_checkpoint
@@ -41,64 +41,26 @@ def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FLCHAIN_LOG_VERIFIER", raising=False)
 
 
-def loaders() -> tuple[DataLoader, DataLoader]:
-    g = torch.Generator().manual_seed(0)
-    X, Y = torch.randn(64, 4, generator=g), torch.randn(64, 1, generator=g)
-    return (DataLoader(TensorDataset(X, Y), batch_size=16),
-            DataLoader(TensorDataset(X[:16], Y[:16]), batch_size=16))
-
-
-def tiny() -> Any:
-    import lightning.pytorch as L
-
-    class Tiny(L.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = torch.nn.Linear(4, 1)
-            self.loads = 0
-
-        def training_step(self, batch: Any, i: int) -> torch.Tensor:
-            x, y = batch
-            return torch.nn.functional.mse_loss(self.net(x), y)
-
-        def validation_step(self, batch: Any, i: int) -> None:
-            x, y = batch
-            self.log("val_loss", torch.nn.functional.mse_loss(self.net(x), y))
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.SGD(self.parameters(), lr=0.05)
-
-        def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-            self.loads += 1
-
-    torch.manual_seed(0)
-    return Tiny()
-
-
 def fit(root: Path, ledger: Any, epochs: int, ckpt_path: Path | None = None,
         **cb: Any) -> tuple[Any, Any, Any]:
     import lightning.pytorch as L
 
-    model = tiny()
+    model = tiny(L)
     callback = LedgerCallback(ledger, progress=False, **cb)
     mc = L.callbacks.ModelCheckpoint(dirpath=root / "ckpt", save_top_k=-1, save_last=True,
                                      monitor="val_loss")
-    t = L.Trainer(max_epochs=epochs, callbacks=[callback, mc], default_root_dir=str(root),
-                  logger=False, enable_progress_bar=False, enable_model_summary=False,
-                  accelerator="cpu", devices=1)
+    t = trainer(L, root, [callback, mc], epochs)
     t.fit(model, *loaders(), ckpt_path=None if ckpt_path is None else str(ckpt_path))
     return model, callback, mc
 
 
 def refused(root: Path, ledger: Any, ckpt: Path, **cb: Any) -> UnverifiedCheckpointError:
     """Resume from `ckpt` must stop before the module's weights change."""
-    model = tiny()
-    weights = model_digest(model.state_dict())
     import lightning.pytorch as L
 
-    t = L.Trainer(max_epochs=5, callbacks=[LedgerCallback(ledger, progress=False, **cb)],
-                  default_root_dir=str(root), logger=False, enable_progress_bar=False,
-                  enable_model_summary=False, accelerator="cpu", devices=1)
+    model = tiny(L)
+    weights = model_digest(model.state_dict())
+    t = trainer(L, root, [LedgerCallback(ledger, progress=False, **cb)], 5)
     with pytest.raises(UnverifiedCheckpointError) as err:
         t.fit(model, *loaders(), ckpt_path=str(ckpt))
     assert model.loads == 0 and t.global_step == 0
@@ -106,12 +68,26 @@ def refused(root: Path, ledger: Any, ckpt: Path, **cb: Any) -> UnverifiedCheckpo
     return err.value
 
 
+def tiny(L: Any) -> Any:
+    torch.manual_seed(0)
+    return module_class(L)()
+
+
 def forge(src: Path, dst: Path) -> dict[str, Any]:
     """What a party that can write files does: change the weights, save a valid checkpoint."""
     ck = torch.load(src, weights_only=True)
-    ck["state_dict"]["net.weight"] = ck["state_dict"]["net.weight"] + 1.0
+    ck["state_dict"]["net.0.weight"] = ck["state_dict"]["net.0.weight"] + 1.0
     torch.save(ck, dst)
     return ck
+
+
+def trained_and_forged(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, Any]]:
+    """(ledger, its last recorded checkpoint file, a forged copy, the forged contents)
+    after two epochs: the starting point of every forgery below."""
+    path = tmp_path / "ledger.db"
+    _, _, mc = fit(tmp_path, path, epochs=2)
+    last, forged = Path(mc.last_model_path), tmp_path / "forged.ckpt"
+    return path, last, forged, forge(last, forged)
 
 
 def test_every_batch_is_signed_by_the_ledger_key(tmp_path: Path) -> None:
@@ -151,12 +127,8 @@ def rewrite(path: Path, honest: Path, forged: Path, ck: dict[str, Any]) -> Signe
 
 def test_a_history_rewritten_and_resigned_with_another_key_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "ledger.db"
-    _, _, mc = fit(tmp_path, path, epochs=2)
+    path, last, forged, ck = trained_and_forged(tmp_path)
     writer = load_private_key(key_path(path)).verifier_key
-    last = Path(mc.last_model_path)
-    forged = tmp_path / "forged.ckpt"
-    ck = forge(last, forged)
     assert "not in the ledger" in refused(tmp_path, path, forged).reason  # before the rewrite
 
     attacker = rewrite(path, last, forged, ck)
@@ -210,11 +182,7 @@ def test_a_party_that_is_not_the_writer_must_be_told_the_key(
 
 
 def test_weights_that_are_not_the_recorded_model_are_refused(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    _, _, mc = fit(tmp_path, path, epochs=2)
-    last = Path(mc.last_model_path)
-    forged = tmp_path / "forged.ckpt"
-    ck = forge(last, forged)
+    path, last, forged, ck = trained_and_forged(tmp_path)
     with Ledger(path, create=False) as led:
         honest = led.find(file_digest(last), type="checkpoint")[0].entry
         # The writer's own key records the forged file under the honest weights' digest
@@ -240,11 +208,7 @@ def test_weights_that_are_not_the_recorded_model_are_refused(tmp_path: Path) -> 
 def test_a_batch_appended_without_the_key_is_not_vouched_for(tmp_path: Path) -> None:
     """A party that can write the file but not read the key appends an honest-looking
     record of a forged file: no signed checkpoint covers it."""
-    path = tmp_path / "ledger.db"
-    _, _, mc = fit(tmp_path, path, epochs=2)
-    last = Path(mc.last_model_path)
-    forged = tmp_path / "forged.ckpt"
-    ck = forge(last, forged)
+    path, last, forged, ck = trained_and_forged(tmp_path)
     with Ledger(path, create=False) as led:
         honest = led.find(file_digest(last), type="checkpoint")[0].entry
         led.append([replace(honest, file=file_digest(forged),
