@@ -26,7 +26,7 @@ Four signature types are supported, all through `cryptography` (ML-DSA-44 is FIP
 Why 0x06 reads the checkpoint body here, below `checkpoint.py`: its signed message is
 defined over a checkpoint's origin, size and root hash, not over the note text, so a
 0x06 signature of a note can only be made or checked by reading those three lines. This
-module reads exactly those (`checkpoint_fields`, by the tlog-checkpoint rules for them)
+module reads exactly those (`checkpoint_fields`, through `checkpoint.Checkpoint.parse`)
 and nothing else; the full checkpoint (extensions, the log's own signature) stays
 `checkpoint.py`'s.
 
@@ -206,24 +206,18 @@ def subtree_message(cosigner: str, timestamp: int, origin: str, start: int, end:
 
 
 def checkpoint_fields(text: str) -> tuple[str, int, bytes]:
-    """(origin, size, root hash) from a checkpoint body's first three lines, which a
-    subtree/v1 cosignature signs (why this module reads them: see the module docstring)."""
-    lines = text.split("\n")
-    if len(lines) < 4 or not text.endswith("\n"):
-        raise NoteError("cosigned text is not a checkpoint: want origin, size and root lines")
-    origin, size, root = lines[0], lines[1], lines[2]
-    if not origin:
-        raise NoteError("checkpoint origin line is empty")
-    if not size.isascii() or not size.isdigit() or (size != "0" and size.startswith("0")):
-        raise NoteError(f"checkpoint size line {size!r} is not a decimal without leading zeros")
-    raw = b64decode_strict(root, "checkpoint root hash line")
-    if len(raw) != HASH_SIZE:
-        raise NoteError(f"checkpoint root hash has {len(raw)} bytes, want {HASH_SIZE}")
-    if int(size) >= 2**64:
-        raise NoteError(f"checkpoint size {size} does not fit in 64 bits")
-    if size == "0" and raw != EMPTY_ROOT:
+    """(origin, size, root hash) of a checkpoint body, which a subtree/v1 cosignature
+    signs (why this module reads them: see the module docstring), parsed by
+    `checkpoint.Checkpoint.parse`, the one reading of a checkpoint body."""
+    from .checkpoint import Checkpoint, CheckpointError  # it builds on notes: imported late
+
+    try:
+        cp = Checkpoint.parse(text)
+    except CheckpointError as e:
+        raise NoteError(f"cosigned text is not a checkpoint: {e}") from None
+    if cp.size == 0 and cp.root_hash != EMPTY_ROOT:
         raise NoteError("checkpoint of size 0 has a root other than SHA-256 of the empty string")
-    return origin, int(size), raw
+    return cp.origin, cp.size, cp.root_hash
 
 
 def b64decode_strict(s: str, what: str) -> bytes:
