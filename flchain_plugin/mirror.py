@@ -37,6 +37,7 @@ from .tiles import (
     TileDataError,
     levels,
     new_tiles,
+    tile_at,
     tiles_for,
 )
 
@@ -215,10 +216,18 @@ def _mirror(src: TileSource, path: Path, key: Verifier, progress: ProgressFn | N
             return MirrorReport(src.location, str(path), led.origin, status, old.size,
                                 old.size, old.root, 0, note)
         reader = TileReader(src, cp.size)
-        leaves = _new_leaves(reader, old.size, cp, progress)
+        leaves, entries = _new_leaves(reader, old.size, cp, progress, batch)
         _check_extends(led, path, reader, note, cp)
         _check_root(reader, old.size, leaves, cp)
-        _copy(led, path, reader, cp, leaves, progress, batch)
+        if entries is not None:  # one batch, read and checked above: no second read
+            _append(led, path, src, entries, cp.size)
+            if progress is not None:
+                progress("append", len(entries), len(entries))
+        else:
+            _copy(led, path, reader, cp, leaves, progress, batch)
+        if led.head().root != cp.root_hash:  # the checks above make this unreachable
+            raise MirrorError(f"{path}: the mirrored root {led.head().root.hex()} is not "
+                              f"the signed {cp.root_hash.hex()}; run `flchain verify`")
         led.add_checkpoint_note(note, key)
     return MirrorReport(src.location, str(path), cp.origin, "mirrored", old.size, cp.size,
                         cp.root_hash, cp.size - old.size, note)
@@ -287,13 +296,15 @@ def _bad_tile(reader: TileReader) -> str:
 
 
 def _new_leaves(reader: TileReader, old_size: int, cp: Checkpoint,
-                progress: ProgressFn | None) -> bytes:
+                progress: ProgressFn | None, batch: int) -> tuple[bytes, list[bytes] | None]:
     """The leaf hashes of entries [old_size, cp.size), re-hashed from the bundles, each
     equal to its level-0 tile hash; 32 bytes each, concatenated (compact: a new mirror of
-    a big log holds them all)."""
+    a big log holds them all). And the entries themselves when they fit one batch (a
+    mirror following its log), so they are appended without being read again."""
     src = reader.source
     leaves = bytearray()
     total = cp.size - old_size
+    entries: list[bytes] | None = [] if total <= batch else None
     for bundle, tile in zip(new_tiles(old_size, cp.size, ENTRIES),
                             new_tiles(old_size, cp.size, 0), strict=True):
         try:
@@ -309,9 +320,11 @@ def _new_leaves(reader: TileReader, old_size: int, cp: Checkpoint,
                     f"{tile.path} holds {want[i - first].hex()}: the source's tiles are "
                     "damaged or tampered; nothing was mirrored")
             leaves += leaf
+            if entries is not None:
+                entries.append(got[i - first])
         if progress is not None:
             progress("verify", len(leaves) // HASH_SIZE, total)
-    return bytes(leaves)
+    return bytes(leaves), entries
 
 
 def _check_root(reader: TileReader, old_size: int, leaves: bytes, cp: Checkpoint) -> None:
@@ -332,13 +345,12 @@ def _check_root(reader: TileReader, old_size: int, leaves: bytes, cp: Checkpoint
 def _copy(led: Ledger, path: Path, reader: TileReader, cp: Checkpoint, leaves: bytes,
           progress: ProgressFn | None, batch: int) -> None:
     """Read the verified entries again, bundle by bundle (each must still hash to its
-    verified leaf), parse them and append them in batches of whole bundles, a new batch
-    once one holds `batch` entries (so one batch when the log grew by no more). An entry
-    that is not a canonical flchain entry stops the copy after the batches before it."""
+    verified leaf), and append them in batches of whole bundles, a new batch once one
+    holds `batch` entries: a catch-up too long to hold in memory. An entry that is not a
+    canonical flchain entry stops the copy after the batches before it."""
     src = reader.source
     start = led.size
     pending: list[bytes] = []
-    where: list[str] = []  # the bundle each pending entry came from
     for bundle in new_tiles(start, cp.size, ENTRIES):
         try:
             data = read_tile(src, bundle)
@@ -351,19 +363,15 @@ def _copy(led: Ledger, path: Path, reader: TileReader, cp: Checkpoint, leaves: b
                 raise MirrorError(f"{src.location}: entry {i} in {bundle.path} changed while "
                                   f"it was mirrored; the mirror holds {led.size}: rerun")
             pending.append(data[i - first])
-            where.append(bundle.path)
         if len(pending) >= batch or bundle.first_hash + bundle.width == cp.size:
-            _append(led, path, src, pending, where)
-            pending, where = [], []
+            _append(led, path, src, pending, cp.size)
+            pending = []
             if progress is not None:
                 progress("append", led.size - start, cp.size - start)
-    if led.head().root != cp.root_hash:  # the checks above make this unreachable
-        raise MirrorError(f"{path}: the mirrored root {led.head().root.hex()} is not the "
-                          f"signed {cp.root_hash.hex()}; run `flchain verify`")
 
 
 def _append(led: Ledger, path: Path, src: TileSource, entries: list[bytes],
-            where: list[str]) -> None:
+            size: int) -> None:
     """Append the bundles' bytes as they are (`Ledger.append_stored`): an entry that is not
     a canonical flchain entry stops the copy after the batches before it."""
     held = led.size
@@ -373,7 +381,9 @@ def _append(led: Ledger, path: Path, src: TileSource, entries: list[bytes],
         raise MirrorError(f"{path}: {e}: another process writes this mirror; run one "
                           "mirror per file") from None
     except BatchEntryError as e:
-        raise MirrorError(f"{src.location}: entry {held + e.position} in {where[e.position]} "
+        index = held + e.position
+        bundle = tile_at(size, ENTRIES, index // TILE_WIDTH).path
+        raise MirrorError(f"{src.location}: entry {index} in {bundle} "
                           f"is not a canonical flchain entry ({e.error}); the mirror holds "
                           f"{held} entries") from None
 
