@@ -41,8 +41,8 @@ def parse_verifier(value: Verifier | str, name: str = "verifier") -> Verifier:
         return Verifier.parse(text)
     except (NoteError, ValueError, OSError) as e:
         raise PinError(
-            f"{name}: {value[:100]!r} is not a verifier key ({e}); give the log's vkey "
-            "(`flchain keygen` prints it) or a file holding it"
+            f"{name}: {value[:100]!r} is not a verifier key ({e}); give the vkey "
+            "`flchain keygen` printed for it, or a file holding it"
         ) from None
 
 

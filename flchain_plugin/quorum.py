@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from . import notes
 from .checkpoint import Checkpoint, open_checkpoint
 from .ledger import Ledger
+from .pinning import parse_verifier
 from .witness_client import WitnessClient, WitnessUnavailable
 
 __all__ = [
@@ -48,13 +49,9 @@ class QuorumError(Exception):
 
 
 def _verifier(key: str | notes.Verifier, what: str) -> notes.Verifier:
-    if isinstance(key, notes.Verifier):
-        v = key
-    else:
-        try:
-            v = notes.Verifier.parse(key)
-        except (notes.NoteError, AttributeError, TypeError) as e:
-            raise ValueError(f"{what}: {key!r} is not a verifier key: {e}") from None
+    """A witness's verifier key (`pinning.parse_verifier`: a key, its text or a file),
+    never a log's signing key."""
+    v = parse_verifier(key, what)
     if v.sig_type == notes.ED25519:
         raise ValueError(f"{what}: {v.vkey} is a log signing key (type 0x01); a witness "
                          "cosigns with a cosignature key (`flchain keygen --witness`)")
