@@ -13,7 +13,6 @@ is a `WitnessClientError` subclass saying what the witness's operator or the log
 
 from __future__ import annotations
 
-import base64
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,9 +23,9 @@ from . import notes
 from .checkpoint import Checkpoint
 from .ledger import Ledger
 from .merkle import HASH_SIZE
+from .witness import MAX_PROOF_LINES, AddCheckpoint
 
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
-MAX_PROOF_LINES = 63  # the spec's bound on consistency proof lines
 CONFLICT_RETRIES = 2  # 409s answered with a new old size before giving up
 EXCERPT = 200  # characters of a witness's error body quoted in messages
 
@@ -80,7 +79,8 @@ class BadWitnessResponse(WitnessClientError):
 
 
 def request_body(old: int, proof: Sequence[bytes], note: str) -> bytes:
-    """The add-checkpoint body: `old N`, one base64 hash a line, a blank line, the note."""
+    """The add-checkpoint body (`witness.AddCheckpoint`, the one encoding of it), refusing
+    what a client must not send: a negative size, a proof from 0, a bad or long proof."""
     if isinstance(old, bool) or not isinstance(old, int) or old < 0:
         raise ValueError(f"old size {old!r} is not a non-negative int")
     if len(proof) > MAX_PROOF_LINES:
@@ -91,8 +91,7 @@ def request_body(old: int, proof: Sequence[bytes], note: str) -> bytes:
     for i, h in enumerate(proof):
         if len(h) != HASH_SIZE:
             raise ValueError(f"proof hash {i} has {len(h)} bytes, want {HASH_SIZE}")
-    lines = [f"old {old}\n", *(base64.b64encode(h).decode("ascii") + "\n" for h in proof)]
-    return ("".join(lines) + "\n" + note).encode("utf-8")
+    return AddCheckpoint(old, tuple(proof), note).encode()
 
 
 def parse_size(body: bytes) -> int:
