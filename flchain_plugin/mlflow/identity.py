@@ -31,6 +31,10 @@ from .view import MlflowQuery
 INDEX_BATCH = 4096
 """Entries decoded per read while the index catches up with the log."""
 
+ENTRIES_KEPT = 1024
+"""Decoded commitments an index keeps (the most recently found or committed), so the
+registration of a model found a moment ago reads no entry row again."""
+
 
 class DuplicateCommitmentError(RuntimeError):
     """The ledger already commits this logged model or model version; `existing` is that
@@ -69,6 +73,7 @@ class Commitments:
         self.ledger = ledger
         self.read = 0
         self._first: dict[MlflowQuery, int] = {}
+        self._kept: dict[int, LoggedEntry] = {}  # index -> decoded, oldest use first
 
     def first(self, identity: MlflowQuery, end: int | None = None) -> LoggedEntry | None:
         """The oldest commitment of `identity` below `end` (default: the ledger's size)."""
@@ -79,7 +84,25 @@ class Commitments:
                 self._first.setdefault(identity_of(le.entry), le.index)  # type: ignore[arg-type]
             self.read = stop
         index = self._first.get(identity)
-        return self.ledger.get(index) if index is not None and index < end else None
+        if index is None or index >= end:
+            return None
+        found = self._kept.pop(index, None) or self.ledger.get(index)
+        self._keep(found)
+        return found
+
+    def committed(self, logged: LoggedEntry) -> None:
+        """Index an entry this process just appended, when nothing was appended before it
+        that the index has not read: the next search then reads no row for it."""
+        if logged.index != self.read or not isinstance(logged.entry, E.Mlflow):
+            return
+        self._first.setdefault(identity_of(logged.entry), logged.index)
+        self.read = logged.index + 1
+        self._keep(logged)
+
+    def _keep(self, logged: LoggedEntry) -> None:
+        self._kept[logged.index] = logged
+        if len(self._kept) > ENTRIES_KEPT:
+            del self._kept[next(iter(self._kept))]
 
 
 def commit_once(ledger: Ledger, entry: E.Mlflow, signer: Signer | None = None,
@@ -103,5 +126,7 @@ def commit_once(ledger: Ledger, entry: E.Mlflow, signer: Signer | None = None,
 
     searched = ledger.size
     admit(0, searched)
-    return commit(ledger, [entry], built_for=searched, signer=signer or log_signer(ledger),
+    done = commit(ledger, [entry], built_for=searched, signer=signer or log_signer(ledger),
                   admit=admit)
+    index.committed(LoggedEntry(done.first, done.entries[0].encode(), done.entries[0]))
+    return done
