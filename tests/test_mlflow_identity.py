@@ -115,6 +115,28 @@ def test_a_stores_index_follows_what_other_writers_append(tmp_path: Path) -> Non
             commit_once(theirs, logged("m-2", 2), commitments=index)
 
 
+def test_the_index_learns_its_own_commits_and_reads_no_row_for_them(tmp_path: Path) -> None:
+    """After a commit through the index, the index has read up to the new size, and the
+    commitment is served from what the index kept: the store is not asked for that row.
+    A commit that another writer's append preceded is read from the store as before."""
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as mine, Ledger(path) as theirs:
+        index = Commitments(mine)
+        commit_once(mine, logged("m-1", 1), commitments=index)
+        assert index.read == mine.size == 1
+        rows: list[int] = []
+        entry = mine.store.entry
+        mine.store.entry = lambda i: rows.append(i) or entry(i)  # type: ignore[method-assign]
+        found = index.first(identity_of(logged("m-1", 9)))
+        assert found is not None and found.index == 0 and rows == []
+        commit_once(theirs, logged("m-2", 2))
+        commit_once(mine, logged("m-3", 3), commitments=index)  # rebased past theirs
+        assert index.read == mine.size == 3
+        again = index.first(identity_of(logged("m-2", 9)))
+        assert again is not None and again.index == 1 and rows == [1]
+        assert again.entry == logged("m-2", 2)
+
+
 WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
