@@ -30,10 +30,11 @@ import os
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .blobs import BlobError, default_root, fsync_dir, pack_tensors, unpack_tensors, write_atomic
@@ -99,12 +100,9 @@ class UpdateVault:
         if self.has(digest):
             return digest
         key = AESGCM.generate_key(bit_length=KEY_SIZE * 8)
-        buf = io.BytesIO()
-        pack_tensors(buf, {str(k): v for k, v in tensors.items()})
-        nonce = os.urandom(NONCE_SIZE)
-        sealed = AESGCM(key).encrypt(nonce, buf.getbuffer(), MAGIC + raw)
+        named = {str(k): v for k, v in tensors.items()}
         write_atomic(self.key_path(digest), lambda f: f.write(key))
-        write_atomic(self.path(digest), lambda f: (f.write(MAGIC), f.write(nonce), f.write(sealed)))
+        write_atomic(self.path(digest), lambda f: _seal(f, key, MAGIC + raw, named))
         return digest
 
     def get(self, digest: str, *, check: bool = True) -> dict[str, np.ndarray]:
@@ -155,6 +153,33 @@ class UpdateVault:
             os.unlink(path)
             fsync_dir(path.parent)
         return found
+
+
+class _Sealing:
+    """A write-only file that AES-GCM-encrypts what passes through it: the container is
+    encrypted as it is written, in one pass, with no plaintext copy of the update."""
+
+    def __init__(self, f: IO[bytes], encryptor: Any) -> None:
+        self.f, self.encryptor = f, encryptor
+
+    def write(self, data: Any) -> int:
+        self.f.write(self.encryptor.update(data))
+        return len(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _seal(f: IO[bytes], key: bytes, aad: bytes, tensors: Mapping[str, Any]) -> None:
+    """MAGIC || nonce || ciphertext || tag: what `AESGCM.encrypt` would give, streamed."""
+    nonce = os.urandom(NONCE_SIZE)
+    encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    encryptor.authenticate_additional_data(aad)
+    f.write(MAGIC)
+    f.write(nonce)
+    pack_tensors(_Sealing(f, encryptor), tensors)  # type: ignore[arg-type]
+    f.write(encryptor.finalize())
+    f.write(encryptor.tag)
 
 
 def _shred(path: Path) -> None:

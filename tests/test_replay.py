@@ -46,6 +46,7 @@ from test_flower_sim import backend, data, net
 
 from flchain_plugin import entries as E
 from flchain_plugin.blobs import BlobStore, default_root, pack_tensors
+from flchain_plugin.commit import commit, log_signer
 from flchain_plugin.flower import LedgerStrategy, signing_mod
 from flchain_plugin.flower.keys import ledger_key
 from flchain_plugin.ledger import Ledger
@@ -303,3 +304,53 @@ def test_replay_from_a_mirror_with_the_blob_store(run: Path, tmp_path: Path):
                   "--blobs", str(default_root(run)))
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["counts"]["ok"] == (len(PHASES) - 1) * ROUNDS
+
+
+# -- nothing private on the ledger --------------------------------------------------------
+
+
+def training_needles() -> list[bytes]:
+    """What a leak of the clients' training data would look like in a file: each example
+    as float32 and float64 bytes, and each value as JSON (JCS) or numpy writes it."""
+    out: set[bytes] = set()
+    for pid in range(NODES):
+        x, _y = data(pid, NODES)
+        for row in x:
+            out.add(row.tobytes())
+            out.add(row.astype(np.float64).tobytes())
+        for v in np.unique(x):
+            for text in (repr(float(v)), str(v)):
+                if len(text.lstrip("-")) >= 8:
+                    out.add(text.encode())
+    return sorted(out)
+
+
+def leaks(paths: list[Path], needles: list[bytes]) -> list[tuple[str, bytes]]:
+    found = []
+    for p in paths:
+        blob = p.read_bytes()
+        found += [(str(p), n[:40]) for n in needles if n in blob]
+    return found
+
+
+def test_privacy_scan_of_the_ledger_and_its_tiles(run: Path, tmp_path: Path):
+    from flchain_plugin.tiles_export import export_tiles
+
+    ledger = copy_run(run, tmp_path)
+    with Ledger(ledger, create=False) as led:
+        export_tiles(led, tmp_path / "tiles")
+    files = [ledger, *(p for p in (tmp_path / "tiles").rglob("*") if p.is_file())]
+    needles = training_needles()
+    assert len(needles) > 1000 and len(files) > 3
+    assert leaks(files, needles) == []
+
+    # the scan can fail: a client metric carrying one training value is found in both
+    x, _y = data(0, NODES)
+    with Ledger(ledger, create=False) as led:
+        commit(led, [E.Evaluation(run="leak", round=1, model="sha256:" + "0" * 64,
+                                  metrics={"first_feature": float(x[3, 5])})],
+               signer=log_signer(led))
+        export_tiles(led, tmp_path / "tiles")
+    files = [ledger, *(p for p in (tmp_path / "tiles").rglob("*") if p.is_file())]
+    found = {Path(p).name for p, _ in leaks(files, needles)}
+    assert "ledger.db" in found and len(found) >= 2, found
