@@ -132,7 +132,7 @@ def test_new_optional_fields_keep_old_bytes():
     with_agg = E.Run(run="r", strategy="FedAvg", config="sha256:" + "1" * 64,
                      model="sha256:" + "2" * 64, aggregation={"strategy": [], "updates": "kept"})
     assert E.decode(with_agg.encode()) == with_agg
-    with pytest.raises(E.EntryError, match="run.aggregation"):
+    with pytest.raises(E.EntryError, match=r"run\.aggregation"):
         E.Run(run="r", strategy="FedAvg", config="sha256:" + "1" * 64,
               model="sha256:" + "2" * 64, aggregation=[1])  # type: ignore[arg-type]
 
