@@ -6,6 +6,7 @@ naming the first round whose recomputed model differs or whose inputs are missin
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -39,6 +40,7 @@ def replay_(settings: Settings, out: Output, blobs: Path | None) -> None:
     that cannot be recomputed, e.g. with DP noise, are reported, not failed).
     """
     store = BlobStore(blobs if blobs is not None else default_root(settings.ledger))
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # its per-aggregation INFO lines
     with open_ledger(settings) as led, Progress(
             TextColumn("replaying rounds"), BarColumn(), MofNCompleteColumn(),
             console=out.err, transient=True, disable=not out.err.is_terminal) as bar:
