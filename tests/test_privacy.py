@@ -45,3 +45,20 @@ def test_kept_updates_hold_no_plaintext(tmp_path: Path):
     for chunk in (w[:8].tobytes(), w[2000:2008].tobytes(), b"NUMPY", b"names.txt"):
         assert chunk not in stored
     assert np.array_equal(vault.get(d)["w"], w)
+
+
+def test_salts_derived_from_an_owner_secret():
+    from flchain_plugin.datasets import DatasetError, owner_salt
+
+    data, secret = examples(), new_salt()
+    s1 = owner_salt(secret, "hospital-a/2026")
+    assert s1 == owner_salt(secret, "hospital-a/2026") and len(s1) == 32
+    assert s1 != owner_salt(secret, "hospital-a/2027") != owner_salt(new_salt(), "hospital-a/2026")
+    assert dataset_commitment(data, s1) != dataset_commitment(data, owner_salt(new_salt(),
+                                                                              "hospital-a/2026"))
+    import pytest
+
+    with pytest.raises(DatasetError, match="at least 16"):
+        owner_salt(b"short", "x")
+    with pytest.raises(DatasetError, match="non-empty name"):
+        owner_salt(secret, "")

@@ -30,7 +30,7 @@ def test_rebuild_restores_the_recorded_parameters():
 
 
 def test_rebuild_refuses_what_it_does_not_know():
-    with pytest.raises(NotReplayable, match="Bulyan.*not one replay can rebuild"):
+    with pytest.raises(NotReplayable, match=r"Bulyan.*not one replay can rebuild"):
         rebuild(aggregation_record(Bulyan()))
     with pytest.raises(NotReplayable, match="not one replay can rebuild"):
         rebuild({"strategy": [{"class": "os.system", "params": {}}]})
