@@ -4,8 +4,10 @@ The ledger holds digests only; the weights that rollback restarts from live here
 uncompressed `.npz` file per model version (numpy, no pickles), named by the model digest
 of its tensors. Writes are atomic (temporary file, fsync, rename), so a blob is either
 absent or complete; reads re-digest the tensors, so a damaged or swapped file is refused.
-Deleting a blob (erasure, e.g. on a data owner's request) records an `erasure` entry and
-never touches the log, so verification keeps passing and lineage shows the gap.
+Deleting a blob (erasure, e.g. on a data owner's request: `flchain_plugin.erasure`) records
+an `erasure` entry and never touches the log, so verification keeps passing and lineage
+shows the gap. Kept client updates live beside, encrypted (`flchain_plugin.vault`), in the
+same tensor container (`pack_tensors`).
 """
 
 from __future__ import annotations
