@@ -210,12 +210,40 @@ class _Replayer:
                                       f"{type(e).__name__}: {e}") from None
         if made is None:
             raise _Problem("differs", f"{m.aggregator} makes no model from the recorded inputs")
+        noise = getattr(st.aggregator, "noise_std", 0.0)
+        if noise:
+            raise self._noisy(m, made, noise, len(kept))
         got = model_digest(made)
         if got != m.model:
             raise _Problem("differs", f"{m.aggregator} over the {len(kept)} recorded inputs "
                                       f"gives {got}, the entry records {m.model}")
         st.tensors = made
         return f"{m.aggregator} over {len(kept)} input(s) gives the recorded model bit for bit"
+
+    def _noisy(self, m: E.Model, made: Mapping[str, np.ndarray], std: float,
+               n: int) -> _Problem:
+        """A round with DP noise: the clipped aggregate is recomputed, and the recorded model
+        must differ from it by Gaussian noise of the recorded std (RMS within 20%, or the
+        estimate's own spread for tiny models, and no coordinate beyond 8 std), not more."""
+        try:
+            recorded = self._parent(m.model)
+        except _Problem as p:
+            return _Problem("not_replayable", f"DP noise (std {std:.3g}): the clipped aggregate "
+                                              f"of {n} input(s) was recomputed, but {p.detail}")
+        res = np.concatenate([(np.asarray(recorded[k], np.float64) - np.asarray(v, np.float64))
+                              .ravel() for k, v in made.items()])
+        rms, peak = float(np.sqrt(np.mean(res ** 2))), float(np.max(np.abs(res)))
+        tol = max(0.2, 5 / np.sqrt(2 * res.size))
+        if abs(rms / std - 1) <= tol and peak <= 8 * std:
+            return _Problem("not_replayable", f"DP noise (std {std:.3g}) is drawn at aggregation "
+                                              f"and recorded nowhere: the clipped aggregate of "
+                                              f"{n} input(s) was recomputed and the recorded "
+                                              f"model differs from it by noise of RMS {rms:.3g}, "
+                                              "as the run's DP parameters predict")
+        return _Problem("differs", f"the recorded model differs from the recomputed clipped "
+                                   f"aggregate of {n} input(s) by RMS {rms:.3g} (largest "
+                                   f"{peak:.3g}), not by the DP noise of std {std:.3g} the run "
+                                   "records")
 
     def _input(self, i: int, m: E.Model) -> tuple[int, E.Update]:
         u = self.log.updates.get(i)

@@ -176,7 +176,8 @@ def test_replay_recomputes_each_aggregator_bit_for_bit(report: Any, name: str):
     if name == "DPServerNoise":
         for r in rounds:
             assert r.status == "not_replayable", r
-            assert "noise_multiplier=0.5" in r.detail and f"{NODES} input(s) checked" in r.detail
+            assert f"clipped aggregate of {NODES} input(s) was recomputed" in r.detail
+            assert "as the run's DP parameters predict" in r.detail
     else:
         for r in rounds:
             assert r.status == "ok", r
@@ -250,6 +251,23 @@ def test_altered_model_entry_names_the_round(run: Path, tmp_path: Path):
     assert f"the entry records {fake}" in first.detail and "gives sha256:" in first.detail
     res = flchain("--ledger", str(ledger), "audit", "replay")
     assert res.returncode == 1 and f"round 1 (entry {index})" in res.stderr
+
+
+def test_a_dp_round_whose_model_is_not_noise_away_from_its_inputs_differs(run: Path,
+                                                                          tmp_path: Path):
+    """An operator recording another model for a noisy round: the noise hides nothing."""
+    ledger = copy_run(run, tmp_path)
+    all_models = models(ledger)
+    index, target = all_models[PHASES.index("DPServerNoise") * ROUNDS]
+    other = all_models[1][1].model  # FedAvg's round-2 model: two rounds away, stored
+    with sqlite3.connect(ledger) as db:
+        (data,) = db.execute("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()
+        db.execute("UPDATE entries SET data = ? WHERE idx = ?",
+                   (bytes(data).replace(target.model.encode(), other.encode(), 1), index))
+    with Ledger(ledger, create=False) as led:
+        first = replay(led, BlobStore(default_root(ledger))).first_problem
+    assert (first.index, first.status) == (index, "differs")
+    assert "not by the DP noise of std" in first.detail
 
 
 def test_erasure_keeps_the_log_whole(run: Path, tmp_path: Path):

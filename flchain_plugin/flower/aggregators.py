@@ -64,29 +64,30 @@ def _restore(strategy: Strategy, params: Mapping[str, Any]) -> Strategy:
     return strategy
 
 
-def _build(link: Mapping[str, Any], inner: Strategy | None) -> Strategy:
+def _build(link: Mapping[str, Any], inner: Strategy | None) -> tuple[Strategy, float]:
+    """The strategy a chain link records, and the std of the DP noise it adds (0: none),
+    which replay cannot redraw: the link is rebuilt noise-free, to recompute the clipped
+    aggregate that the noise was added to."""
     name = link.get("class")
     params = link.get("params")
     cls = REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None or not isinstance(params, dict):
         raise NotReplayable(f"aggregator {name!r} is not one replay can rebuild (known: "
                             f"{', '.join(sorted(c.__name__ for c in REGISTRY.values()))})")
-    noise = params.get("noise_multiplier")
-    if isinstance(noise, (int, float)) and noise > 0:
-        raise NotReplayable(f"{cls.__name__} adds Gaussian noise (noise_multiplier={noise}) "
-                            "that no entry records; the inputs were checked, the sum cannot be")
-    if cls in WRAPPERS:
-        if inner is None:
-            raise NotReplayable(f"{cls.__name__} is recorded without the strategy it wraps")
-        try:
-            built = cls(inner, noise_multiplier=params["noise_multiplier"],  # type: ignore[call-arg]
-                        clipping_norm=params["clipping_norm"],
-                        num_sampled_clients=params["num_sampled_clients"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise NotReplayable(f"{cls.__name__}: recorded parameters do not rebuild it: "
-                                f"{e}") from None
-        return _restore(built, params)
-    return _restore(cls(), params)
+    if cls not in WRAPPERS:
+        return _restore(cls(), params), 0.0
+    if inner is None:
+        raise NotReplayable(f"{cls.__name__} is recorded without the strategy it wraps")
+    try:
+        noise = float(params["noise_multiplier"])
+        std = noise * float(params["clipping_norm"]) / int(params["num_sampled_clients"])
+        built = cls(inner, noise_multiplier=0.0,  # type: ignore[call-arg]
+                    clipping_norm=params["clipping_norm"],
+                    num_sampled_clients=params["num_sampled_clients"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        raise NotReplayable(f"{cls.__name__}: recorded parameters do not rebuild it: "
+                            f"{e}") from None
+    return _restore(built, {**params, "noise_multiplier": 0.0}), std
 
 
 class _Reply:
@@ -109,10 +110,12 @@ class _Reply:
 
 
 class FlowerAggregator:
-    """A rebuilt Flower strategy chain that aggregates kept updates as the run did."""
+    """A rebuilt Flower strategy chain that aggregates kept updates as the run did;
+    `noise_std` > 0: the run added DP noise of that std to what `aggregate` recomputes."""
 
-    def __init__(self, strategy: Strategy) -> None:
+    def __init__(self, strategy: Strategy, noise_std: float = 0.0) -> None:
         self.strategy = strategy
+        self.noise_std = noise_std
 
     def _chain(self) -> list[Strategy]:
         out, s = [], self.strategy
@@ -151,9 +154,11 @@ def rebuild(aggregation: Mapping[str, Any]) -> FlowerAggregator:
     if not isinstance(chain, list) or not chain:
         raise NotReplayable("the run entry's aggregation names no strategy")
     built: Strategy | None = None
+    noise = 0.0
     for link in reversed(chain):
         if not isinstance(link, dict):
             raise NotReplayable("the run entry's aggregation chain is malformed")
-        built = _build(link, built)
+        built, std = _build(link, built)
+        noise = max(noise, std)
     assert built is not None
-    return FlowerAggregator(built)
+    return FlowerAggregator(built, noise)
