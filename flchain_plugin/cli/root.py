@@ -245,6 +245,8 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "tiles": LazyCommand("flchain_plugin.cli.tiles", "tiles"),
     "serve": LazyCommand("flchain_plugin.cli.tiles", "serve"),
     "witness": LazyCommand("flchain_plugin.cli.witness", "witness"),
+    "audit": LazyCommand("flchain_plugin.cli.audit", "audit"),
+    "erase": LazyCommand("flchain_plugin.cli.erase", "erase_"),
 }
 
 
