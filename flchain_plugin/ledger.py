@@ -112,7 +112,9 @@ def _open_store(target: str | os.PathLike[str] | Store, create: bool, read_only:
         return target
     text = os.fspath(target)
     if text.startswith(("postgresql://", "postgres://")):
-        raise StoreError("PostgreSQL ledgers are not available in this version; use a file path")
+        from .store.postgres import PostgresStore  # psycopg only for server ledgers
+
+        return PostgresStore(text, create=create, read_only=read_only)
     if text.startswith("sqlite:///"):
         text = text[len("sqlite:///") :]
     from .store.sqlite import SqliteStore
