@@ -312,6 +312,9 @@ class PostgresStore:
         rows = self._read("SELECT value FROM meta WHERE key = %s", (key,))
         return rows[0][0] if rows else None
 
+    def meta_items(self) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in self._read("SELECT key, value FROM meta ORDER BY key")]
+
     def set_meta(self, key: str, value: str, *, replace: bool = True) -> None:
         action = "UPDATE SET value = EXCLUDED.value" if replace else "NOTHING"
         with self.writer() as w:
