@@ -24,7 +24,6 @@ are written with COPY (binary), about 2.5x the rate of executemany.
 from __future__ import annotations
 
 import threading
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -32,11 +31,9 @@ from typing import Any
 import psycopg
 
 from . import EntryRow, HeadRow, StoreError, node_key, ref_key
+from .url import redact
 
 SCHEMA_VERSION = "1"
-
-SCHEMES = ("postgresql://", "postgres://")
-"""URL prefixes that name a PostgreSQL ledger."""
 
 LOCK_KEY = 0x666C636861696E  # "flchain": advisory locks are per database
 """The advisory lock every writer of a ledger database takes."""
@@ -62,20 +59,6 @@ _KEY_COLUMNS = {"entries": "idx", "nodes": "id", "heads": "size", "checkpoints":
 _INT64 = (-(2**63), 2**63)
 
 _PAGE = 10_000
-
-
-def is_postgres_url(target: object) -> bool:
-    return isinstance(target, str) and target.startswith(SCHEMES)
-
-
-def redact(url: str) -> str:
-    """`url` without its password: what messages and listings show."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def store_error(where: str, e: psycopg.Error) -> StoreError:
@@ -328,6 +311,9 @@ class PostgresStore:
     def meta(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM meta WHERE key = %s", (key,))
         return rows[0][0] if rows else None
+
+    def meta_items(self) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in self._read("SELECT key, value FROM meta ORDER BY key")]
 
     def set_meta(self, key: str, value: str, *, replace: bool = True) -> None:
         action = "UPDATE SET value = EXCLUDED.value" if replace else "NOTHING"
