@@ -20,14 +20,13 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from flchain_plugin.commit import LEDGER_ENV
+from flchain_plugin.store.url import is_postgres_url
 
 PREFIX = "flchain+"
 MODE_ENV = "FLCHAIN_MLFLOW_MODE"
 MODES = ("strict", "permissive")
 _QUERY_LEDGER = "flchain_ledger"
 _QUERY_MODE = "flchain_mode"
-SERVER_LEDGERS = ("postgresql://", "postgres://")
-"""Ledger URLs a store may write to besides a file: a PostgreSQL ledger."""
 LEDGER_SCHEMA = "flchain"
 """The schema of MLflow's PostgreSQL database that holds the ledger by default."""
 
@@ -113,7 +112,7 @@ def parse_store_uri(uri: str, env: dict[str, str] | None = None) -> PluginConfig
 
 def _named_ledger(ledger: str) -> str:
     """A ledger named by the user: a `postgresql://` URL as it is, else an absolute path."""
-    if ledger.startswith(SERVER_LEDGERS):
+    if is_postgres_url(ledger):
         return ledger
     if "://" in ledger:
         raise ConfigError(f"ledger {ledger!r}: a store writes to a local ledger file or a "

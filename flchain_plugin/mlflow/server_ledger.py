@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.store import StoreError
+from flchain_plugin.store.url import redact
 
 from .config import PluginConfig
 
@@ -25,7 +26,7 @@ def create_schema(url: str, schema: str) -> None:
     import psycopg
     from psycopg import sql
 
-    from flchain_plugin.store.postgres import LOCK_KEY, redact, store_error
+    from flchain_plugin.store.postgres import LOCK_KEY, store_error
 
     where = redact(url)
     try:
