@@ -31,6 +31,7 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 psycopg = pytest.importorskip("psycopg")
 
+from flchain_plugin import entries as E  # noqa: E402
 from flchain_plugin import merkle  # noqa: E402
 from flchain_plugin.commit import LOG_KEY_ENV  # noqa: E402
 from flchain_plugin.ledger import Ledger  # noqa: E402
@@ -345,3 +346,40 @@ def test_writer_processes_racing_on_one_identity_commit_it_once(
         for r in results:  # each loser was shown the winner's entry
             assert all(at[str(v)] == i for v, i in r["won"] + r["lost"])
         assert led.verify(verifier=load_private_key(tmp_path / "log.key").verifier).ok
+
+
+def test_the_ledger_schema_for_a_user_who_may_not_create_one(postgres_url: str) -> None:
+    """An MLflow user without the CREATE privilege: a schema the owner made for it is used
+    (the store opens and writes its ledger there); a missing one is named with the
+    statement that makes it, and nothing else is created."""
+    import uuid
+
+    from flchain_plugin.mlflow.server_ledger import open_store_ledger
+    from flchain_plugin.store import StoreError
+
+    role = "flchain_mlflow_" + uuid.uuid4().hex[:8]
+    admin = psycopg.connect(postgres_url, autocommit=True)
+    db = postgres_url.rsplit("/", 1)[1]
+    try:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f'REVOKE CREATE ON DATABASE "{db}" FROM PUBLIC')
+        backend = "flchain+" + postgres_url.replace("postgresql://postgres@",
+                                                    f"postgresql+psycopg://{role}@", 1)
+        config = parse_store_uri(backend, env={})
+        with pytest.raises(StoreError, match=r"may not create the ledger's schema 'flchain'.*"
+                                             r"CREATE SCHEMA flchain AUTHORIZATION"):
+            open_store_ledger(config)
+        assert admin.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'flchain'"
+                             ).fetchone() is None
+        admin.execute(f"CREATE SCHEMA flchain AUTHORIZATION {role}")
+        with open_store_ledger(config) as led:
+            led.append([E.Mlflow(kind="model_version", model_id="m-1", name="n", version="1",
+                                 files=E.Digest("sha256:" + "cd" * 32))])
+            assert led.size == 1
+        owner = admin.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'flchain' "
+                              "AND tablename = 'entries'").fetchone()
+        assert owner == (role,)
+    finally:
+        admin.execute("DROP SCHEMA IF EXISTS flchain CASCADE")
+        admin.execute(f"DROP ROLE IF EXISTS {role}")
+        admin.close()

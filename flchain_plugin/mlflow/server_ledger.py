@@ -6,7 +6,9 @@ a `flchain+postgresql` store keeps it in that database, in a schema of its own
 (`config.LEDGER_SCHEMA`), reached through the connection's search path. PostgreSQL will not
 create tables in a schema that does not exist, so the schema is created here first, under
 the ledger writers' advisory lock so servers starting together do not race on it (CREATE
-SCHEMA IF NOT EXISTS alone can still fail on a concurrent duplicate).
+SCHEMA IF NOT EXISTS alone can still fail on a concurrent duplicate). It is created only
+when missing: PostgreSQL checks the CREATE privilege even when the schema exists, and a
+database owner may well have made it for an MLflow user without that privilege.
 
 The checkpoint key of a PostgreSQL ledger is the file $FLCHAIN_LOG_KEY names
 (`commit.log_signer`); every server writing the ledger must be given the same file.
@@ -32,7 +34,9 @@ def create_schema(url: str, schema: str) -> None:
     try:
         with psycopg.connect(url, connect_timeout=10) as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                            (schema,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     except psycopg.errors.InsufficientPrivilege as e:
         raise StoreError(
             f"{where}: this database user may not create the ledger's schema {schema!r} "
