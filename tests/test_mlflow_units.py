@@ -80,6 +80,7 @@ def test_postgres_ledger_defaults_to_mlflows_database_in_its_own_schema() -> Non
     assert cfg.ledger == ("postgresql://u:p%40w@db:5432/mlflow?sslmode=require"
                           "&options=-csearch_path%3Dflchain")
     assert (cfg.ledger_schema, cfg.mode) == ("flchain", "permissive")
+    assert "p%40w" not in cfg.where and cfg.where.startswith("postgresql://u:***@db:5432/mlflow")
     # Options of MLflow's own connection are kept, the schema added (libpq decodes %20).
     cfg = parse_store_uri("flchain+postgresql://u@db/m?options=-cstatement_timeout%3D5000",
                           env={})

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from flchain_plugin.commit import LEDGER_ENV
-from flchain_plugin.store.url import is_postgres_url
+from flchain_plugin.store.url import is_postgres_url, redact
 
 PREFIX = "flchain+"
 MODE_ENV = "FLCHAIN_MLFLOW_MODE"
@@ -50,6 +50,12 @@ class PluginConfig:
     @property
     def strict(self) -> bool:
         return self.mode == "strict"
+
+    @property
+    def where(self) -> str:
+        """The ledger as messages name it: a server ledger's URL without its password
+        (a server's errors reach every HTTP client)."""
+        return redact(self.ledger)
 
 
 def parse_mode(value: str, source: str) -> str:
