@@ -2,7 +2,7 @@
 same bytes, and proof generation at 10^6 entries (issue 17).
 
     python bench/bench_postgres.py            # 10^6 entries in batches of 1,000 (minutes)
-    python bench/bench_postgres.py --quick    # 20,000 entries: proves it works, judges nothing
+    python bench/bench_postgres.py --quick    # 8,000 entries: proves it works, judges nothing
 
 The workload is bench_ledger's (Flower rounds: 90% signed updates, 10% dataset commitments,
 about 650 B an entry), built before the clock starts. Baseline, in the same run on the same
@@ -163,12 +163,12 @@ def results(one: float, four: float, raw: float, proofs: Proofs, quick: bool) ->
 @click.option("--entries", "n", default=1_000_000, show_default=True)
 @click.option("--batch", "size", default=1000, show_default=True, help="Entries per append.")
 @click.option("--samples", default=1000, show_default=True, help="Proofs timed.")
-@click.option("--quick", is_flag=True, help="20,000 entries: a smoke run, judges nothing.")
+@click.option("--quick", is_flag=True, help="8,000 entries: a smoke run, judges nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 def main(n: int, size: int, samples: int, quick: bool, as_json: bool) -> None:
     """Append rates from 1 and 4 writers beside plain COPY; proof times at the head."""
     if quick:
-        n, samples = 20_000, 100
+        n, samples = 8_000, 50
     if size < 1 or n < size * WRITERS or samples < 1:
         raise click.BadParameter(f"--entries >= {WRITERS} x --batch, --samples >= 1")
     with server() as base:
