@@ -10,8 +10,8 @@ lives in that database's `flchain` schema (the default). Figures:
   one advisory-locked transaction), from 1 writer process and from 4 writer processes at
   once on the same ledger (median per commit as each writer sees it: the lock queues them).
 
-The server is `$FLCHAIN_TEST_POSTGRES` when set, else a throwaway durable cluster (fsync
-on) started by tests/postgres_server.py.
+The server is `$FLCHAIN_BENCH_POSTGRES` when set, else a throwaway durable cluster (fsync
+on) started by tests/postgres_server.py (`bench_postgres.server`).
 
     python bench/bench_mlflow_postgres.py           # 200 versions, 200 commits per writer
     python bench/bench_mlflow_postgres.py --quick   # 10 and 10: proves it works
@@ -19,7 +19,6 @@ on) started by tests/postgres_server.py.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import statistics
@@ -28,11 +27,12 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 from bench_mlflow import Store, _quiet, many_versions
+from bench_postgres import server  # the one way a bench gets its PostgreSQL server
+from postgres_server import new_database
 from run_all import Result, report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,19 +51,6 @@ class PostgresStore(Store):
         self.uri = prefix + url.replace("postgresql://", "postgresql+psycopg://", 1)
         mlflow.set_tracking_uri(self.uri)
         self.experiment = mlflow.create_experiment(kind, artifact_location=str(self.root / "art"))
-
-
-@contextlib.contextmanager
-def server() -> Iterator[str]:
-    """The base URL of a PostgreSQL server for this run (see the module docstring)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from postgres_server import ENV, PostgresServer
-
-    if os.environ.get(ENV):
-        yield os.environ[ENV]
-        return
-    with PostgresServer(durable=True) as pg:
-        yield pg.url
 
 
 _WRITER = textwrap.dedent("""
@@ -110,8 +97,6 @@ def commits(url: str, writers: int, n: int, key: Path) -> tuple[float, float]:
 
 
 def measure(base: str, root: Path, versions: int, per_writer: int) -> dict[str, float]:
-    from postgres_server import new_database
-
     stores = {k: PostgresStore(k, root, new_database(base)) for k in ("plain", "flchain")}
     per = many_versions(stores, versions)
     one = commits(new_database(base), 1, per_writer, root / "one.key")

@@ -188,8 +188,39 @@ def tampered(postgres_url: str) -> Callable[[str], str]:
     ("DELETE FROM heads WHERE size = (SELECT max(size) FROM heads)", "tree head was removed"),
     ("UPDATE heads SET root = sha256(root) WHERE size = 100", "100"),
     ("DELETE FROM refs WHERE idx = 99", "99"),
+    ("INSERT INTO entries VALUES (300, 'erasure', '\\x00'::bytea, '\\x00'::bytea)", "300"),
+    ("INSERT INTO heads VALUES (0, '\\x00'::bytea, 0)", "size 0"),
+    ("INSERT INTO refs VALUES (1, 400)", "400"),
+    ("INSERT INTO checkpoints (id, size, note) VALUES (-1, 1, 'x')", "-1"),
     ("UPDATE checkpoints SET note = replace(note, E'\\n300\\n', E'\\n299\\n')",
      "checkpoint at size 300"),
 ])
 def test_tampering_is_named(tampered: Callable[[str], str], sql: str, named: str) -> None:
     assert named in tampered(sql)
+
+
+def test_a_consistent_rollback_is_caught_only_by_a_checkpoint_held_elsewhere(
+        postgres_url: str) -> None:
+    """What the README says a superuser can do: cut the log back to an earlier batch, with
+    every row after it. The database alone still verifies; the checkpoint a client kept
+    from before no longer matches it."""
+    from flchain_plugin.notes import generate_key
+
+    with Ledger(postgres_url, origin="example.com/r") as led:
+        key = generate_key(led.origin)
+        for n in (50, 150, 100):
+            led.append(batch(n, led.size), signer=key)
+        held = led.latest_checkpoint()
+        assert held is not None
+    cut = 200
+    with psycopg.connect(postgres_url) as c:
+        for sql in ("DELETE FROM entries WHERE idx >= %(n)s", "DELETE FROM refs WHERE idx >= %(n)s",
+                    "DELETE FROM heads WHERE size > %(n)s",
+                    "DELETE FROM checkpoints WHERE size > %(n)s",
+                    "DELETE FROM nodes WHERE ((id & 1099511627775) + 1) "
+                    "* (1::bigint << (id >> 40)::int) > %(n)s"):
+            c.execute(sql, {"n": cut})  # type: ignore[arg-type]
+    with Ledger(postgres_url, create=False) as led:
+        assert led.size == cut and led.verify(verifier=key.verifier).ok
+        with pytest.raises(ValueError, match="does not match this ledger"):
+            led.add_checkpoint_note(held, key.verifier)

@@ -17,8 +17,10 @@ is refused by the server. Any psycopg error leaves this module as a StoreError w
 line says what to do; the URL in messages never shows a password.
 
 Layout: as the SQLite store (entries carry their leaf hash; `nodes` keyed by node_key;
-heads; checkpoints; meta), with the digest index one B-tree `refs (digest, idx)`. Batches
-are written with COPY (binary), about 2.5x the rate of executemany.
+heads; checkpoints; meta), with the digest index one B-tree `refs (digest, idx)`. Round
+trips are the cost on a network: a batch takes six (BEGIN with the lock, the tree edge,
+its nodes, the entries by binary COPY, which is about 2.5x executemany, the rest of the
+rows pipelined, COMMIT) and a proof's hashes one.
 """
 
 from __future__ import annotations
@@ -81,14 +83,31 @@ def store_error(where: str, e: psycopg.Error) -> StoreError:
 
 
 class _PostgresWriter:
+    """The write transaction's view: the head and entry count are read once, in one
+    statement, after the lock (a READ COMMITTED statement's snapshot is taken when it
+    starts, so reading them in the statement that waits for the lock would miss the
+    batch committed by the writer it waited for)."""
+
     def __init__(self, cur: psycopg.Cursor[Any]):
         self._cur = cur
+        self._edge: tuple[HeadRow | None, int] | None = None
+
+    def _read_edge(self) -> tuple[HeadRow | None, int]:
+        if self._edge is None:
+            row = self._cur.execute(
+                "SELECT h.size, h.root, h.ts, (SELECT MAX(idx) FROM entries) FROM (SELECT 1) o "
+                "LEFT JOIN (SELECT size, root, ts FROM heads ORDER BY size DESC LIMIT 1) h "
+                "ON true").fetchone()
+            assert row is not None
+            head = HeadRow(row[0], bytes(row[1]), row[2]) if row[0] is not None else None
+            self._edge = (head, 0 if row[3] is None else int(row[3]) + 1)
+        return self._edge
 
     def head(self) -> HeadRow | None:
-        return _head(self._cur)
+        return self._read_edge()[0]
 
     def entry_count(self) -> int:
-        return _entry_count(self._cur)
+        return self._read_edge()[1]
 
     def nodes(self, keys: Sequence[int]) -> dict[int, bytes]:
         return _nodes(self._cur, keys)
@@ -101,27 +120,28 @@ class _PostgresWriter:
         head: HeadRow,
         checkpoint: str | None = None,
     ) -> None:
+        """Entries by binary COPY; the small rest in one pipelined round trip."""
         cur = self._cur
-        _copy(cur, "entries (idx, type, leaf, data)", ["int8", "text", "bytea", "bytea"],
-              entries)
-        if refs:
-            rows = list(dict.fromkeys((ref_key(d), i) for d, i in refs))
-            _copy(cur, "refs (digest, idx)", ["int8", "int8"], rows)
-        if nodes:
-            _copy(cur, "nodes (id, hash)", ["int8", "bytea"], nodes)
-        cur.execute("INSERT INTO heads (size, root, ts) VALUES (%s, %s, %s)",
-                    (head.size, head.root, head.timestamp))
-        if checkpoint is not None:
-            cur.execute("INSERT INTO checkpoints (size, note) VALUES (%s, %s)",
-                        (head.size, checkpoint))
-
-
-def _copy(cur: psycopg.Cursor[Any], table: str, types: list[str],
-          rows: Sequence[Sequence[object]]) -> None:
-    with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
+        with cur.copy("COPY entries (idx, type, leaf, data) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "text", "bytea", "bytea"])
+            for row in entries:
+                copy.write_row(row)
+        pairs = list(dict.fromkeys((ref_key(d), i) for d, i in refs))
+        with cur.connection.pipeline():
+            if pairs:
+                cur.execute("INSERT INTO refs (digest, idx) SELECT * FROM "
+                            "unnest(%s::int8[], %s::int8[])",
+                            ([d for d, _ in pairs], [i for _, i in pairs]))
+            if nodes:
+                cur.execute("INSERT INTO nodes (id, hash) SELECT * FROM "
+                            "unnest(%s::int8[], %s::bytea[])",
+                            ([k for k, _ in nodes], [h for _, h in nodes]), binary=True)
+            cur.execute("INSERT INTO heads (size, root, ts) VALUES (%s, %s, %s)",
+                        (head.size, head.root, head.timestamp))
+            if checkpoint is not None:
+                cur.execute("INSERT INTO checkpoints (size, note) VALUES (%s, %s)",
+                            (head.size, checkpoint))
+        self._edge = (head, head.size)
 
 
 def _head(cur: psycopg.Cursor[Any]) -> HeadRow | None:
@@ -136,18 +156,14 @@ def _entry_count(cur: psycopg.Cursor[Any]) -> int:
 
 
 def _nodes(cur: psycopg.Cursor[Any], keys: Sequence[int]) -> dict[int, bytes]:
-    """Stored hashes by node key, in one query per table (level 0 reads `entries.leaf`)."""
-    out: dict[int, bytes] = {}
+    """Stored hashes by node key in one query (level 0 reads `entries.leaf`): a proof's
+    hashes cost one round trip, whatever their levels."""
     keys = list(dict.fromkeys(keys))
     leaves = [k for k in keys if k < _LEVEL1]
     inner = [k for k in keys if k >= _LEVEL1]
-    if leaves:
-        for k, h in cur.execute("SELECT idx, leaf FROM entries WHERE idx = ANY(%s)", (leaves,)):
-            out[k] = bytes(h)
-    if inner:
-        for k, h in cur.execute("SELECT id, hash FROM nodes WHERE id = ANY(%s)", (inner,)):
-            out[k] = bytes(h)
-    return out
+    rows = cur.execute("SELECT idx, leaf FROM entries WHERE idx = ANY(%s) UNION ALL "
+                       "SELECT id, hash FROM nodes WHERE id = ANY(%s)", (leaves, inner))
+    return {k: bytes(h) for k, h in rows}
 
 
 class PostgresStore:
@@ -212,9 +228,16 @@ class PostgresStore:
 
     @contextmanager
     def writer(self) -> Iterator[_PostgresWriter]:
-        with self._lock, self._errors(), self._conn.transaction(), self._conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-            yield _PostgresWriter(cur)
+        """BEGIN and the lock in one round trip (a simple query; LOCK_KEY is a constant)."""
+        with self._lock, self._errors(), self._conn.cursor() as cur:
+            cur.execute(f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})")
+            try:
+                yield _PostgresWriter(cur)
+            except BaseException:
+                if not self._conn.broken:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._errors(), self._conn.cursor() as cur:
