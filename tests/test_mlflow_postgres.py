@@ -40,7 +40,7 @@ from flchain_plugin.mlflow.config import parse_store_uri  # noqa: E402
 from flchain_plugin.mlflow.view import HttpView, LedgerUnavailableError  # noqa: E402
 from flchain_plugin.notes import Verifier, load_private_key  # noqa: E402
 
-pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(300),
+pytestmark = [pytest.mark.mlflow, pytest.mark.timeout(600),
               pytest.mark.xdist_group("mlflow_server")]
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
@@ -91,7 +91,7 @@ def _start(d: Path, name: str, backend: str, env: dict[str, str]
 
 
 def _wait(proc: subprocess.Popen[bytes], log: Path, done: Any, what: str) -> None:
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 240  # two servers of two workers on a busy 2-core machine
     while not done():
         if proc.poll() is not None:
             pytest.fail(f"mlflow server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
@@ -185,7 +185,7 @@ def registered(cluster: Cluster) -> list[tuple[str, str, int, str]]:
                                                text=True)))
     out = []
     for url, p in jobs:
-        stdout, stderr = p.communicate(timeout=240)
+        stdout, stderr = p.communicate(timeout=400)
         assert p.returncode == 0, stderr[-3000:]
         out += [(url, mid, int(v), "pg-shared") for mid, v in json.loads(stdout.splitlines()[-1])]
     return out
