@@ -61,13 +61,37 @@ def test_query_settings_are_stripped_and_win_over_the_environment() -> None:
     assert (cfg.mode, cfg.ledger) == ("strict", "/env/ledger.db")
 
 
-def test_server_databases_need_a_named_ledger() -> None:
+def test_databases_without_a_ledger_home_need_a_named_ledger() -> None:
     with pytest.raises(ConfigError, match="FLCHAIN_LEDGER"):
-        parse_store_uri("flchain+postgresql://u@db.example/mlflow", env={})
+        parse_store_uri("flchain+mysql+pymysql://u@db.example/mlflow", env={})
     cfg = parse_store_uri("flchain+postgresql+psycopg://u@db/mlflow",
                           env={"FLCHAIN_LEDGER": "/var/flchain/ledger.db"})
     assert cfg.inner_uri == "postgresql+psycopg://u@db/mlflow"
-    assert cfg.ledger == "/var/flchain/ledger.db"
+    assert cfg.ledger == "/var/flchain/ledger.db" and cfg.ledger_schema is None
+
+
+def test_postgres_ledger_defaults_to_mlflows_database_in_its_own_schema() -> None:
+    """Every server on one MLflow database finds the same ledger with nothing configured:
+    the libpq URL of the same database (driver dropped, connection parameters kept), its
+    tables in schema `flchain` through the search path."""
+    cfg = parse_store_uri("flchain+postgresql+psycopg://u:p%40w@db:5432/mlflow?sslmode=require"
+                          "&flchain_mode=permissive", env={})
+    assert cfg.inner_uri == "postgresql+psycopg://u:p%40w@db:5432/mlflow?sslmode=require"
+    assert cfg.ledger == ("postgresql://u:p%40w@db:5432/mlflow?sslmode=require"
+                          "&options=-csearch_path%3Dflchain")
+    assert (cfg.ledger_schema, cfg.mode) == ("flchain", "permissive")
+    assert "p%40w" not in cfg.where and cfg.where.startswith("postgresql://u:***@db:5432/mlflow")
+    # Options of MLflow's own connection are kept, the schema added (libpq decodes %20).
+    cfg = parse_store_uri("flchain+postgresql://u@db/m?options=-cstatement_timeout%3D5000",
+                          env={})
+    assert cfg.ledger == "postgresql://u@db/m?options=-cstatement_timeout%3D5000%20-csearch_path%3Dflchain"
+
+
+def test_a_named_postgres_ledger_is_used_as_given() -> None:
+    url = "postgresql://ledger@db2:5433/audit"
+    for cfg in (parse_store_uri(f"flchain+sqlite:////d/m.db?flchain_ledger={url}", env={}),
+                parse_store_uri("flchain+postgresql://u@db/m", env={"FLCHAIN_LEDGER": url})):
+        assert (cfg.ledger, cfg.ledger_schema) == (url, None)
 
 
 @pytest.mark.parametrize("uri, match", [

@@ -5,8 +5,9 @@ Routes under `/flchain/v1`: `root`, `checkpoint`, `entry/<i>`, `proof/<i>?size=`
 &name=&version=` (indices of MLflow entries). Clients check every entry they use with an
 inclusion proof against the head the server states, and, given a checkpoint they trust,
 that head's consistency with it (see `view.HttpView`).
-Each worker opens the ledger file once and keeps no tree state, so several uvicorn workers
-serve one consistent log.
+Each worker opens the ledger once (a file, or for a `flchain+postgresql` backend its schema
+in MLflow's database) and keeps no tree state, so several uvicorn workers, and several
+servers on one database, serve one consistent log.
 """
 
 from __future__ import annotations

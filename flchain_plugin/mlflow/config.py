@@ -2,10 +2,14 @@
 
 The plugin flag is the URI prefix: `flchain+sqlite:///mlflow.db` is MLflow's own
 `sqlite:///mlflow.db` with every logged model and model version committed to a ledger.
-The ledger defaults to a file beside the SQLite database (`mlflow.db.flchain.db`); other
-databases name it with `FLCHAIN_LEDGER` or `?flchain_ledger=`. The URI's query wins over
-the environment so one process can hold stores in different modes. Stdlib only: the entry
-points import this before MLflow has finished registering its stores.
+The ledger defaults to a file beside the SQLite database (`mlflow.db.flchain.db`). On
+PostgreSQL it defaults to MLflow's own database, in a schema of its own (`flchain`), so
+every server and worker on that database shares one ledger with nothing more to
+configure, and the ledger's tables never mix with MLflow's. Other databases name it with
+`FLCHAIN_LEDGER` or `?flchain_ledger=` (a file path or a `postgresql://` URL). The URI's
+query wins over the environment so one process can hold stores in different modes.
+Stdlib only: the entry points import this before MLflow has finished registering its
+stores.
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from flchain_plugin.commit import LEDGER_ENV
+from flchain_plugin.store.url import is_postgres_url, redact
 
 PREFIX = "flchain+"
 MODE_ENV = "FLCHAIN_MLFLOW_MODE"
 MODES = ("strict", "permissive")
 _QUERY_LEDGER = "flchain_ledger"
 _QUERY_MODE = "flchain_mode"
+LEDGER_SCHEMA = "flchain"
+"""The schema of MLflow's PostgreSQL database that holds the ledger by default."""
 
 
 class ConfigError(ValueError):
@@ -36,10 +43,19 @@ class PluginConfig:
     inner_uri: str
     ledger: str
     mode: str = "strict"
+    ledger_schema: str | None = None
+    """The schema the default PostgreSQL ledger lives in, created on first open; None when
+    the ledger was named (a named ledger is used as it is)."""
 
     @property
     def strict(self) -> bool:
         return self.mode == "strict"
+
+    @property
+    def where(self) -> str:
+        """The ledger as messages name it: a server ledger's URL without its password
+        (a server's errors reach every HTTP client)."""
+        return redact(self.ledger)
 
 
 def parse_mode(value: str, source: str) -> str:
@@ -84,15 +100,39 @@ def parse_store_uri(uri: str, env: dict[str, str] | None = None) -> PluginConfig
         mode = "strict"
 
     ledger = ours.get(_QUERY_LEDGER) or environ.get(LEDGER_ENV) or ""
-    if not ledger:
-        db = _sqlite_path(inner) if parts.scheme.split("+")[0] == "sqlite" else None
-        if db is None:
-            raise ConfigError(
-                f"{uri!r}: cannot place the ledger beside this database; set {LEDGER_ENV}="
-                f"/path/to/ledger.db or add ?{_QUERY_LEDGER}=/path/to/ledger.db"
-            )
-        ledger = str(db.with_name(db.name + ".flchain.db"))
+    if ledger:
+        return PluginConfig(uri=uri, inner_uri=inner, ledger=_named_ledger(ledger), mode=mode)
+    dialect = parts.scheme.split("+")[0]
+    if dialect in ("postgresql", "postgres"):
+        return PluginConfig(uri=uri, inner_uri=inner, ledger=postgres_ledger_url(inner),
+                            mode=mode, ledger_schema=LEDGER_SCHEMA)
+    db = _sqlite_path(inner) if dialect == "sqlite" else None
+    if db is None:
+        raise ConfigError(
+            f"{uri!r}: cannot place the ledger beside this database; set {LEDGER_ENV}="
+            f"/path/to/ledger.db or add ?{_QUERY_LEDGER}=/path/to/ledger.db"
+        )
+    return PluginConfig(uri=uri, inner_uri=inner, mode=mode,
+                        ledger=str(db.with_name(db.name + ".flchain.db").absolute()))
+
+
+def _named_ledger(ledger: str) -> str:
+    """A ledger named by the user: a `postgresql://` URL as it is, else an absolute path."""
+    if is_postgres_url(ledger):
+        return ledger
     if "://" in ledger:
-        raise ConfigError(f"ledger {ledger!r}: a store writes to a local ledger file, give a path")
-    ledger = str(Path(ledger).expanduser().absolute())
-    return PluginConfig(uri=uri, inner_uri=inner, ledger=ledger, mode=mode)
+        raise ConfigError(f"ledger {ledger!r}: a store writes to a local ledger file or a "
+                          "postgresql:// ledger; give a path or a postgresql:// URL")
+    return str(Path(ledger).expanduser().absolute())
+
+
+def postgres_ledger_url(inner: str) -> str:
+    """The ledger in MLflow's own PostgreSQL database, schema `flchain`: the libpq URL of
+    SQLAlchemy's `postgresql[+driver]://...` (same host, user, database and connection
+    parameters), with the schema as the connection's search path."""
+    parts = urlsplit(inner)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = " ".join([v for k, v in query if k == "options"] + [f"-csearch_path={LEDGER_SCHEMA}"])
+    kept = [(k, v) for k, v in query if k != "options"] + [("options", options)]
+    return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept, quote_via=quote),
+                       ""))

@@ -45,7 +45,7 @@ VerifierArg = str | Verifier | None
 def open_view(ledger: LedgerArg = None, tracking_uri: str | None = None,
               verifier: VerifierArg = None) -> LedgerView:
     """The ledger to verify against: given, else `FLCHAIN_LEDGER`, else the one the
-    tracking URI implies (`flchain+<db>` → its ledger file; `http(s)://` → the server's).
+    tracking URI implies (`flchain+<db>` → its ledger; `http(s)://` → the server's).
 
     With a verifier key (`verifier`, else FLCHAIN_LOG_VERIFIER) the view holds only what
     the newest checkpoint signed by that key covers, and a ledger re-signed by any other

@@ -220,7 +220,7 @@ class LedgerRegistryMixin(PluginLedger):
             raise MlflowException(
                 f"flchain refused version of {name!r}: {e} (a registered model of this "
                 "name was deleted and made again, or another database shares the ledger "
-                f"{self.flchain.ledger}). The version was removed again; register under "
+                f"{self.flchain.where}). The version was removed again; register under "
                 "a new name.", RESOURCE_CONFLICT,
             ) from None
         except Exception as e:
@@ -230,7 +230,7 @@ class LedgerRegistryMixin(PluginLedger):
                 raise MlflowException(
                     f"flchain: version {version} of {name!r} could not be recorded in the "
                     f"ledger ({e}); it was removed again. Fix the ledger at "
-                    f"{self.flchain.ledger} and register again.", INVALID_STATE
+                    f"{self.flchain.where} and register again.", INVALID_STATE
                 ) from e
 
 

@@ -31,7 +31,7 @@ from flchain_plugin.commit import log_signer
 from flchain_plugin.digest import DigestError, FileDigest
 from flchain_plugin.entries import EntryError, check_digest
 from flchain_plugin.ledger import Ledger, LoggedEntry
-from flchain_plugin.notes import Signer
+from flchain_plugin.notes import KeyFileError, Signer
 
 from .artifacts import in_server, local_directory
 from .commitment import (
@@ -46,6 +46,7 @@ from .commitment import (
 )
 from .config import PluginConfig, parse_store_uri
 from .identity import Commitments, DuplicateCommitmentError, commit_once
+from .server_ledger import open_store_ledger
 from .view import MlflowQuery
 from .weights import MODEL_DIGEST_TAG, safetensors_digest
 
@@ -56,7 +57,9 @@ STATUS_TAG = "flchain.status"
 class PluginLedger:
     """What both plugin stores hold: the config, the ledger, and its checkpoint key, read
     on the first commit (a store that only reads never creates `<ledger>.key`) and then
-    once per store rather than once per commit."""
+    once per store rather than once per commit. A PostgreSQL ledger's key is the file
+    $FLCHAIN_LOG_KEY names (`server_ledger`); without it nothing is committed and the
+    error says so."""
 
     flchain: PluginConfig
     ledger: Ledger
@@ -65,13 +68,17 @@ class PluginLedger:
 
     def _open_plugin_ledger(self, config: PluginConfig) -> None:
         self.flchain = config
-        self.ledger = Ledger(config.ledger)
+        self.ledger = open_store_ledger(config)
         self.commitments = Commitments(self.ledger)
         self._signer = None
 
     def _log_signer(self) -> Signer:
         if self._signer is None:
-            self._signer = log_signer(self.ledger)
+            try:
+                self._signer = log_signer(self.ledger)
+            except KeyFileError as e:
+                raise MlflowException(f"flchain: nothing was committed: {e}",
+                                      INVALID_STATE) from None
         return self._signer
 
 
