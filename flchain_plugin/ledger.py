@@ -397,8 +397,12 @@ class Ledger:
         n2, root2 = self._size_and_root(size2)
         if not 0 <= size1 <= n2:
             raise ValueError(f"size1 {size1} must be between 0 and {n2}")
-        _, root1 = self._size_and_root(size1)
-        hashes = self._range_hashes(merkle.consistency_ranges(size1, n2))
+        ranges = merkle.consistency_ranges(size1, n2)
+        if size1 in (0, n2):  # the old root is known without a read
+            root1 = merkle.SHA256.empty_root() if size1 == 0 else root2
+            hashes = self._range_hashes(ranges)
+        else:  # the old root and the proof in one read (one round trip on a server store)
+            root1, *hashes = self._range_hashes([(0, size1), *ranges])
         return ConsistencyProof(size1, n2, tuple(hashes), root1, root2)
 
     # -- verification ------------------------------------------------------------------

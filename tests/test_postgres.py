@@ -148,6 +148,20 @@ def test_the_flchain_command_on_a_server_ledger(postgres_url: str, tmp_path: Pat
     assert '"size": 1' in done.stdout
 
 
+
+def test_a_database_error_after_opening_is_bad_input_not_a_failed_check(
+        postgres_url: str) -> None:
+    """A server ledger that opens but cannot be read (a table dropped under it) ends with
+    exit 2 and one line, as an unreadable SQLite file does; exit 1 means "does not verify"."""
+    with Ledger(postgres_url, origin="example.com/gone") as led:
+        led.append(batch(3))
+    with psycopg.connect(postgres_url) as c:
+        c.execute("DROP TABLE nodes")
+    done = subprocess.run([FLCHAIN, "--ledger", postgres_url, "prove", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
 # -- tampering by whoever holds the database ------------------------------------------------
 
 

@@ -82,7 +82,7 @@ def library_errors(ledger: Path) -> Iterator[None]:
     except (EntryError, DigestError, notes.KeyFileError, notes.NoteError) as e:
         raise InputError(str(e)) from e
     except StoreError as e:  # opening errors are raised as InputError by open_ledger
-        if isinstance(e.__cause__, sqlite3.Error):  # the store already said what to do
+        if _database_error(e.__cause__):  # the store already said what to do
             raise InputError(str(e)) from e
         raise VerificationFailed(f"{e}") from e
     except merkle.ProofError as e:
@@ -98,6 +98,13 @@ def library_errors(ledger: Path) -> Iterator[None]:
         if e.errno == errno.EPIPE:
             raise
         raise InputError(_os_message(e, ledger)) from e
+
+
+def _database_error(cause: BaseException | None) -> bool:
+    """An error of the database under the store (SQLite, or psycopg for a server ledger,
+    told apart without importing psycopg): unreadable input, exit 2, not a failed check."""
+    return isinstance(cause, sqlite3.Error) or (
+        cause is not None and type(cause).__module__.split(".")[0] == "psycopg")
 
 
 def _fail(message: str, code: int) -> NoReturn:
