@@ -49,6 +49,7 @@ class Reason(str, Enum):
     NON_FINITE = "non_finite"
     OUT_OF_BOUNDS = "out_of_bounds"
     NOT_POST_QUANTUM = "not_post_quantum"
+    METRIC_NOT_ALLOWED = "metric_not_allowed"
 
 
 REJECT_REASONS = frozenset(r.value for r in Reason)

@@ -107,6 +107,10 @@ class Policy:
     - `require_post_quantum`: refuse statements without a valid ML-DSA-44 signature by a
       key bound to the node (`not_post_quantum`): what stays unforgeable once Ed25519
       is not (statement.py says how a client signs with ML-DSA-44).
+    - `metric_keys`: the metric names a reply may carry (`weight_key` always may), and so
+      the only ones the ledger records; a reply with any other is refused
+      (`metric_not_allowed`) and its metrics are not written. None records every metric
+      the client signed: the signature covers them, so they cannot be dropped silently.
     """
 
     require_signatures: bool = True
@@ -117,6 +121,7 @@ class Policy:
     weight_key: str = DEFAULT_WEIGHT_KEY
     require_dataset: bool = False
     require_post_quantum: bool = False
+    metric_keys: frozenset[str] | None = None
     _verifiers: dict[str, Verifier] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -140,6 +145,13 @@ class Policy:
                 raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
         if not isinstance(self.weight_key, str) or not self.weight_key:
             raise ValueError("weight_key must be a non-empty string")
+        if self.metric_keys is not None:
+            keys = self.metric_keys
+            if isinstance(keys, str) or not isinstance(keys, Iterable) or not all(
+                    isinstance(k, str) and k for k in keys):
+                raise ValueError("metric_keys must be a collection of metric names or None, "
+                                 f"got {keys!r}")
+            object.__setattr__(self, "metric_keys", frozenset(keys))
 
     def _parse_keys(self, keys: Any) -> frozenset[str]:
         if isinstance(keys, str) or not isinstance(keys, Iterable):
@@ -189,6 +201,8 @@ class Policy:
             "require_dataset": self.require_dataset,
             # recorded when set, so a run without it records its policy as before
             **({"require_post_quantum": True} if self.require_post_quantum else {}),
+            **({"metric_keys": sorted(self.metric_keys)} if self.metric_keys is not None
+               else {}),
         }
 
 
@@ -439,6 +453,21 @@ def metrics_signed(f: ReplyFacts, r: Round) -> Refusal | None:
     return None
 
 
+def metrics_allowed(f: ReplyFacts, r: Round) -> Refusal | None:
+    """Only the metrics the policy names reach the ledger: a client cannot make the log
+    keep a value (a per-record loss, a count) that the consortium agreed not to record."""
+    allowed = r.policy.metric_keys
+    if allowed is None:
+        return None
+    extra = sorted(k for k in f.metrics if k not in allowed and k != r.policy.weight_key)
+    if extra:
+        shown = ", ".join(repr(k[:40]) for k in extra[:5]) + (" ..." if len(extra) > 5 else "")
+        return _refuse(Reason.METRIC_NOT_ALLOWED, "metrics_allowed", f"metrics {shown} are "
+                       "not in the policy's metric_keys; the ledger records only those",
+                       f.update)
+    return None
+
+
 def nonce_fresh(f: ReplyFacts, r: Round) -> Refusal | None:
     if f.statement is not None and f.statement.statement.nonce in r.history.nonces:
         return _refuse(Reason.REPLAY, "nonce_fresh", f"nonce {f.statement.statement.nonce} "
@@ -533,6 +562,7 @@ CHECKS: tuple[Check, ...] = (
     arrays_readable,     # malformed
     arrays_signed,       # digest_mismatch
     metrics_signed,      # digest_mismatch
+    metrics_allowed,     # metric_not_allowed
     nonce_fresh,         # replay
     update_fresh,        # replay
     tensor_names,        # malformed

@@ -131,6 +131,8 @@ CASES: list[tuple[str, ReplyFacts, Policy | None, History | None, Reason, str]] 
      None, None, Reason.DIGEST_MISMATCH, "arrays_signed"),
     ("metrics altered after signing", honest(metrics={"loss": 0.1, "num-examples": 10}),
      None, None, Reason.DIGEST_MISMATCH, "metrics_signed"),
+    ("a metric the policy does not record", honest(), Policy(metric_keys=frozenset()), None,
+     Reason.METRIC_NOT_ALLOWED, "metrics_allowed"),
     ("nonce reused", honest(), None, None, Reason.REPLAY, "nonce_fresh"),  # history below
     ("update resent", honest(), None, History(updates={UPDATE}), Reason.REPLAY,
      "update_fresh"),
@@ -313,6 +315,8 @@ def test_the_default_bound_refuses_every_boost_of_a_close_cohort(honest_norms, a
     ({"weight_key": ""}, "weight_key"),
     ({"require_signatures": 1}, "require_signatures"),
     ({"require_dataset": "yes"}, "require_dataset"),
+    ({"metric_keys": "loss"}, "metric_keys"),
+    ({"metric_keys": frozenset({""})}, "metric_keys"),
 ])
 def test_bad_policies_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -351,6 +355,17 @@ def test_the_reason_codes_are_one_enumeration_and_old_codes_stay_valid():
         E.Rejected(run="r", round=1, node="n", reason=code, detail="d")
     with pytest.raises(E.EntryError, match=r"rejected\.reason"):
         E.Rejected(run="r", round=1, node="n", reason="boosted", detail="d")
+
+
+def test_metric_keys_name_what_the_ledger_records():
+    """The weight always passes; a listed metric passes; the policy records the list."""
+    assert verdict(honest(), round_of(Policy(metric_keys=frozenset({"loss"})))).accepted
+    assert verdict(honest(), round_of(Policy(metric_keys=["loss", "acc"]))).accepted
+    refused = verdict(honest(), round_of(Policy(metric_keys=frozenset({"acc"}))))
+    assert refused.refusal.reason is Reason.METRIC_NOT_ALLOWED
+    assert "'loss'" in refused.refusal.detail and "0.5" not in refused.refusal.detail
+    assert Policy(metric_keys={"b", "a"}).to_json()["metric_keys"] == ["a", "b"]
+    assert "metric_keys" not in Policy().to_json()  # old runs record their policy as before
 
 
 def test_the_rules_import_no_framework():
