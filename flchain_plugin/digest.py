@@ -209,9 +209,13 @@ READ_AHEAD_STEP = 1 << 20
 def file_digest(path: str | os.PathLike[str]) -> str:
     """Plain SHA-256 of a file's bytes, streamed."""
     with open(path, "rb", buffering=0) as f:
-        if os.fstat(f.fileno()).st_size < READ_AHEAD_MIN:
-            return PREFIX + hashlib.file_digest(f, "sha256").hexdigest()
-        return PREFIX + _read_ahead_sha256(f).hexdigest()
+        return _open_file_digest(f, os.fstat(f.fileno()).st_size)
+
+
+def _open_file_digest(f: Any, size: int) -> str:
+    if size < READ_AHEAD_MIN:
+        return PREFIX + hashlib.file_digest(f, "sha256").hexdigest()
+    return PREFIX + _read_ahead_sha256(f).hexdigest()
 
 
 def _read_ahead_sha256(f: Any) -> Any:
@@ -250,34 +254,47 @@ def regular_files(root: str | os.PathLike[str], exclude: Iterable[str] = ()) -> 
     nothing, and a verified copy (`copy_files`) recreates only the parents of its files.
     `exclude` lists relative paths to leave out (files a framework writes at load time).
     """
-    base = Path(root)
-    if base.is_symlink() or not base.is_dir():
+    base = os.fspath(root)
+    if os.path.islink(base) or not os.path.isdir(base):
         raise DigestError(f"{root}: not a directory (symlinks are refused)")
     skip = set(exclude)
     out: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(base):
-        for name in list(dirnames) + filenames:
-            full = Path(dirpath, name)
-            st = os.lstat(full)
-            rel = full.relative_to(base).as_posix()
-            if stat.S_ISLNK(st.st_mode):
-                raise DigestError(f"{rel}: is a symlink; directory digests refuse links")
-            if stat.S_ISDIR(st.st_mode):
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                raise DigestError(f"{rel}: not a regular file")
-            if rel not in skip:
-                out.append(rel)
+    todo = [(base, "")]  # a stack, not recursion: any depth of directories
+    while todo:
+        folder, prefix = todo.pop()
+        with os.scandir(folder) as it:
+            for e in it:  # DirEntry answers from the directory listing: no stat per file
+                rel = prefix + e.name
+                if e.is_symlink():
+                    raise DigestError(f"{rel}: is a symlink; directory digests refuse links")
+                if e.is_dir(follow_symlinks=False):
+                    todo.append((e.path, rel + "/"))
+                elif not e.is_file(follow_symlinks=False):
+                    raise DigestError(f"{rel}: not a regular file")
+                elif rel not in skip:
+                    out.append(rel)
     out.sort(key=lambda p: p.encode("utf-8"))
     return out
 
 
 def directory_files(root: str | os.PathLike[str], exclude: Iterable[str] = ()) -> list[FileDigest]:
-    """Every regular file under `root` (see `regular_files`), hashed by streaming."""
+    """Every regular file under `root` (see `regular_files`), hashed by streaming. Size and
+    bytes come from one open file, never followed through a link swapped in meanwhile."""
     out = []
-    for rel in regular_files(root, exclude):
-        full = Path(root, rel)
-        out.append(FileDigest(rel, os.lstat(full).st_size, file_digest(full)))
+    base = os.fspath(root)
+    for rel in regular_files(base, exclude):
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:  # O_NONBLOCK: a FIFO swapped in is refused below, not waited on
+            fd = os.open(os.path.join(base, rel), flags)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise DigestError(f"{rel}: is a symlink; directory digests refuse links") from e
+            raise
+        with open(fd, "rb", buffering=0) as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise DigestError(f"{rel}: not a regular file")
+            out.append(FileDigest(rel, st.st_size, _open_file_digest(f, st.st_size)))
     return out
 
 
