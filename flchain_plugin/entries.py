@@ -514,13 +514,25 @@ class TrainingCheckpoint(Entry):
 @entry_type
 @dataclass(frozen=True)
 class Anchor(Entry):
-    """A signed checkpoint of this log anchored on an external chain."""
+    """A checkpoint of this log (origin, size, root) anchored on an EVM chain.
+
+    `chain` is the CAIP-2 id `eip155:<chain id>`, `contract` the anchor contract and `tx`
+    the anchoring transaction (0x hex), `block` the block that holds it. `minted` lists the
+    rounds whose credits were minted against this anchor, one transaction each:
+    `{"token", "tx", "run", "round", "total"}` (omitted when none).
+    """
 
     TYPE: ClassVar[str] = "anchor"
     chain: str
+    contract: str
     tx: str
+    block: int
+    origin: str
     size: int
-    root: str
+    root: Digest
+    minted: list[dict] | None = None
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"minted"})
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -57,7 +57,10 @@ SAMPLES: list[E.Entry] = [
     E.TrainingCheckpoint(file=dg("6"), model=dg("5"), epoch=1, step=10, name="epoch=1.ckpt",
                          parent=dg("2"), monitor="val_loss", score=0.125, hparams=dg("7"),
                          datasets=[dg("4")]),
-    E.Anchor(chain="eip155:1", tx="0xabc", size=10, root="sha256:" + "0" * 64),
+    E.Anchor(chain="eip155:1", contract="0x" + "ab" * 20, tx="0x" + "cd" * 32, block=7,
+             origin="example.com/log", size=10, root="sha256:" + "0" * 64,
+             minted=[{"token": "0x" + "ef" * 20, "tx": "0x" + "12" * 32, "run": "run-1",
+                      "round": 3, "total": 40}]),
 ]
 BY_TYPE = {e.TYPE: e for e in SAMPLES}
 
@@ -278,9 +281,12 @@ def test_missing_and_extra_fields_name_the_field(sample: E.Entry) -> None:
     for name in sample._NAMES:
         obj = sample.to_json()
         del obj[name]
-        if name in sample.OMITTED_WHEN_NONE:  # optional, but only as a pair (pq_*)
+        if name in ("pq_key", "pq_signature"):  # optional, but only as a pair
             with pytest.raises(EntryError, match=rf"^{sample.TYPE}\.pq_key: .*both or neither"):
                 E.from_json(obj)
+            continue
+        if name in sample.OMITTED_WHEN_NONE:  # optional: absent reads as None
+            assert getattr(E.from_json(obj), name) is None
             continue
         with pytest.raises(EntryError, match=rf"^{sample.TYPE}\.{name}: missing field"):
             E.from_json(obj)
