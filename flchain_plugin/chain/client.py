@@ -30,8 +30,8 @@ GAS_MARGIN = 1.2
 """Gas limit sent = estimate x this: the estimate is exact for the state it was made on,
 and a block's state may differ slightly by the time the transaction runs."""
 
-TESTER_FUNDS = 10**24
-"""Wei given to the signing account of an in-process chain (a million ether)."""
+TESTER_FUNDS = 10**23
+"""Wei given to the signing account of an in-process chain (100,000 ether of the million each test account holds)."""
 
 ZERO32 = b"\0" * 32
 
