@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("web3")
 pytest.importorskip("eth_tester")
 
-from flchain_plugin import entries as E  # noqa: E402
-from flchain_plugin.anchor import (  # noqa: E402
+from flchain_plugin import entries as E
+from flchain_plugin.anchor import (
     AnchorConfig,
     anchor_checkpoint,
     anchored_trees,
@@ -28,12 +28,12 @@ from flchain_plugin.anchor import (  # noqa: E402
     verify_anchors,
     verify_mints,
 )
-from flchain_plugin.chain.client import Chain, ChainError  # noqa: E402
-from flchain_plugin.chain.compiled import CONTRACTS, artifact, compile_sources  # noqa: E402
-from flchain_plugin.checkpoint import unverified_checkpoint  # noqa: E402
-from flchain_plugin.commit import commit, log_signer  # noqa: E402
-from flchain_plugin.ledger import Ledger  # noqa: E402
-from flchain_plugin.notes import Signer  # noqa: E402
+from flchain_plugin.chain.client import Chain, ChainError
+from flchain_plugin.chain.compiled import CONTRACTS, artifact, compile_sources
+from flchain_plugin.checkpoint import unverified_checkpoint
+from flchain_plugin.commit import commit, log_signer
+from flchain_plugin.ledger import Ledger
+from flchain_plugin.notes import Signer
 
 ORIGIN = "example.com/anchor-test"
 D = "sha256:" + "ab" * 32
@@ -242,11 +242,11 @@ def test_anchor_config_validates_its_arguments(chain: Chain) -> None:
         AnchorConfig(chain)
     chain.deploy()
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="^every must be"):
+        with pytest.raises(ValueError, match=r"^every must be"):
             AnchorConfig(chain, every=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"payees\['7'\]"):
         AnchorConfig(chain, payees={"7": "nowhere"})
-    with pytest.raises(ValueError, match="^quorum must be"):
+    with pytest.raises(ValueError, match=r"^quorum must be"):
         AnchorConfig(chain, quorum=1)
     assert AnchorConfig(chain, every=3).due(6) and not AnchorConfig(chain, every=3).due(7)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,8 @@ GAS_MARGIN = 1.2
 and a block's state may differ slightly by the time the transaction runs."""
 
 TESTER_FUNDS = 10**23
-"""Wei given to the signing account of an in-process chain (100,000 ether of the million each test account holds)."""
-
-ZERO32 = b"\0" * 32
-
+"""Wei given to the signing account of an in-process chain (100,000 ether: eth-tester's
+accounts hold a million each)."""
 
 class ChainError(Exception):
     """A transaction reverted or failed, or a call was refused; the message says which
@@ -66,7 +64,8 @@ def chain_errors(what: str) -> Iterator[None]:
 
 def _reason(e: Exception) -> str:
     text = str(e.args[0] if e.args else e)
-    return text.removeprefix("execution reverted: ").removeprefix("execution reverted")or "no reason"
+    text = text.removeprefix("execution reverted: ").removeprefix("execution reverted")
+    return text or "no reason"
 
 
 def load_key(path: str | os.PathLike[str]) -> LocalAccount:
@@ -159,8 +158,9 @@ class Chain:
             receipt = self.w3.eth.wait_for_transaction_receipt(
                 self.w3.eth.send_raw_transaction(signed.raw_transaction))
         if receipt["status"] != 1:
-            raise ChainError(f"{what} failed: transaction {receipt['transactionHash'].to_0x_hex()}"
-                             f" was mined with status {receipt['status']} (reverted)")
+            tx = receipt["transactionHash"].to_0x_hex()
+            raise ChainError(f"{what} failed: transaction {tx} was mined with status "
+                             f"{receipt['status']} (reverted)")
         return receipt
 
     def deploy_contract(self, name: str, *args: Any) -> tuple[str, Any]:

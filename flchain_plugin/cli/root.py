@@ -245,6 +245,8 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "tiles": LazyCommand("flchain_plugin.cli.tiles", "tiles"),
     "serve": LazyCommand("flchain_plugin.cli.tiles", "serve"),
     "witness": LazyCommand("flchain_plugin.cli.witness", "witness"),
+    "anchor": LazyCommand("flchain_plugin.cli.anchor", "anchor", "evm",
+                          "Anchor checkpoints on an EVM chain, mint credits, verify."),
 }
 
 
