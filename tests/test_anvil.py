@@ -19,21 +19,21 @@ import pytest
 
 pytest.importorskip("web3")
 
-from click.testing import CliRunner  # noqa: E402
-from eth_account import Account  # noqa: E402
-from test_anchor import (  # noqa: E402
+from click.testing import CliRunner
+from eth_account import Account
+from test_anchor import (
     ROUNDS,
     round_batch,
     scenario_anchor_and_mint,
     scenario_reverts,
     scenario_rewritten_history,
 )
-from web3 import Web3  # noqa: E402
+from web3 import Web3
 
-from flchain_plugin.chain.client import Chain  # noqa: E402
-from flchain_plugin.cli.root import cli  # noqa: E402
-from flchain_plugin.commit import commit, log_signer  # noqa: E402
-from flchain_plugin.ledger import Ledger  # noqa: E402
+from flchain_plugin.chain.client import Chain
+from flchain_plugin.cli.root import cli
+from flchain_plugin.commit import commit, log_signer
+from flchain_plugin.ledger import Ledger
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = "bash integrations/evm/install-anvil.sh"
