@@ -25,6 +25,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from .. import entries as E
+from ..anchor import AnchorConfig
 from ..blobs import BlobStore
 from ..commit import commit, log_pq_signer, log_signer, open_ledger
 from ..digest import DigestError, json_digest
@@ -132,6 +133,10 @@ class LedgerStrategy(Strategy):
         checkpoint (the round's entries stay committed).
     tiles : a directory kept a current C2SP tlog-tiles export of the ledger after every
         commit (`flchain_plugin.tiles_export.export_tiles`), to publish on any web server.
+    anchor : `flchain_plugin.anchor.AnchorConfig(chain, every=N)`: after every N-th round's
+        commit, anchor its checkpoint on an EVM chain, mint the credits of the rounds since
+        the last anchor, and record an `anchor` entry. A chain failure is logged and the
+        run goes on: the next anchor covers the rounds.
     """
 
     def __init__(
@@ -147,6 +152,7 @@ class LedgerStrategy(Strategy):
         witnesses: WitnessesArg = None,
         quorum: int | None = None,
         tiles: str | os.PathLike[str] | None = None,
+        anchor: AnchorConfig | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(strategy, Strategy):
@@ -165,6 +171,9 @@ class LedgerStrategy(Strategy):
         self.resume_from = _resume_from(self.ledger, self.blobs, resume_from)
         self.quorum = _quorum(witnesses, quorum)
         self.tiles = _tiles_dir(tiles)
+        if anchor is not None and not isinstance(anchor, AnchorConfig):
+            raise ValueError(f"anchor must be a flchain_plugin.anchor.AnchorConfig, got {anchor!r}")
+        self.anchor = anchor
         self._run: RunState | None = None
         self._io: ThreadPoolExecutor | None = None  # writes blobs while the batch commits
         self._pending_evals: list[tuple[int, str, dict[str, Any]]] = []
@@ -209,6 +218,19 @@ class LedgerStrategy(Strategy):
             export_tiles(self.ledger, self.tiles)
         except (TilesExportError, OSError) as e:
             log.error("flchain: could not export tiles to %s: %s", self.tiles, e)
+
+    def _anchor(self) -> None:
+        """Anchor the checkpoint just announced (minting its rounds' credits) and record
+        it; a chain that fails is logged, not fatal: the ledger holds the rounds."""
+        from ..chain.client import ChainError  # web3: present when a chain was given
+
+        assert self.anchor is not None
+        try:
+            entry = self.anchor.publish(self.ledger, self._announcer.checkpoint)
+        except (ChainError, ValueError) as e:
+            log.error("flchain: could not anchor the checkpoint on %s: %s", self.anchor.chain.id, e)
+            return
+        self._commit([entry])
 
     def _store(self, arrays: dict[str, Any], digest: str) -> None:
         """Keep a global model's weights for rollback, written on a thread while the round
@@ -409,6 +431,8 @@ class LedgerStrategy(Strategy):
                 reasons[e.reason] = reasons.get(e.reason, 0) + 1
         log.info("flchain: round %d: %d accepted, %d refused %s -> model %s", model.round,
                  len(model.inputs), sum(reasons.values()), reasons, model.model)
+        if self.anchor is not None and self.anchor.due(model.round):
+            self._anchor()
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

@@ -1,0 +1,136 @@
+"""`LedgerStrategy(anchor=AnchorConfig(chain, every=2))` in a real Flower simulation on the
+in-process EVM: every second round's checkpoint is anchored after its commit, the credits
+of the rounds since the last anchor are minted (one transaction a round), and the chain
+then agrees with the ledger: every anchored root, every minted round, every balance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("flwr.simulation")
+pytest.importorskip("sklearn")
+pytest.importorskip("eth_tester")
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+from flwr.simulation import run_simulation
+from test_flower_sim import backend, data, local_train, net
+
+from flchain_plugin import entries as E
+from flchain_plugin.anchor import (
+    AnchorConfig,
+    anchor_checkpoint,
+    anchors,
+    balances_on_chain,
+    round_credits,
+    verify_anchors,
+    verify_mints,
+)
+from flchain_plugin.chain.client import Chain
+from flchain_plugin.commit import commit, log_signer
+from flchain_plugin.flower import LedgerStrategy, signing_mod
+from flchain_plugin.ledger import Ledger
+
+pytestmark = [pytest.mark.flower, pytest.mark.usefixtures("quiet_flower")]
+
+NODES = 3
+ROUNDS = 3
+
+
+class CreditingFedAvg(FedAvg):
+    """FedAvg that credits each aggregated client its `num-examples` (a quantity rule)
+    in the ledger before the round's batch: credits as the ledger would hold them."""
+
+    def __init__(self, ledger: Ledger, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ledger = ledger
+
+    def aggregate_train(self, server_round: int, replies: Any) -> Any:
+        replies = list(replies)
+        run = str(replies[0].metadata.run_id)
+        batch: list[E.Entry] = [
+            E.Credit(run=run, round=server_round, node=str(m.metadata.src_node_id),
+                     rule="quantity", amount=int(m.content["metrics"]["num-examples"]))
+            for m in replies]
+        commit(self.ledger, batch, signer=log_signer(self.ledger))
+        return super().aggregate_train(server_round, replies)
+
+
+def client_app(keys: Path) -> ClientApp:
+    app = ClientApp(mods=[signing_mod(keys)])
+
+    @app.train()
+    def fit(msg: Message, ctx: Context) -> Message:
+        pid = int(ctx.node_config["partition-id"])
+        x, y = data(pid, NODES)
+        x, y = x[: 40 + 60 * pid], y[: 40 + 60 * pid]  # different data sizes
+        sd, _ = local_train(msg.content["arrays"].to_torch_state_dict(), x, y)
+        return Message(RecordDict({"arrays": ArrayRecord(sd), "metrics": MetricRecord(
+            {"num-examples": len(x)})}), reply_to=msg)
+
+    return app
+
+
+def server_app(ledger: Ledger, chain: Chain, result: dict[str, Any]) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        inner = CreditingFedAvg(ledger, fraction_train=1.0, fraction_evaluate=0.0,
+                                min_available_nodes=NODES)
+        strategy = LedgerStrategy(inner, ledger=ledger, anchor=AnchorConfig(chain, every=2))
+        strategy.start(grid, ArrayRecord(net().state_dict()), num_rounds=ROUNDS)
+        result["run"] = strategy.run_id
+
+    return app
+
+
+def test_flower_run_anchors_every_second_round_and_mints(tmp_path: Path) -> None:
+    chain = Chain.tester()
+    chain.deploy()
+    ledger = Ledger(tmp_path / "ledger.db", create=True)
+    result: dict[str, Any] = {}
+    run_simulation(server_app=server_app(ledger, chain, result),
+                   client_app=client_app(tmp_path / "keys"), num_supernodes=NODES,
+                   backend_config=backend(tmp_path))
+    assert result, "the ServerApp did not finish"
+
+    recorded = anchors(ledger)
+    assert len(recorded) == 1  # after round 2 only
+    _, entry = recorded[0]
+    assert [(m["run"], m["round"]) for m in entry.minted or []] == [
+        (result["run"], 1), (result["run"], 2)]
+    models = {e.entry.round: e.index for e in ledger.iter_entries(type="model")}
+    assert models[2] < entry.size <= models[3]  # the checkpoint of round 2's batch
+
+    credits = round_credits(ledger)
+    assert sorted(r for _, r in credits) == [1, 2, 3]
+    sizes = sorted(credits[(result["run"], 1)].values())
+    assert len(sizes) == NODES and len(set(sizes)) == NODES
+    updates = {e.entry.node for e in ledger.iter_entries(type="update")}
+    assert set(credits[(result["run"], 1)]) == updates
+
+    # round 3 is minted by the operator's next anchor
+    anchor_checkpoint(ledger, chain, mint=True)
+    report = verify_anchors(ledger, chain)
+    assert report.ok and len(report.anchored) == 2, report.problems
+    mints = verify_mints(ledger, chain)
+    assert mints.ok and mints.rounds == ROUNDS, mints.problems
+    totals: dict[str, int] = {}
+    for awards in credits.values():
+        for node, amount in awards.items():
+            totals[node] = totals.get(node, 0) + amount
+    assert balances_on_chain(chain, totals) == totals
+    assert ledger.verify().problem is None
+
+
+def test_anchor_must_be_an_anchor_config(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^anchor must be a flchain_plugin\.anchor\.AnchorConfig"):
+        LedgerStrategy(FedAvg(), ledger=tmp_path / "l.db", anchor="tester")  # type: ignore[arg-type]
