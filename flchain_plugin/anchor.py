@@ -143,13 +143,9 @@ def _cosigned(ledger: Ledger, note: str, witness_keys: Iterable[str], quorum: in
                              origin=ledger.origin).cosigners)
 
 
-def publish(ledger: Ledger, chain: Chain, *, note: str | None = None,
-            witness_keys: Iterable[str] = (), quorum: int = 0,
-            mint_since: int | None = None, payees: Mapping[str, str] | None = None
-            ) -> E.Anchor:
-    """Send the anchor transaction for `note` (default: the latest stored signed
-    checkpoint) and, with `mint_since`, mint every round whose credit entries lie in
-    [mint_since, size) and is not minted yet; the `anchor` entry recording it all."""
+def checkpoint_to_anchor(ledger: Ledger, note: str | None = None) -> tuple[str, Checkpoint]:
+    """`note` (default: the latest stored signed checkpoint) and its checkpoint, checked
+    to be of this ledger: its origin, and its root at that size."""
     note = note if note is not None else ledger.latest_checkpoint()
     if note is None:
         raise ValueError("the ledger has no signed checkpoint to anchor: sign one with "
@@ -161,6 +157,17 @@ def publish(ledger: Ledger, chain: Chain, *, note: str | None = None,
     if cp.root_hash != ledger.root_at(cp.size):
         raise ValueError(f"checkpoint of size {cp.size} does not match the ledger's root at "
                          "that size: run `flchain verify`")
+    return note, cp
+
+
+def publish(ledger: Ledger, chain: Chain, *, note: str | None = None,
+            witness_keys: Iterable[str] = (), quorum: int = 0,
+            mint_since: int | None = None, payees: Mapping[str, str] | None = None
+            ) -> E.Anchor:
+    """Send the anchor transaction for `note` (default: the latest stored signed
+    checkpoint) and, with `mint_since`, mint every round whose credit entries lie in
+    [mint_since, size) and is not minted yet; the `anchor` entry recording it all."""
+    note, cp = checkpoint_to_anchor(ledger, note)
     witnesses = _cosigned(ledger, note, witness_keys, quorum)
     fn = chain.contract("anchor_log").functions.anchor(
         cp.origin, cp.size, cp.root_hash, witnesses, hashlib.sha256(note.encode()).digest())
@@ -389,6 +396,7 @@ __all__ = [
     "anchors",
     "balances_on_chain",
     "check_tree",
+    "checkpoint_to_anchor",
     "derived_payee",
     "latest_anchor",
     "mint_round",

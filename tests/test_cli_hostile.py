@@ -44,6 +44,8 @@ def leaf_commands(group: click.Group, ctx: click.Context,
         cmd = group.get_command(ctx, name)
         assert cmd is not None, name
         if isinstance(cmd, click.Group):
+            if cmd.invoke_without_command:  # runnable on its own too (`flchain anchor`)
+                found.append((*path, name))
             found += leaf_commands(cmd, click.Context(cmd, parent=ctx, info_name=name),
                                    (*path, name))
         else:
@@ -214,9 +216,11 @@ BASE: dict[tuple[str, ...], Callable[[World], list[str]]] = {
     ("tiles", "export"): lambda w: [str(w.fresh("tiles"))],
     ("serve",): lambda w: ["--port", "0"],
     ("mirror",): lambda w: [str(w.tiles), "--key-verifier", w.ledger_vkey, "--once"],
+    ("anchor",): lambda w: ["--rpc", "http://127.0.0.1:9", "--contract", "0x" + "11" * 20],
+    ("anchor", "verify"): lambda w: ["--rpc", "http://127.0.0.1:9", "--contract", "0x" + "11" * 20],
 }
 
-NO_LEDGER = {("witness", "serve"), ("witness", "evidence")}
+NO_LEDGER = {("witness", "serve"), ("witness", "evidence"), ("anchor", "deploy")}
 """Commands that read no ledger (a witness holds only its own state file): they take
 --ledger like every command and ignore it, so only their usage is checked here; their
 hostile state and key files are test_witness_http's."""

@@ -20,7 +20,15 @@ import click
 from rich import box
 from rich.table import Table
 
-from ..anchor import AnchorReport, MintReport, anchor_checkpoint, verify_anchors, verify_mints
+from ..anchor import (
+    AnchorReport,
+    MintReport,
+    anchor_checkpoint,
+    anchors,
+    checkpoint_to_anchor,
+    verify_anchors,
+    verify_mints,
+)
 from ..chain.client import Chain, ChainError, ChainUnreachable
 from .errors import Group, InputError, VerificationFailed
 from .root import INDEX, Output, Settings, common_options, kv_table, open_ledger, read_text
@@ -127,10 +135,12 @@ def anchor(settings: Settings, out: Output, mint: bool, **given: Any) -> None:
     _needs_contract(opts)
     payees = _payees(opts["payees"])
     with open_ledger(settings, read_only=False) as led:
+        with chain_errors():
+            note, _ = checkpoint_to_anchor(led)  # the ledger's faults first, then the node's
         chain = _connect(opts)
         with chain_errors():
-            done = anchor_checkpoint(led, chain, mint=mint and chain.token is not None,
-                                     payees=payees)
+            done = anchor_checkpoint(led, chain, note=note,
+                                     mint=mint and chain.token is not None, payees=payees)
     entry = done.entries[0]
     doc = {"ok": True, **entry.to_json(), "index": done.first}
     out.emit(doc, lambda: out.console.print(kv_table([
@@ -174,6 +184,7 @@ def verify(settings: Settings, out: Output, **given: Any) -> None:
     _needs_contract(opts)
     payees = _payees(opts["payees"])
     with open_ledger(settings) as led:
+        anchors(led)  # the ledger's faults first, then the node's
         chain = _connect(opts, need_key=False)
         with chain_errors():
             report = verify_anchors(led, chain)
