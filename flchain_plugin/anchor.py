@@ -34,6 +34,9 @@ from .ledger import Ledger
 if TYPE_CHECKING:
     from .chain.client import Chain
 
+MAX_RECIPIENTS = 1024
+"""The most nodes one round's mint pays: credit_token.vy's bound."""
+
 PAYEE_DOMAIN = b"flchain payee\n"
 """Domain separation of derived payee addresses (module docstring)."""
 
@@ -318,6 +321,9 @@ def mint_round(ledger: Ledger, chain: Chain, anchored: Checkpoint, run: str, rnd
         raise ValueError(f"run {run!r} round {rnd}: no credit entries below size "
                          f"{anchored.size}")
     paid = sorted((payee(n, payees), a) for n, a in credits.items() if a > 0)
+    if len(paid) > MAX_RECIPIENTS:
+        raise ValueError(f"run {run!r} round {rnd}: {len(paid)} nodes credited, the token "
+                         f"mints at most {MAX_RECIPIENTS} a round (credit_token.vy)")
     token = chain.contract("credit_token")
     fn = token.functions.mint_round(anchored.origin, anchored.size, anchored.root_hash, run,
                                     rnd, [a for a, _ in paid], [v for _, v in paid])

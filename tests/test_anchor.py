@@ -279,10 +279,9 @@ def test_shipped_contracts_equal_a_fresh_compile() -> None:
     python -m flchain_plugin.chain.compiled)."""
     pytest.importorskip("vyper")
     fresh = compile_sources()
-    shipped = json.loads(Path(artifact("anchor_log").name and
-                              __import__("flchain_plugin.chain.compiled",
-                                         fromlist=["x"]).source_path("anchor_log")
-                              ).with_name("compiled.json").read_text())
+    from flchain_plugin.chain.compiled import COMPILED, source_path
+
+    shipped = json.loads(source_path("anchor_log").with_name(COMPILED).read_text())
     assert shipped["compiler"] == fresh["compiler"]
     for name in CONTRACTS:
         assert fresh["contracts"][name]["abi"] == artifact(name).abi, name
@@ -290,8 +289,22 @@ def test_shipped_contracts_equal_a_fresh_compile() -> None:
 
 
 def test_sources_pin_one_evm_version() -> None:
+    from flchain_plugin.anchor import MAX_RECIPIENTS
     from flchain_plugin.chain.compiled import source_path
 
     for name in CONTRACTS:
         text = source_path(name).read_text()
         assert "# pragma evm-version cancun" in text and "# pragma version ~=0.4.3" in text
+    bound = f"MAX_RECIPIENTS: constant(uint256) = {MAX_RECIPIENTS}\n"
+    assert bound in source_path("credit_token").read_text()
+
+
+def test_a_round_beyond_the_token_bound_is_refused_before_sending(chain: Chain,
+                                                                  tmp_path: Path) -> None:
+    from flchain_plugin.anchor import MAX_RECIPIENTS
+
+    chain.deploy()
+    many = {str(n): 1 for n in range(MAX_RECIPIENTS + 1)}
+    led = build_ledger(tmp_path / "l.db", rounds={1: many})
+    with pytest.raises(ValueError, match=f"{MAX_RECIPIENTS + 1} nodes credited"):
+        anchor_checkpoint(led, chain, mint=True)

@@ -13,10 +13,12 @@ event UpdateRecorded:
     update: bytes32
 
 
-updates: public(HashMap[address, HashMap[uint64, bytes32]])
+senders: public(HashMap[bytes32, address])
 
 
 @external
 def record(round: uint64, update: bytes32):
-    self.updates[msg.sender][round] = update
+    """@notice Record update digest `update` of round `round`, sent by its client."""
+    assert self.senders[update] == empty(address), "update already recorded"
+    self.senders[update] = msg.sender
     log UpdateRecorded(sender=msg.sender, round=round, update=update)
