@@ -19,6 +19,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.exceptions import ValidationError
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
@@ -52,7 +53,7 @@ def chain_errors(what: str) -> Iterator[None]:
         raise
     except ContractLogicError as e:  # a JSON-RPC node's revert
         raise ChainError(f"{what} reverted: {_reason(e)}") from None
-    except Web3Exception as e:
+    except (Web3Exception, ValidationError) as e:  # ValidationError: the node refused it
         raise ChainError(f"{what} failed: {e}") from None
     except OSError as e:  # requests' connection errors are OSErrors
         raise ChainUnreachable(f"{what}: the node is unreachable: {e}") from None
@@ -151,8 +152,10 @@ class Chain:
                                           self.address, "pending")}
             if gas is not None:
                 params["gas"] = gas
-            else:
-                params["gas"] = int(fn.estimate_gas({"from": self.address}) * GAS_MARGIN)
+            else:  # with the margin, but never beyond what a block holds
+                estimate = fn.estimate_gas({"from": self.address})
+                limit = self.w3.eth.get_block("latest")["gasLimit"]
+                params["gas"] = max(estimate, min(int(estimate * GAS_MARGIN), limit))
             tx = fn.build_transaction(params)
             signed = self.account.sign_transaction(tx)
             receipt = self.w3.eth.wait_for_transaction_receipt(
