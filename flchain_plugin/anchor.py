@@ -240,7 +240,8 @@ def check_tree(ledger: Ledger, tree: AnchoredTree, size: int, root: bytes) -> st
     consistency proof from the anchored root, computed from the ledger, verifies."""
     where = f"size {tree.size} anchored in block {tree.block} (tx {tree.tx})"
     if tree.size > size:
-        return f"{where}, but the ledger has only {size} entries: entries were removed"
+        return (f"{where}, but the ledger has only {size} entries: entries were removed, or "
+                "that anchor is not of this ledger")
     proof = ledger.consistency_proof(tree.size, size)
     try:
         merkle.verify_consistency(tree.size, size, proof.hashes, tree.root, root)
