@@ -308,3 +308,38 @@ def test_a_round_beyond_the_token_bound_is_refused_before_sending(chain: Chain,
     led = build_ledger(tmp_path / "l.db", rounds={1: many})
     with pytest.raises(ValueError, match=f"{MAX_RECIPIENTS + 1} nodes credited"):
         anchor_checkpoint(led, chain, mint=True)
+
+
+# -- the command's bad input, before any node is reached -----------------------------------
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["anchor"], "no anchor contract"),
+    (["anchor", "verify"], "no anchor contract"),
+    (["anchor", "--contract", "0x" + "11" * 20], "no EVM node"),
+    (["anchor", "--contract", "0x" + "11" * 20, "--rpc", "http://127.0.0.1:9"],
+     "no signing key"),
+    (["anchor", "--contract", "nowhere", "--rpc", "ftp://x", "--key", "KEY"], "http"),
+    (["anchor", "verify", "--contract", "0x" + "11" * 20, "--payees", "PAYEES"],
+     "payees file"),
+    (["anchor", "deploy"], "no EVM node"),
+])
+def test_anchor_command_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str],
+                                                      needle: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from flchain_plugin.cli.root import cli
+
+    for var in ("FLCHAIN_RPC", "FLCHAIN_CHAIN_KEY", "FLCHAIN_ANCHOR_CONTRACT",
+                "FLCHAIN_CREDIT_TOKEN", "FLCHAIN_ANCHOR_FROM_BLOCK"):
+        monkeypatch.delenv(var, raising=False)
+    build_ledger(tmp_path / "l.db").close()
+    (tmp_path / "key").write_text("0x" + "11" * 32)
+    (tmp_path / "payees.json").write_text("[1, 2]")
+    args = [a.replace("KEY", str(tmp_path / "key")).replace("PAYEES", str(tmp_path / "payees.json"))
+            for a in args]
+    r = CliRunner().invoke(cli, [*args, "--ledger", str(tmp_path / "l.db")], prog_name="flchain")
+    assert r.exit_code == 2, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("flchain: error: ")
+    assert needle in r.stderr, r.stderr
