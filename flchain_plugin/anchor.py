@@ -136,14 +136,17 @@ def _cosigned(ledger: Ledger, note: str, witness_keys: Iterable[str], quorum: in
     if quorum == 0:
         return 0
     from .ledger_audit import known_verifier
-    from .quorum import verify_quorum
+    from .quorum import QuorumError, verify_quorum
 
     log, _ = known_verifier(ledger)
     if log is None:
         raise ValueError("cannot count witness cosignatures: the ledger has no known "
                          "verifier key (pin one with `flchain init --key-verifier`)")
-    return len(verify_quorum(note, log, list(witness_keys), quorum,
-                             origin=ledger.origin).cosigners)
+    try:
+        return len(verify_quorum(note, log, list(witness_keys), quorum,
+                                 origin=ledger.origin).cosigners)
+    except QuorumError as e:
+        raise ValueError(f"not anchored: {e}") from None
 
 
 def checkpoint_to_anchor(ledger: Ledger, note: str | None = None) -> tuple[str, Checkpoint]:

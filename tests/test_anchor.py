@@ -216,6 +216,29 @@ def test_quorum_contract_refuses_an_unwitnessed_anchor(chain: Chain, tmp_path: P
     assert latest_anchor(led, chain) is None
 
 
+def test_a_witnessed_checkpoint_states_its_cosignatures(chain: Chain, tmp_path: Path) -> None:
+    from flchain_plugin.checkpoint import Witness
+    from flchain_plugin.notes import generate_cosignature_key
+
+    chain.deploy(quorum=2)
+    led = build_ledger(tmp_path / "l.db")
+    key = log_signer(led)
+    led.pin_verifier(key.verifier)
+    witnesses = [generate_cosignature_key(f"w{i}.example") for i in range(3)]
+    vkeys = tuple(w.verifier.vkey for w in witnesses)
+    note = led.latest_checkpoint()
+    assert note is not None
+    for w in witnesses[:1]:
+        note, _ = Witness(w).cosign(note, key.verifier, [], None)
+    config = AnchorConfig(chain, witness_keys=vkeys, quorum=2)
+    with pytest.raises(ValueError, match=r"not anchored: .* 1 witness"):
+        config.publish(led, note)
+    note, _ = Witness(witnesses[2]).cosign(note, key.verifier, [], None)
+    entry = config.publish(led, note)
+    tree = anchored_trees(led, chain)[-1]
+    assert (tree.size, tree.witnesses, tree.tx) == (entry.size, 2, entry.tx)
+
+
 def test_configured_payees_are_paid(chain: Chain, tmp_path: Path) -> None:
     chain.deploy()
     led = build_ledger(tmp_path / "l.db", rounds={1: ROUNDS[1]})
