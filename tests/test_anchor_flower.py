@@ -134,3 +134,20 @@ def test_flower_run_anchors_every_second_round_and_mints(tmp_path: Path) -> None
 def test_anchor_must_be_an_anchor_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^anchor must be a flchain_plugin\.anchor\.AnchorConfig"):
         LedgerStrategy(FedAvg(), ledger=tmp_path / "l.db", anchor="tester")  # type: ignore[arg-type]
+
+
+def test_a_failing_chain_is_logged_and_the_run_goes_on(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """An anchor the contract refuses (here: its witness quorum is unmet) leaves the ledger
+    as it was and is logged; the round stays committed."""
+    chain = Chain.tester()
+    chain.deploy(quorum=2)
+    ledger = Ledger(tmp_path / "l.db", create=True)
+    commit(ledger, [E.Erasure(blob="sha256:" + "ab" * 32, reason="x")],
+           signer=log_signer(ledger))
+    strategy = LedgerStrategy(FedAvg(), ledger=ledger, anchor=AnchorConfig(chain))
+    size = ledger.size
+    with caplog.at_level("ERROR", logger="flchain.flower"):
+        strategy._anchor()
+    assert ledger.size == size and anchors(ledger) == []
+    assert "could not anchor" in caplog.text and "too few witness cosignatures" in caplog.text
