@@ -31,7 +31,16 @@ from ..anchor import (
 )
 from ..chain.client import Chain, ChainError, ChainUnreachable
 from .errors import Group, InputError, VerificationFailed
-from .root import INDEX, Output, Settings, common_options, kv_table, open_ledger, read_text
+from .root import (
+    INDEX,
+    Output,
+    Settings,
+    common_options,
+    kv_table,
+    open_ledger,
+    read_text,
+    short_digest,
+)
 
 CHAIN_META = "flchain.anchor.chain"
 """ctx.meta key: the chain options given to the `anchor` group, for its subcommands."""
@@ -165,10 +174,11 @@ def _verify_doc(report: AnchorReport, mints: MintReport | None) -> dict[str, Any
 
 def _anchors_table(doc: dict[str, Any]) -> Table:
     t = Table(box=box.SIMPLE, title=f"{len(doc['anchors'])} anchored roots", title_justify="left")
-    for col in ("size", "block", "witnesses", "root", "transaction"):
-        t.add_column(col, overflow="fold")
+    for col in ("size", "block", "witnesses", "root"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("transaction", overflow="fold")
     for a in doc["anchors"]:
-        t.add_row(str(a["size"]), str(a["block"]), str(a["witnesses"]), a["root"][:23] + "…",
+        t.add_row(str(a["size"]), str(a["block"]), str(a["witnesses"]), short_digest(a["root"]),
                   a["tx"])
     return t
 
