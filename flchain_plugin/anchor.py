@@ -62,7 +62,8 @@ def payee(node: str, payees: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class AnchoredTree:
-    """One anchor read back from the chain's events."""
+    """One anchor read back from the chain: from its event, or from `latest`, which
+    knows no transaction or cosignature count (`tx` "" and `witnesses` -1 then)."""
 
     origin: str
     size: int
