@@ -85,6 +85,14 @@ class Contracts:
         """The contracts a run entry recorded, rebuilt (custom rule classes in `rules`;
         `context`, e.g. validation=, for rules that need what the log cannot hold).
         Refuses if any rebuilt rule's identity differs from the recorded one."""
+        try:
+            return cls._rebuild(recorded, tuple(rules), context)
+        except (TypeError, KeyError, AttributeError) as e:  # a record no version wrote
+            raise ValueError(f"contracts {recorded.get('id')!r}: malformed record ({e})") from None
+
+    @classmethod
+    def _rebuild(cls, recorded: Mapping[str, Any], rules: tuple[type[Rule], ...],
+                 context: Mapping[str, Any]) -> Contracts:
         known = {(c.NAME, c.VERSION): c for c in (*BUILTIN_RULES, *rules)}
         built: list[tuple[Rule, int]] = []
         for d in recorded.get("rules", []):
