@@ -1,4 +1,4 @@
-"""`LedgerStrategy(anchor=AnchorConfig(chain, every=2))` in a real Flower simulation on the
+"""`LedgerStrategy(anchor=AnchorConfig(chain, every=2), contracts=...)` in a real Flower run on the
 in-process EVM: every second round's checkpoint is anchored after its commit, the credits
 of the rounds since the last anchor are minted (one transaction a round), and the chain
 then agrees with the ledger: every anchored root, every minted round, every balance.
@@ -35,6 +35,7 @@ from flchain_plugin.anchor import (
 )
 from flchain_plugin.chain.client import Chain
 from flchain_plugin.commit import commit, log_signer
+from flchain_plugin.contracts import Contracts, Quantity, Timeliness
 from flchain_plugin.flower import LedgerStrategy, signing_mod
 from flchain_plugin.ledger import Ledger
 
@@ -42,25 +43,6 @@ pytestmark = [pytest.mark.flower, pytest.mark.usefixtures("quiet_flower")]
 
 NODES = 3
 ROUNDS = 3
-
-
-class CreditingFedAvg(FedAvg):
-    """FedAvg that credits each aggregated client its `num-examples` (a quantity rule)
-    in the ledger before the round's batch: credits as the ledger would hold them."""
-
-    def __init__(self, ledger: Ledger, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.ledger = ledger
-
-    def aggregate_train(self, server_round: int, replies: Any) -> Any:
-        replies = list(replies)
-        run = str(replies[0].metadata.run_id)
-        batch: list[E.Entry] = [
-            E.Credit(run=run, round=server_round, node=str(m.metadata.src_node_id),
-                     rule="quantity", amount=int(m.content["metrics"]["num-examples"]))
-            for m in replies]
-        commit(self.ledger, batch, signer=log_signer(self.ledger))
-        return super().aggregate_train(server_round, replies)
 
 
 def client_app(keys: Path) -> ClientApp:
@@ -83,9 +65,9 @@ def server_app(ledger: Ledger, chain: Chain, result: dict[str, Any]) -> ServerAp
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        inner = CreditingFedAvg(ledger, fraction_train=1.0, fraction_evaluate=0.0,
-                                min_available_nodes=NODES)
-        strategy = LedgerStrategy(inner, ledger=ledger, anchor=AnchorConfig(chain, every=2))
+        inner = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=NODES)
+        strategy = LedgerStrategy(inner, ledger=ledger, anchor=AnchorConfig(chain, every=2),
+                                  contracts=Contracts([Quantity(), Timeliness()], budget=1000))
         strategy.start(grid, ArrayRecord(net().state_dict()), num_rounds=ROUNDS)
         result["run"] = strategy.run_id
 
@@ -112,8 +94,8 @@ def test_flower_run_anchors_every_second_round_and_mints(tmp_path: Path) -> None
 
     credits = round_credits(ledger)
     assert sorted(r for _, r in credits) == [1, 2, 3]
-    sizes = sorted(credits[(result["run"], 1)].values())
-    assert len(sizes) == NODES and len(set(sizes)) == NODES
+    for awards in credits.values():  # the budget is conserved exactly, every round
+        assert sum(awards.values()) == 1000 and len(set(awards.values())) == NODES
     updates = {e.entry.node for e in ledger.iter_entries(type="update")}
     assert set(credits[(result["run"], 1)]) == updates
 

@@ -218,6 +218,7 @@ BASE: dict[tuple[str, ...], Callable[[World], list[str]]] = {
     ("mirror",): lambda w: [str(w.tiles), "--key-verifier", w.ledger_vkey, "--once"],
     ("anchor",): lambda w: ["--rpc", "http://127.0.0.1:9", "--contract", "0x" + "11" * 20],
     ("anchor", "verify"): lambda w: ["--rpc", "http://127.0.0.1:9", "--contract", "0x" + "11" * 20],
+    ("credits",): lambda w: ["--replay"],
 }
 
 NO_LEDGER = {("witness", "serve"), ("witness", "evidence"), ("anchor", "deploy")}

@@ -247,6 +247,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "witness": LazyCommand("flchain_plugin.cli.witness", "witness"),
     "anchor": LazyCommand("flchain_plugin.cli.anchor", "anchor", "evm",
                           "Anchor checkpoints on an EVM chain, mint credits, verify."),
+    "credits": LazyCommand("flchain_plugin.cli.credits", "credits"),
 }
 
 
