@@ -280,11 +280,17 @@ def entry_type(cls: type[Entry]) -> type[Entry]:
 @entry_type
 @dataclass(frozen=True)
 class Run(Entry):
-    """A training run began: its strategy, configuration and starting model."""
+    """A training run began: its strategy, configuration and starting model.
+
+    `contracts`: the credit contracts the run pays by (`flchain_plugin.contracts`:
+    budget, each rule's name, version, canonical params, weight and identity digest; a
+    quality rule's params hold its validation set's digest). Added after format v1 was
+    first written, so omitted when None: a run without contracts keeps its old bytes."""
 
     TYPE: ClassVar[str] = "run"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("model",)
     MODEL: ClassVar[str | None] = "model"  # the initial model: an origin
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"contracts", "aggregation"})
     run: str
     strategy: str
     config: Digest
@@ -294,8 +300,7 @@ class Run(Entry):
     # "kept"}) that `flchain audit replay` rebuilds it from; optional, so run entries
     # recorded before replay existed keep their bytes.
     aggregation: JsonObject | None = None
-
-    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"aggregation"})
+    contracts: JsonObject | None = None
 
 
 @entry_type
@@ -429,15 +434,24 @@ class Dataset(Entry):
 @entry_type
 @dataclass(frozen=True)
 class Credit(Entry):
-    """A contract rule's award to a contributor, replayable from the log."""
+    """A contract rule's award to a contributor, replayable from the log
+    (`flchain_plugin.contracts`). `amount` is a non-negative integer of token units: a
+    round's awards sum exactly to its budget, with no float rounding to disagree on;
+    `rule` is the rule's label in the run's contracts; `basis` what the rule read."""
 
     TYPE: ClassVar[str] = "credit"
     run: str
     round: int
     node: str
     rule: str
-    amount: float
+    amount: int
     basis: JsonObject = field(default_factory=dict)
+
+    @classmethod
+    def _check(cls, values: Mapping[str, Any]) -> None:
+        if values["amount"] < 0:
+            raise EntryError(f"credit.amount: {values['amount']} is negative; a penalty "
+                             "reduces an award, it never makes one negative")
 
 
 @entry_type
@@ -528,13 +542,25 @@ class TrainingCheckpoint(Entry):
 @entry_type
 @dataclass(frozen=True)
 class Anchor(Entry):
-    """A signed checkpoint of this log anchored on an external chain."""
+    """A checkpoint of this log (origin, size, root) anchored on an EVM chain.
+
+    `chain` is the CAIP-2 id `eip155:<chain id>`, `contract` the anchor contract and `tx`
+    the anchoring transaction (0x hex), `block` the block that holds it. `minted` lists the
+    rounds whose credits were minted against this anchor, one transaction each:
+    `{"token", "tx", "run", "round", "total"}` (omitted when none).
+    """
 
     TYPE: ClassVar[str] = "anchor"
     chain: str
+    contract: str
     tx: str
+    block: int
+    origin: str
     size: int
-    root: str
+    root: Digest
+    minted: list[dict] | None = None
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"minted"})
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -44,6 +44,8 @@ def leaf_commands(group: click.Group, ctx: click.Context,
         cmd = group.get_command(ctx, name)
         assert cmd is not None, name
         if isinstance(cmd, click.Group):
+            if cmd.invoke_without_command:  # runnable on its own too (`flchain anchor`)
+                found.append((*path, name))
             found += leaf_commands(cmd, click.Context(cmd, parent=ctx, info_name=name),
                                    (*path, name))
         else:
@@ -216,11 +218,15 @@ BASE: dict[tuple[str, ...], Callable[[World], list[str]]] = {
     ("mirror",): lambda w: [str(w.tiles), "--key-verifier", w.ledger_vkey, "--once"],
     ("audit", "replay"): lambda w: [],
     ("erase",): lambda w: ["sha256:" + "0" * 64],
+    ("anchor",): lambda w: ["--rpc", "http://127.0.0.1:9", "--contract", "0x" + "11" * 20],
+    ("anchor", "verify"): lambda w: ["--rpc", "http://127.0.0.1:9", "--contract", "0x" + "11" * 20],
+    ("credits",): lambda w: ["--replay"],
 }
 
-NO_LEDGER = {("witness", "serve"), ("witness", "evidence"), ("migrate",)}
+NO_LEDGER = {("witness", "serve"), ("witness", "evidence"), ("migrate",), ("anchor", "deploy")}
 """Commands that read no ledger of --ledger (a witness holds only its own state file;
-migrate names its two ledgers as arguments, test_migrate checks them): they take
+migrate names its two ledgers as arguments, test_migrate checks them; anchor deploy only
+talks to a chain): they take
 --ledger like every command and ignore it, so only their usage is checked here; their
 hostile state and key files are test_witness_http's."""
 

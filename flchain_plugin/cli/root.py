@@ -254,6 +254,9 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "audit": LazyCommand("flchain_plugin.cli.audit", "audit"),
     "erase": LazyCommand("flchain_plugin.cli.erase", "erase_"),
     "migrate": LazyCommand("flchain_plugin.cli.migrate", "migrate_"),
+    "anchor": LazyCommand("flchain_plugin.cli.anchor", "anchor", "evm",
+                          "Anchor checkpoints on an EVM chain, mint credits, verify."),
+    "credits": LazyCommand("flchain_plugin.cli.credits", "credits"),
 }
 
 

@@ -25,8 +25,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from .. import entries as E
+from ..anchor import AnchorConfig
 from ..blobs import BlobStore
 from ..commit import commit, log_pq_signer, log_signer, open_ledger
+from ..contracts import Contracts
 from ..digest import DigestError, json_digest
 from ..ledger import Ledger
 from ..lineage import latest_model
@@ -39,6 +41,7 @@ from .aggregators import aggregation_record
 from .announce import UNCONFIRMED_KEPT, Announcer
 from .arrays import numpy_to_record, record_to_numpy, record_views, views_digest
 from .kept import keep_accepted
+from .credits import RoundCredits
 from .protocol import STATEMENT_RECORD, json_safe
 from .replies import SentModel, reply_facts
 from .run import RunState, config_json, describe
@@ -150,6 +153,12 @@ class LedgerStrategy(Strategy):
         store (`flchain_plugin.vault`), and record the aggregator's parameters in the run
         entry, so `flchain audit replay` can recompute every round and `flchain erase`
         can crypto-shred one update. Needs a blob store.
+    anchor : `flchain_plugin.anchor.AnchorConfig(chain, every=N)`: after every N-th round's
+        commit, anchor its checkpoint on an EVM chain, mint the credits of the rounds since
+        the last anchor, and record an `anchor` entry. A chain failure is logged and the
+        run goes on: the next anchor covers the rounds.
+    contracts : credit rules and a round budget (`flchain_plugin.contracts.Contracts`): the
+        run entry records them and every round's batch ends with its `credit` entries.
     """
 
     def __init__(
@@ -166,6 +175,8 @@ class LedgerStrategy(Strategy):
         quorum: int | None = None,
         tiles: str | os.PathLike[str] | None = None,
         keep_updates: bool = False,
+        anchor: AnchorConfig | None = None,
+        contracts: Contracts | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(strategy, Strategy):
@@ -185,6 +196,11 @@ class LedgerStrategy(Strategy):
         self.quorum = _quorum(witnesses, quorum)
         self.tiles = _tiles_dir(tiles)
         self.vault = _vault(self.blobs, keep_updates)
+        if anchor is not None and not isinstance(anchor, AnchorConfig):
+            raise ValueError(f"anchor must be a flchain_plugin.anchor.AnchorConfig, got {anchor!r}")
+        self.anchor = anchor
+        self.credits = None if contracts is None else RoundCredits(contracts, self.blobs,
+                                                                   self.ledger)
         self._run: RunState | None = None
         self._io: ThreadPoolExecutor | None = None  # writes blobs while the batch commits
         self._pending_evals: list[tuple[int, str, dict[str, Any]]] = []
@@ -203,9 +219,11 @@ class LedgerStrategy(Strategy):
 
     # -- committing ----------------------------------------------------------------------
 
-    def _commit(self, batch: list[E.Entry], built_for: int | None = None) -> E.Entry:
+    def _commit(self, batch: list[E.Entry], built_for: int | None = None, at: int = -1
+                ) -> E.Entry:
         """Append one batch (after any pending evaluations) and sign a checkpoint of it;
-        returns the batch's last entry as logged (rebased if another writer appended).
+        returns the batch's entry `at` (negative: from the end) as logged (rebased if
+        another writer appended).
         `built_for`: the ledger size the batch's leaf indices (a model's `inputs`) were
         computed against."""
         batch = self._pending + batch
@@ -218,7 +236,7 @@ class LedgerStrategy(Strategy):
             note = self.quorum.gather(self.ledger, note, self.signer.verifier)
         self._announcer.signed(note, done.head.size)
         self._publish()
-        return done.entries[-1]
+        return done.entries[at]
 
     def _publish(self) -> None:
         """Bring the tiles export up to the latest checkpoint; a failure is logged (the
@@ -229,6 +247,19 @@ class LedgerStrategy(Strategy):
             export_tiles(self.ledger, self.tiles)
         except (TilesExportError, OSError) as e:
             log.error("flchain: could not export tiles to %s: %s", self.tiles, e)
+
+    def _anchor(self) -> None:
+        """Anchor the checkpoint just announced (minting its rounds' credits) and record
+        it; a chain that fails is logged, not fatal: the ledger holds the rounds."""
+        from ..chain.client import ChainError  # web3: present when a chain was given
+
+        assert self.anchor is not None
+        try:
+            entry = self.anchor.publish(self.ledger, self._announcer.checkpoint)
+        except (ChainError, ValueError) as e:
+            log.error("flchain: could not anchor the checkpoint on %s: %s", self.anchor.chain.id, e)
+            return
+        self._commit([entry])
 
     def _store(self, arrays: dict[str, Any], digest: str) -> None:
         """Keep a global model's weights for rollback, written on a thread while the round
@@ -267,7 +298,8 @@ class LedgerStrategy(Strategy):
         run_entry = E.Run(run=run_id, strategy=describe(self.strategy),
                           config=json_digest(config_json(self.strategy, config)), model=digest,
                           policy=self.policy.to_json(),
-                          aggregation=aggregation_record(self.strategy) if self.vault else None)
+                          aggregation=aggregation_record(self.strategy) if self.vault else None,
+                          contracts=self.credits.contracts.describe() if self.credits else None)
         batch: list[E.Entry] = [run_entry]
         if self.resume_from is not None:
             batch.append(E.Rollback(model=digest, previous=latest_model(self.ledger),
@@ -349,6 +381,8 @@ class LedgerStrategy(Strategy):
         if self.vault is not None:  # before the wrapped strategy can pop or clip arrays
             keep_accepted(self.vault, replies, verdicts)
         accepted = [m for m, v in zip(replies, verdicts, strict=True) if v.accepted]
+        if self.credits is not None:  # quality rules read the updates before aggregation
+            self.credits.keep(st, replies, verdicts)
         arrays, metrics, kept, error = self._delegate(server_round, accepted)
         batch, built_for = self._record(st, server_round, verdicts, arrays, metrics, kept)
         self._commit_round(st, batch, built_for, arrays)
@@ -410,20 +444,24 @@ class LedgerStrategy(Strategy):
                                  model=views_digest(record_views(arrays)), parent=st.model,
                                  inputs=inputs, aggregator=aggregator,
                                  metrics=json_safe(dict(metrics)) if metrics is not None else {}))
+        if self.credits is not None:
+            batch += self.credits.entries(st, server_round, batch)
         return batch, built_for
 
     def _commit_round(self, st: RunState, batch: list[E.Entry], built_for: int,
                       arrays: ArrayRecord | None) -> None:
         """Commit the batch (the new model's weights stored meanwhile), then make the
         committed model entry the global model the next round announces."""
-        model = batch[-1]
+        at = max(i for i, e in enumerate(batch) if isinstance(e, E.Model))  # credits follow
+        model = batch[at]
         assert isinstance(model, E.Model)
         views = record_views(arrays) if arrays is not None else None
         if views is not None:
             self._store({k: v.numpy() for k, v in views.items()}, model.model)
-        logged = self._commit(batch, built_for)
+        logged = self._commit(batch, built_for, at=at - len(batch))
         # What was logged: a concurrent writer may have shifted the model's inputs.
-        st.model, st.entry_index, st.entry = model.model, self._last_index, logged.encode()
+        st.model, st.entry, st.entry_index = model.model, logged.encode(), \
+            self._last_index - (len(batch) - 1 - at)
         if arrays is not None:
             st.record, st.views = arrays, views
         reasons: dict[str, int] = {}
@@ -432,6 +470,8 @@ class LedgerStrategy(Strategy):
                 reasons[e.reason] = reasons.get(e.reason, 0) + 1
         log.info("flchain: round %d: %d accepted, %d refused %s -> model %s", model.round,
                  len(model.inputs), sum(reasons.values()), reasons, model.model)
+        if self.anchor is not None and self.anchor.due(model.round):
+            self._anchor()
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
