@@ -40,8 +40,8 @@ from ..verification import Policy, Round, Verdict, verify_round
 from .aggregators import aggregation_record
 from .announce import UNCONFIRMED_KEPT, Announcer
 from .arrays import numpy_to_record, record_to_numpy, record_views, views_digest
-from .kept import keep_accepted
 from .credits import RoundCredits
+from .kept import keep_accepted
 from .protocol import STATEMENT_RECORD, json_safe
 from .replies import SentModel, reply_facts
 from .run import RunState, config_json, describe
