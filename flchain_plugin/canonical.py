@@ -54,6 +54,15 @@ def check_depth(data: bytes) -> None:
         raise CanonicalError(f"JSON nests deeper than {MAX_DEPTH} arrays/objects")
 
 
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads` of untrusted text with its nesting bounded first (CanonicalError beyond
+    MAX_DEPTH). Python's parser recurses in C: its only guard is the recursion limit, which
+    libraries raise at import (py_ecc to 100,000, py-evm to 12,288), and then deep input
+    overflows the C stack and kills the process instead of raising RecursionError."""
+    check_depth(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text))
+    return json.loads(text)
+
+
 class _Slow(Exception):
     """The value needs the full encoder (float formatting or key order differ)."""
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import merkle
+from .canonical import parse_json
 from .checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from .ledger import BatchEntryError, Ledger, SizeConflict
 from .notes import NoteError, Verifier
@@ -115,7 +116,7 @@ def read_evidence(ledger_file: str | os.PathLike[str]) -> list[Evidence]:
     out = []
     for n, line in enumerate(lines, 1):
         try:
-            out.append(Evidence(**json.loads(line)))
+            out.append(Evidence(**parse_json(line)))
         except (ValueError, TypeError) as e:
             raise MirrorError(f"{path} line {n} is not an evidence record ({e})") from None
     return out

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import entries as E
-from .canonical import CanonicalError, canonical_json
+from .canonical import CanonicalError, canonical_json, parse_json
 from .notes import ED25519, ML_DSA_44, SIGNATURE_TYPES, NoteError, Signer, Verifier
 
 FIELDS = ("run", "round", "node", "parent", "update", "num_examples", "metrics", "dataset",
@@ -98,8 +97,8 @@ class Statement:
         if len(data) > MAX_STATEMENT_BYTES:
             raise StatementError(f"statement is {len(data)} bytes, limit {MAX_STATEMENT_BYTES}")
         try:
-            obj = json.loads(bytes(data).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            obj = parse_json(bytes(data).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
             raise StatementError(f"statement is not JSON: {e}") from None
         if not isinstance(obj, dict) or set(obj) != set(FIELDS):
             got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import merkle, notes
+from .canonical import parse_json
 from .checkpoint import Checkpoint, CheckpointError, open_checkpoint, unverified_checkpoint
 from .ledger import Ledger
 from .store import EntryRow, StoreError
@@ -213,7 +214,7 @@ def _seen(directory: Path, old: Checkpoint | None) -> int | None:
     if old is None:
         return 0
     try:
-        state = json.loads((directory / STATE).read_bytes())
+        state = parse_json((directory / STATE).read_bytes())
         seen = state["sizes"]
         if (state["origin"], state["size"]) == (old.origin, old.size) and seen >= 0:
             return int(seen)

@@ -304,3 +304,25 @@ def test_nesting_beyond_max_depth_has_no_canonical_form(depth: int) -> None:
         check_depth(b"[" * depth + b"]" * depth)
     check_depth(b'["' + b"[" * depth + b'"]')  # brackets inside a string do not nest
     check_depth(b'["\\"' + b"[" * depth + b'"]')  # nor after an escaped quote
+
+
+def test_deep_json_is_refused_even_where_a_library_raised_the_recursion_limit() -> None:
+    """py_ecc (under web3) sets the recursion limit to 100,000 at import; Python's JSON
+    parser then overflows the C stack on deep input and the process dies. parse_json bounds
+    the nesting first, so every reader of untrusted JSON refuses it with an error."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.setrecursionlimit(100_000)\n"
+            "from flchain_plugin.canonical import CanonicalError, parse_json\n"
+            "for text in ('[' * 200_000, '{\"a\":' * 100_000, b'[' * 200_000):\n"
+            "    try:\n"
+            "        parse_json(text)\n"
+            "    except CanonicalError as e:\n"
+            "        print('refused', e)\n"
+            "print(parse_json('{\"a\": [[1]]}'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("refused JSON nests deeper than 128") == 3
+    assert done.stdout.strip().endswith("{'a': [[1]]}")

@@ -10,7 +10,6 @@ or a reverted transaction; 1 when the ledger or a mint does not verify.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from ..anchor import (
     verify_anchors,
     verify_mints,
 )
+from ..canonical import parse_json
 from ..chain.client import Chain, ChainError, ChainUnreachable
 from .errors import Group, InputError, VerificationFailed
 from .root import (
@@ -110,8 +110,8 @@ def _payees(path: Path | None) -> dict[str, str]:
     if path is None:
         return {}
     try:
-        doc = json.loads(read_text(path, "payees file"))
-    except json.JSONDecodeError as e:
+        doc = parse_json(read_text(path, "payees file"))
+    except ValueError as e:
         raise InputError(f"payees file {path} is not JSON ({e}): want an object mapping "
                          "node ids to addresses") from None
     if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):

@@ -24,6 +24,7 @@ from rich.text import Text
 
 from .. import checkpoint as tlog
 from .. import notes
+from ..canonical import parse_json
 from .errors import Command, Group, InputError, VerificationFailed
 from .root import (
     MAX_INDEX,
@@ -349,7 +350,7 @@ def _load_state(path: Path, witness: notes.Verifier) -> dict[str, Any]:
     if not path.exists():
         return {"version": STATE_VERSION, "witness": witness.vkey, "logs": {}}
     try:
-        state = json.loads(read_text(path, "witness state file"))
+        state = parse_json(read_text(path, "witness state file"))
         if (not isinstance(state, dict) or state.get("version") != STATE_VERSION
                 or not isinstance(state.get("logs"), dict)):
             raise ValueError(f"want an object with version {STATE_VERSION} and a 'logs' object")

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from flchain_plugin import entries as E
-from flchain_plugin.canonical import canonical_json, json_value
+from flchain_plugin.canonical import canonical_json, json_value, parse_json
 from flchain_plugin.digest import (
     DigestError,
     FileDigest,
@@ -138,10 +138,9 @@ def run_digest(params: Mapping[str, str], metrics: Mapping[str, float]) -> str:
 
 def _local_path(source: str) -> Path | None:
     """The local file a dataset source names, if it names one."""
-    import json
 
     try:
-        doc = json.loads(source)
+        doc = parse_json(source)
     except ValueError:
         return None
     uri = doc.get("uri") if isinstance(doc, dict) else None

@@ -18,14 +18,13 @@ several processes at once.
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from flchain_plugin import merkle
-from flchain_plugin.canonical import canonical_json
+from flchain_plugin.canonical import canonical_json, parse_json
 from flchain_plugin.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from flchain_plugin.digest import format_digest, parse_digest
 from flchain_plugin.entries import Mlflow, decode
@@ -302,7 +301,7 @@ class HttpView(LedgerView):
                 f"{self.location}{path}: HTTP {resp.status_code}: {resp.text[:300]}"
             )
         try:
-            return json.loads(resp.text)
+            return parse_json(resp.text)
         except ValueError as e:
             raise LedgerUnavailableError(f"{self.location}{path}: not JSON: {e}") from e
 

@@ -12,7 +12,6 @@ Pickled formats (`.pth`, `.pkl`, `.pt2`) are never opened here.
 
 from __future__ import annotations
 
-import json
 import math
 import mmap
 import os
@@ -21,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flchain_plugin.canonical import parse_json
 from flchain_plugin.digest import DigestError, FileDigest, RawTensor, model_digest
 
 MODEL_DIGEST_TAG = "flchain.model_digest"
@@ -48,7 +48,7 @@ def _safetensors(path: Path, mm: mmap.mmap, out: dict[str, RawTensor]) -> None:
     if n > min(_HEADER_LIMIT, len(mm) - 8):
         raise DigestError(f"{path.name}: safetensors header of {n} bytes is out of range")
     try:
-        header = json.loads(bytes(mm[8 : 8 + n]))
+        header = parse_json(bytes(mm[8 : 8 + n]))
     except ValueError as e:
         raise DigestError(f"{path.name}: safetensors header is not JSON: {e}") from None
     if not isinstance(header, dict):
