@@ -40,7 +40,6 @@ from flchain_plugin.contracts import (
     Validation,
     exact_shapley,
 )
-from flchain_plugin.contracts import quality as quality_module
 from flchain_plugin.contracts.quality import Utility, subset_model
 from flchain_plugin.digest import model_digest
 
@@ -79,37 +78,29 @@ def round_of(n: int, seed: int = 0, shapes: dict[str, tuple[int, ...]] = SHAPES
 
 
 class EvalClock:
-    """Times the evaluations quality rules make (subset rebuild + metric), to report them
-    apart from the rule's own work."""
+    """Times the evaluations quality rules make (a subset model rebuilt, the metric run,
+    the model released), to report them apart from the rule's own work."""
 
     def __init__(self) -> None:
         self.seconds, self.count = 0.0, 0
 
     def __enter__(self) -> EvalClock:
-        self._orig = quality_module.subset_model
+        self._call = Utility.__call__
 
-        def timed(*a: Any) -> Any:
+        def timed(v: Utility, subset: frozenset[int]) -> int:
+            if subset in v.cache:
+                return self._call(v, subset)
             t = time.perf_counter()
-            out = self._orig(*a)
-            self.seconds += time.perf_counter() - t
-            return out
-
-        self._evaluate = Validation.evaluate
-
-        def evaluate(v: Validation, model: Any) -> int:
-            t = time.perf_counter()
-            out = self._evaluate(v, model)
+            out = self._call(v, subset)  # the rebuilt model is freed before it returns
             self.seconds += time.perf_counter() - t
             self.count += 1
             return out
 
-        quality_module.subset_model = timed  # type: ignore[assignment]
-        Validation.evaluate = evaluate  # type: ignore[method-assign]
+        Utility.__call__ = timed  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        quality_module.subset_model = self._orig  # type: ignore[assignment]
-        Validation.evaluate = self._evaluate  # type: ignore[method-assign]
+        Utility.__call__ = self._call  # type: ignore[method-assign]
 
 
 def share(key: str, name: str, seconds: float, aggregation: float, quick: bool) -> Result:
