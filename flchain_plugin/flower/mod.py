@@ -64,7 +64,8 @@ NODE_CONFIG_KEY = "flchain-key"
 VERIFIED_KEPT = 16
 """Verified announcements a mod remembers (one per round and message kind is enough)."""
 
-KeySource = Signer | str | os.PathLike[str] | Callable[[Context], Signer]
+KeySource = (Signer | str | os.PathLike[str]
+             | Callable[[Context], Signer | str | os.PathLike[str]])
 DatasetSource = str | Callable[[Context], str | None] | None
 
 
@@ -108,7 +109,13 @@ class _Key:
 
     def signer(self, ctx: Context, create: bool) -> Signer:
         if self._fn is not None:
-            return self._fn(ctx)
+            got = self._fn(ctx)
+            if isinstance(got, Signer):
+                return got
+            if not isinstance(got, (str, os.PathLike)):
+                raise ValueError(f"the key function returned a {type(got).__name__}; want a "
+                                 "notes.Signer, a key file or a key directory")
+            return self._from_path(Path(got), ctx, create)
         if self._raw is not None:
             if "raw" not in self._cache:
                 kind, name, raw = self._raw
@@ -117,9 +124,18 @@ class _Key:
                 self._cache["raw"] = SIGNER_CLASSES[kind](name, key)
             return self._cache["raw"]
         assert self._path is not None
-        path = self._path
-        if NODE_CONFIG_KEY in ctx.node_config:
-            path = path / str(ctx.node_config[NODE_CONFIG_KEY])
+        return self._from_path(self._path, ctx, create)
+
+    def _from_path(self, path: Path, ctx: Context, create: bool) -> Signer:
+        """The key a path gives: the SuperNode's node_config `flchain-key` file (relative
+        to `path`), never created, as an operator provisions it; else `path` as a key
+        file or a directory of `client-<partition-id>.key` (simulation)."""
+        named = ctx.node_config.get(NODE_CONFIG_KEY)
+        if named is not None:
+            path = path / str(named)
+            if not path.is_file():
+                raise ValueError(f"node_config {NODE_CONFIG_KEY} names {path}, which is not a "
+                                 f"key file: make it with `flchain keygen --out {path} NAME`")
         if path.is_dir() or (not path.exists() and create and "partition-id" in ctx.node_config):
             if "partition-id" not in ctx.node_config:
                 raise ValueError(f"{path} is a key directory but node_config has no "
@@ -373,8 +389,10 @@ def signing_mod(
 
     key: a notes.Signer; a key file; a key directory holding `client-<partition-id>.key`
         (simulation; created when missing unless `create_keys=False`); or a function
-        `Context -> Signer`. In deployment, a directory plus node_config `flchain-key`
-        names the file. Ed25519 or ML-DSA-44 (`flchain keygen --alg ml-dsa-44`).
+        `Context -> Signer`, or `Context -> key file or directory` (a directory taken
+        from the run config, say). In deployment the SuperNode's node_config
+        `flchain-key` names the file (absolute, or relative to the directory given): it
+        is loaded, never created. Ed25519 or ML-DSA-44 (`flchain keygen --alg ml-dsa-44`).
     pq_key: a second key, ML-DSA-44, found the same way (a directory of its own),
         signing the statement beside `key` (hybrid): for a policy with
         `require_post_quantum` whose clients keep their Ed25519 identity.
