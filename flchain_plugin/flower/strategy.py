@@ -37,7 +37,7 @@ from ..verification import Policy, Round, Verdict, verify_round
 from .announce import UNCONFIRMED_KEPT, Announcer
 from .arrays import numpy_to_record, record_to_numpy, record_views, views_digest
 from .protocol import STATEMENT_RECORD, json_safe
-from .replies import SentModel, reply_facts
+from .replies import SentModel, missing_replies, reply_facts
 from .run import RunState, config_json, describe
 
 log = logging.getLogger("flchain.flower")
@@ -325,7 +325,8 @@ class LedgerStrategy(Strategy):
         replies = list(replies)
         self._announcer.confirm(replies)
         verdicts = self._verify(st, server_round, replies)
-        accepted = [m for m, v in zip(replies, verdicts, strict=True) if v.accepted]
+        accepted = [m for m, v in zip(replies, verdicts[:len(replies)], strict=True)
+                    if v.accepted]  # the verdicts after the replies': instructions unanswered
         arrays, metrics, kept, error = self._delegate(server_round, accepted)
         batch, built_for = self._record(st, server_round, verdicts, arrays, metrics, kept)
         self._commit_round(st, batch, built_for, arrays)
@@ -339,6 +340,7 @@ class LedgerStrategy(Strategy):
             return node, st.sent_to(node)
 
         facts = reply_facts(replies, sent_to, self.policy)
+        facts += missing_replies(st.sent_msgs, replies, st.sent_to)
         return verify_round(facts, Round(st.run, server_round, self.policy, st.history))
 
     def _delegate(self, server_round: int, accepted: list[Message]) -> tuple[
