@@ -50,7 +50,7 @@ def train(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, steps: int, lr: fl
         loss = torch.nn.functional.cross_entropy(net(xt), yt)
         loss.backward()
         opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def evaluate(net: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
