@@ -18,19 +18,20 @@ ledger on) against the same FedAvg alone.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import statistics
 import sys
 import tempfile
 import time
-import tomllib
 import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
 import click
+import tomllib
 from bench_flower import as_server_app, empty_run
 from run_all import Result, report
 
@@ -58,11 +59,11 @@ def run_config(data_dir: Path, rounds: int, clients: int) -> dict[str, Any]:
     return cfg
 
 
-def plain_client(client_app: Any) -> Any:
-    """The app's ClientApp without the plugin: the same handlers, no mods."""
+def plain_client(client_app: Any, mods: list[Any] | None = None) -> Any:
+    """The app's ClientApp without the plugin: the same handlers, no flchain mod."""
     from flwr.clientapp import ClientApp
 
-    plain = ClientApp()
+    plain = ClientApp(mods=mods)
     plain.train()(client_app.fit)
     plain.evaluate()(client_app.check)
     return plain
@@ -125,7 +126,7 @@ def timed_rounds(strategy: Any, grid: Any, initial: Any, rounds: int) -> list[fl
             sys.exit(f"the ledger run refused {refused} replies: its times would measure "
                      "the wrong thing")
     del result
-    return [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(marks)]
 
 
 def no_engine(clients: int, rounds: int, repeats: int) -> dict[str, float]:
@@ -173,20 +174,18 @@ def engine_round(clients: int, rounds: int) -> float:
         strategies(server_app, cfg, False).start(grid, ArrayRecord(model().state_dict()),
                                                  num_rounds=rounds, evaluate_fn=central)
 
-    # run_simulation gives every ClientApp an empty run_config: bake the app's in
-    plain = plain_client(client_app)
-
     def with_config(msg: Any, ctx: Any, call_next: Any) -> Any:
+        """run_simulation gives every ClientApp an empty run_config: the app's, baked in."""
         ctx.run_config.update(cfg)
         return call_next(msg, ctx)
 
-    plain._mods = [with_config]  # noqa: SLF001 - the app's handlers, with the config
+    plain = plain_client(client_app, [with_config])
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"logging_level": logging.ERROR, "log_to_driver": False,
                              "include_dashboard": False}}
     run_simulation(server_app=server, client_app=plain, num_supernodes=clients,
                    backend_config=backend)
-    times = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    times = [b - a for a, b in itertools.pairwise(marks)]
     return statistics.median(times[1:])
 
 
