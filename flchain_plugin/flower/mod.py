@@ -191,10 +191,12 @@ class SigningMod:
         # serving several nodes verifies each signed checkpoint once, not once per node.
         self._verifiers: dict[str, Verifier] = {}
         self._verified: dict[tuple[Announcement, str, str], Checkpoint] = {}
+        self._extended: dict[tuple[int, bytes, int, bytes], None] = {}  # proven (old size,
+        # old root, new size, new root): every node an actor serves proves the same step
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_verifiers"], state["_verified"] = {}, {}
+        state["_verifiers"], state["_verified"], state["_extended"] = {}, {}, {}
         return state
 
     # -- keys ----------------------------------------------------------------------------
@@ -315,6 +317,10 @@ class SigningMod:
         Requires 0 < last < cp.size. Without a proof from `last`, only a client built with
         `require_consistency=False` goes on (checking then only that trees never shrink).
         """
+        old_root = root if isinstance(root, bytes) else b""
+        step = (last, old_root, cp.size, cp.root_hash)
+        if step in self._extended:
+            return
         proof = ann.consistency_from(last)
         if proof is None:
             if self.require_consistency:
@@ -326,13 +332,15 @@ class SigningMod:
                 )
             return
         try:
-            merkle.verify_consistency(last, cp.size, proof,
-                                      root if isinstance(root, bytes) else b"", cp.root_hash)
+            merkle.verify_consistency(last, cp.size, proof, old_root, cp.root_hash)
         except merkle.ProofError as e:
             raise AnnouncementError(
                 f"the log of size {cp.size} does not extend the one of size {last} this "
                 f"client saw: a forked log ({e})"
             ) from None
+        if len(self._extended) >= VERIFIED_KEPT:
+            del self._extended[next(iter(self._extended))]
+        self._extended[step] = None
 
     def _sign(self, msg: Message, reply: Message, ctx: Context, ann: Announcement,
               pinned: ConfigRecord) -> Message:
