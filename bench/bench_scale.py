@@ -13,7 +13,7 @@ ledger on) against the same FedAvg alone.
    clients, plain: the round the added work is a share of (target: at most 5%).
 
     python bench/bench_scale.py             # 1,000 clients (several minutes on 2 cores)
-    python bench/bench_scale.py --quick     # 50 clients, no engine run: a smoke run
+    python bench/bench_scale.py --quick     # 10 clients, no engine run: a smoke run
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def engine_round(clients: int, rounds: int) -> float:
 @click.option("--repeats", default=1, show_default=True, help="No-engine runs of each kind.")
 @click.option("--engine/--no-engine", default=True, show_default=True,
               help="Also time the plain round on Flower's simulation engine.")
-@click.option("--quick", is_flag=True, help="50 clients, no engine: a smoke run.")
+@click.option("--quick", is_flag=True, help="10 clients, no engine: a smoke run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line.")
 def main(clients: int, rounds: int, repeats: int, engine: bool, quick: bool,
          as_json: bool) -> None:
@@ -203,7 +203,7 @@ def main(clients: int, rounds: int, repeats: int, engine: bool, quick: bool,
     warnings.filterwarnings("ignore")
     logging.getLogger("flwr").setLevel(logging.ERROR)
     if quick:
-        clients, rounds, repeats, engine = 50, 3, 1, False
+        clients, rounds, repeats, engine = 10, 3, 1, False
     w = no_engine(clients, rounds, repeats)
     added = w["ledger"] - w["plain"]
     results = [
