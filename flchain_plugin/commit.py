@@ -6,6 +6,12 @@ checkpoint key lives beside the file as `<ledger file>.key`, named after the log
 and a batch is committed with a retry when another writer grew the log first, then a
 signed checkpoint of exactly that batch's tree head. Flower, MLflow and Lightning call
 these three, so each rule is written once.
+
+A PostgreSQL ledger (`postgresql://...`) has no file to keep a key beside: its key is the
+`signer` a caller gives (`--key` on the command line), else the key file named by
+$FLCHAIN_LOG_KEY, created there on first use; without either, writing fails with an error
+that says so. Every writer of one server ledger must use the same key file (copy it to each
+host): `verify` with the pinned verifier key names a checkpoint signed by any other.
 """
 
 from __future__ import annotations
@@ -26,13 +32,18 @@ MLflow plugin alike."""
 LedgerTarget = Ledger | str | os.PathLike[str]
 """What a user may hand an integration as its ledger."""
 
+LOG_KEY_ENV = "FLCHAIN_LOG_KEY"
+"""The environment variable naming the checkpoint key file of a ledger that has no file of
+its own (a PostgreSQL ledger)."""
+
 MAX_REBASES = 1000
 """How many times `commit` rebases a batch on a log that keeps growing under it before it
 gives up: a bound, so a runaway writer cannot hold a round forever."""
 
 
 def open_ledger(target: LedgerTarget, *, create: bool = True) -> Ledger:
-    """`target` as a Ledger: a Ledger as it is, a path or `sqlite:///` URI opened.
+    """`target` as a Ledger: a Ledger as it is, a path, a `sqlite:///` URI or a
+    `postgresql://` URL opened.
 
     `create=False` for readers: a missing file is an error, never a new empty ledger.
     """
@@ -41,7 +52,8 @@ def open_ledger(target: LedgerTarget, *, create: bool = True) -> Ledger:
     if isinstance(target, (str, os.PathLike)):
         return Ledger(target, create=create)
     raise ValueError(
-        f"ledger must be a Ledger, a file path or a sqlite:/// URI, got {type(target).__name__}"
+        "ledger must be a Ledger, a file path, a sqlite:/// URI or a postgresql:// URL, got "
+        f"{type(target).__name__}"
     )
 
 
@@ -81,8 +93,9 @@ def load_or_create_key(path: str | os.PathLike[str], name: str, *, create: bool 
 
 def log_signer(ledger: Ledger, signer: Signer | str | os.PathLike[str] | None = None) -> Signer:
     """The key that signs `ledger`'s checkpoints: `signer` (a Signer or key file) if
-    given, else `<ledger file>.key`, created on first use (an in-memory key for a ledger
-    without a file). A key named other than the log's origin is refused: C2SP verifiers
+    given, else `<ledger file>.key`, created on first use; for a server ledger the file
+    $FLCHAIN_LOG_KEY names (see the module docstring); an in-memory key for a store object
+    with neither. A key named other than the log's origin is refused: C2SP verifiers
     look a checkpoint's signature up by the origin."""
     origin = ledger.origin
     if isinstance(signer, Signer):
@@ -90,13 +103,13 @@ def log_signer(ledger: Ledger, signer: Signer | str | os.PathLike[str] | None = 
     elif isinstance(signer, (str, os.PathLike)):
         key = load_private_key(signer)
     elif signer is None:
-        path = ledger_path(ledger)
-        if path is None:
+        file = _key_file(ledger)
+        if file is None:
             return generate_key(origin)
-        key = load_or_create_key(key_path(path), origin)
+        key = load_or_create_key(file, origin)
         if key.name != origin:
             raise KeyFileError(
-                f"key file {key_path(path)} is named {key.name!r}, but the ledger origin is "
+                f"key file {file} is named {key.name!r}, but the ledger origin is "
                 f"{origin!r}: a checkpoint key must be named after its log"
             )
         return key
@@ -108,6 +121,25 @@ def log_signer(ledger: Ledger, signer: Signer | str | os.PathLike[str] | None = 
             f"named after its origin {origin!r}"
         )
     return key
+
+
+def _key_file(ledger: Ledger) -> Path | None:
+    """`<ledger file>.key`; for a server ledger (a store with a `url`) $FLCHAIN_LOG_KEY, or
+    KeyFileError without it; None for a store object with neither."""
+    path = ledger_path(ledger)
+    if path is not None:
+        return key_path(path)
+    if not hasattr(ledger.store, "url"):
+        return None
+    url = getattr(ledger.store, "location", "this ledger")
+    env = os.environ.get(LOG_KEY_ENV)
+    if not env:
+        raise KeyFileError(
+            f"{url} is a server ledger with no file to keep its checkpoint key beside: give "
+            f"the key (--key FILE, or signer=), or set {LOG_KEY_ENV} to its key file (created "
+            "there on first use; every writer must use the same file)"
+        )
+    return Path(env)
 
 
 def log_pq_signer(ledger: Ledger, signer: Signer | str | os.PathLike[str] | None
@@ -175,6 +207,7 @@ def commit(
 
 __all__ = [
     "LEDGER_ENV",
+    "LOG_KEY_ENV",
     "Admit",
     "Committed",
     "LedgerTarget",

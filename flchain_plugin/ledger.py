@@ -23,6 +23,7 @@ from .entries import ENTRY_TYPES, Entry, EntryError, check_stored, decode
 from .ledger_audit import Problem, VerifyReport, verify_ledger
 from .notes import ED25519, NoteError, Signer, Verifier
 from .store import HeadRow, Store, StoreError, node_key
+from .store.url import is_postgres_url
 from .subtrees import MIN_NODE_LEVEL, subtree_hashes
 
 
@@ -111,8 +112,13 @@ def _open_store(target: str | os.PathLike[str] | Store, create: bool, read_only:
     if not isinstance(target, (str, os.PathLike)):
         return target
     text = os.fspath(target)
-    if text.startswith(("postgresql://", "postgres://")):
-        raise StoreError("PostgreSQL ledgers are not available in this version; use a file path")
+    if is_postgres_url(text):
+        try:
+            from .store.postgres import PostgresStore  # psycopg only for server ledgers
+        except ImportError as e:
+            raise StoreError(f"a PostgreSQL ledger needs psycopg ({e}): pip install "
+                             "'flchain-plugin[postgres]'") from e
+        return PostgresStore(text, create=create, read_only=read_only)
     if text.startswith("sqlite:///"):
         text = text[len("sqlite:///") :]
     from .store.sqlite import SqliteStore

@@ -216,8 +216,9 @@ BASE: dict[tuple[str, ...], Callable[[World], list[str]]] = {
     ("mirror",): lambda w: [str(w.tiles), "--key-verifier", w.ledger_vkey, "--once"],
 }
 
-NO_LEDGER = {("witness", "serve"), ("witness", "evidence")}
-"""Commands that read no ledger (a witness holds only its own state file): they take
+NO_LEDGER = {("witness", "serve"), ("witness", "evidence"), ("migrate",)}
+"""Commands that read no ledger of --ledger (a witness holds only its own state file;
+migrate names its two ledgers as arguments, test_migrate checks them): they take
 --ledger like every command and ignore it, so only their usage is checked here; their
 hostile state and key files are test_witness_http's."""
 

@@ -1,5 +1,6 @@
-"""Several writers on one ledger file: appends are serialized into one tree (never a fork),
-and readers get only valid proofs while writes are under way."""
+"""Several writers on one ledger, on SQLite and on PostgreSQL (`ledger_at`): appends are
+serialized into one tree (never a fork), and readers get only valid proofs while writes
+are under way."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,9 @@ from flchain_plugin import merkle
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.store.sqlite import SqliteStore
 
+At = Callable[[str], "Path | str"]
 WRITER = str(Path(__file__).with_name("ledger_writer.py"))
+WRITERS = ("w1", "w2", "w3", "w4")
 PER_WRITER = 100
 PAUSE = "0.003"  # seconds between a writer's batches; back to back, SQLite's busy handler
 # lets the writer that holds the lock keep it for all its batches (still one tree, but
@@ -45,16 +49,15 @@ def check_one_tree(led: Ledger, want: Counter[tuple[str, int]]) -> list[tuple[st
 
 
 @pytest.mark.slow
-def test_two_processes_append_while_one_reads(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
+def test_four_processes_append_while_one_reads(ledger_at: At, tmp_path: Path) -> None:
+    path = ledger_at("shared.db")
     Ledger(path).close()
     go, stop = tmp_path / "go", tmp_path / "stop"
     procs = {
         name: subprocess.Popen([sys.executable, WRITER, *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
         for name, args in {
-            "w1": ["write", str(path), "w1", "0", str(PER_WRITER), str(go), PAUSE],
-            "w2": ["write", str(path), "w2", "0", str(PER_WRITER), str(go), PAUSE],
+            **{w: ["write", str(path), w, "0", str(PER_WRITER), str(go), PAUSE] for w in WRITERS},
             "reader": ["read", str(path), str(stop), "7"],
         }.items()
     }
@@ -64,7 +67,7 @@ def test_two_processes_append_while_one_reads(tmp_path: Path) -> None:
             assert p.stdout.readline().strip() == "ready"
         go.touch()
         out = {}
-        for name in ("w1", "w2"):
+        for name in WRITERS:
             procs[name].wait(timeout=300)
             out[name] = procs[name].stdout.read()  # type: ignore[union-attr]
             assert procs[name].returncode == 0, procs[name].stderr.read()  # type: ignore[union-attr]
@@ -78,14 +81,14 @@ def test_two_processes_append_while_one_reads(tmp_path: Path) -> None:
                 p.kill()
                 p.wait()
 
-    for name in ("w1", "w2"):
+    for name in WRITERS:
         assert [int(x) for x in out[name].split()] == list(range(PER_WRITER))
     with Ledger(path, create=False) as led:
-        want = Counter((w, b) for w in ("w1", "w2") for b in range(PER_WRITER))
+        want = Counter((w, b) for w in WRITERS for b in range(PER_WRITER))
         batches = check_one_tree(led, want)
-        assert led.size == sum(len(batch("w", b)) for b in range(PER_WRITER)) * 2
+        assert led.size == sum(len(batch("w", b)) for b in range(PER_WRITER)) * len(WRITERS)
         # each writer's batches are in its own order
-        for w in ("w1", "w2"):
+        for w in WRITERS:
             assert [b for label, b, _ in batches if label == w] == list(range(PER_WRITER))
         # the writers really overlapped: the log alternates between them
         switches = sum(1 for x, y in itertools.pairwise(batches) if x[0] != y[0])
@@ -97,8 +100,8 @@ def test_two_processes_append_while_one_reads(tmp_path: Path) -> None:
     assert summary["sizes"] >= 3, summary  # it read while the tree grew
 
 
-def test_threads_share_one_ledger_and_a_second_connection(tmp_path: Path) -> None:
-    path = tmp_path / "threads.db"
+def test_threads_share_one_ledger_and_a_second_connection(ledger_at: At) -> None:
+    path = ledger_at("threads.db")
     shared = Ledger(path)
     other = Ledger(path)  # its own SQLite connection in the same process
     errors: list[BaseException] = []
@@ -126,9 +129,9 @@ def test_threads_share_one_ledger_and_a_second_connection(tmp_path: Path) -> Non
     other.close()
 
 
-def test_readers_see_only_committed_batches(tmp_path: Path) -> None:
+def test_readers_see_only_committed_batches(ledger_at: At) -> None:
     """A reader on its own connection never sees a batch half-written."""
-    path = tmp_path / "r.db"
+    path = ledger_at("r.db")
     writer = Ledger(path)
     reader = Ledger(path)
     stop = threading.Event()
@@ -192,11 +195,11 @@ def test_open_waits_for_a_concurrent_creator(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_processes_creating_one_ledger_at_once(tmp_path: Path) -> None:
+def test_processes_creating_one_ledger_at_once(ledger_at: At) -> None:
     """Two processes open the same new path at the same instant: both succeed, and both
     see the one origin the file keeps."""
-    for rep in range(6):
-        path = tmp_path / f"new{rep}.db"
+    for rep in range(6 if isinstance(ledger_at("new0.db"), Path) else 3):
+        path = ledger_at(f"new{rep}.db")
         t0 = time.time() + 0.6  # past interpreter start-up
         procs = [subprocess.Popen([sys.executable, WRITER, "open", str(path), str(t0)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -208,8 +211,8 @@ def test_processes_creating_one_ledger_at_once(tmp_path: Path) -> None:
             assert [out.strip() for out, _ in results] == [led.origin, led.origin], rep
 
 
-def test_create_twice_in_one_process_agrees_on_origin(tmp_path: Path) -> None:
-    path = tmp_path / "o.db"
+def test_create_twice_in_one_process_agrees_on_origin(ledger_at: At) -> None:
+    path = ledger_at("o.db")
     a = Ledger(path)
     b = Ledger(path)
     assert a.origin == b.origin

@@ -33,11 +33,12 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import notes
-from ..commit import LEDGER_ENV, key_path, load_or_create_key
+from ..commit import LEDGER_ENV, LOG_KEY_ENV, key_path, load_or_create_key
 from ..ledger import Ledger
 from ..ledger_audit import VerifyReport, known_verifier, verify_ledger
 from ..pinning import VERIFIER_ENV, PinError, parse_verifier
 from ..store import StoreError
+from ..store.url import is_postgres_url, redact
 from .errors import JSON_META, Group, InputError, VerificationFailed, library_errors
 
 DEFAULT_LEDGER = "flchain.db"
@@ -142,6 +143,11 @@ def open_ledger(settings: Settings | Path, *, read_only: bool | None = None) -> 
     """
     if isinstance(settings, Path):
         settings = Settings(settings, False)
+    if is_postgres_url(settings.chosen):
+        try:
+            return Ledger(str(settings.chosen), create=False, read_only=bool(read_only))
+        except StoreError as e:
+            raise InputError(str(e)) from e
     path = settings.ledger
     if not path.exists():
         raise InputError(
@@ -245,6 +251,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "tiles": LazyCommand("flchain_plugin.cli.tiles", "tiles"),
     "serve": LazyCommand("flchain_plugin.cli.tiles", "serve"),
     "witness": LazyCommand("flchain_plugin.cli.witness", "witness"),
+    "migrate": LazyCommand("flchain_plugin.cli.migrate", "migrate_"),
 }
 
 
@@ -338,31 +345,30 @@ def init(settings: Settings, out: Output, origin: str | None, pin: str | None) -
     The pin in the file saves auditors a look-up; it is no defence against whoever can
     write the file. Give the verifier key to the parties who check the log.
     """
-    path = settings.ledger
-    if path.exists():
-        raise InputError(f"{path} already exists: choose another --ledger path, "
-                         f"or use the ledger that is there")
     if origin is not None and not notes.valid_name(origin):
         raise InputError(f"--origin {origin!r} is invalid: want non-empty, no spaces, no '+' "
                          "(it is also the signing key's name), e.g. example.com/my-run")
     verifier = _init_pin(pin, origin)
-    key_file = key_path(path)
-    if verifier is None and key_file.exists():
-        raise InputError(f"{key_file} already exists: remove it, or pin its verifier key with "
-                         "--key-verifier VKEY")
+    path, key_file = _init_target(settings, verifier is None)
+    if verifier is None and key_file.exists():  # a server ledger's $FLCHAIN_LOG_KEY, kept
+        origin = origin or notes.load_private_key(key_file).name
     with Ledger(path, create=True, origin=origin or (verifier.name if verifier else None)) as led:
         if verifier is None:
-            verifier = load_or_create_key(key_file, led.origin).verifier
+            key = load_or_create_key(key_file, led.origin)
+            if key.name != led.origin:
+                raise InputError(f"{LOG_KEY_ENV} key {key_file} is named {key.name!r}, not "
+                                 f"--origin {led.origin!r}: a log key is named after its log")
+            verifier = key.verifier
         led.pin_verifier(verifier)
         head = led.head()
-        doc = {"ledger": str(path), "origin": led.origin, "size": head.size,
+        doc = {"ledger": ledger_name(settings), "origin": led.origin, "size": head.size,
                "root": head.root.hex(), "verifier": verifier.vkey,
                "key_file": None if pin else str(key_file)}
     hint = (f"next: flchain append, then flchain checkpoint sign --key {key_file}"
             if pin is None else "next: flchain append, then sign with the pinned key")
     def human() -> None:
         out.console.print(Panel(kv_table([
-            ("ledger", path), ("origin", doc["origin"]), ("size", 0),
+            ("ledger", doc["ledger"]), ("origin", doc["origin"]), ("size", 0),
             ("key file", doc["key_file"] or "(kept elsewhere)"), ("verifier", doc["verifier"])]),
             title="ledger created", expand=False))
         out.console.print(Text("give the verifier key to whoever checks this log; keep the "
@@ -370,6 +376,33 @@ def init(settings: Settings, out: Output, origin: str | None, pin: str | None) -
         out.console.print(Text(hint, style="dim"))
 
     out.emit(doc, human)
+
+
+def _init_target(settings: Settings, make_key: bool) -> tuple[Path | str, Path]:
+    """Where `init` creates the ledger and its key file, refusing to overwrite either. A
+    PostgreSQL ledger's key is the file $FLCHAIN_LOG_KEY names (`commit.LOG_KEY_ENV`),
+    used if it exists (every writer host shares one key), else created."""
+    if is_postgres_url(settings.chosen):
+        url = str(settings.chosen)
+        with contextlib.suppress(StoreError):
+            Ledger(url, create=False, read_only=True).close()
+            raise InputError(f"{redact(url)} already holds a ledger: use it, or choose "
+                             "another database")
+        env = os.environ.get(LOG_KEY_ENV)
+        if make_key and not env:
+            raise InputError(f"a PostgreSQL ledger keeps no key file beside it: set "
+                             f"{LOG_KEY_ENV} to the key file to create (or use), or pin a key "
+                             "kept elsewhere with --key-verifier VKEY")
+        return url, Path(env) if env else Path(os.devnull)
+    path = settings.ledger
+    if path.exists():
+        raise InputError(f"{path} already exists: choose another --ledger path, "
+                         f"or use the ledger that is there")
+    key_file = key_path(path)
+    if make_key and key_file.exists():
+        raise InputError(f"{key_file} already exists: remove it, or pin its verifier key with "
+                         "--key-verifier VKEY")
+    return path, key_file
 
 
 def _init_pin(pin: str | None, origin: str | None) -> notes.Verifier | None:
@@ -495,18 +528,30 @@ def info(settings: Settings, out: Output) -> None:
         key, key_from = known_verifier(led)
         origin = led.origin
     latest = cps[-1][0] if cps else None
-    doc = {"ledger": str(settings.ledger), "origin": origin, "size": h.size,
+    doc = {"ledger": ledger_name(settings), "origin": origin, "size": h.size,
            "root": h.root.hex(), "timestamp": h.timestamp,
-           "file_bytes": settings.ledger.stat().st_size, "checkpoints": len(cps),
+           "file_bytes": _ledger_bytes(settings), "checkpoints": len(cps),
            "latest_checkpoint_size": latest, "verifier": key.vkey if key else None,
            "verifier_from": key_from}
     out.emit(doc, lambda: out.console.print(kv_table([
-        ("ledger", settings.ledger), ("origin", origin), ("size", h.size),
+        ("ledger", doc["ledger"]), ("origin", origin), ("size", h.size),
         ("root", doc["root"]), ("updated", format_time(h.timestamp)),
-        ("file size", f"{doc['file_bytes']:,} bytes"), ("checkpoints", len(cps)),
+        ("file size", f"{doc['file_bytes']:,} bytes" if doc["file_bytes"] is not None
+         else "-"), ("checkpoints", len(cps)),
         ("latest checkpoint", "-" if latest is None else f"size {latest}"),
         ("log key", f"{key.vkey} ({key_from})" if key else "-")],
         title="ledger")))
+
+
+def ledger_name(settings: Settings) -> str:
+    """The ledger as a command shows it: its path, or its URL without the password."""
+    return redact(str(settings.chosen)) if is_postgres_url(settings.chosen) else str(
+        settings.ledger)
+
+
+def _ledger_bytes(settings: Settings) -> int | None:
+    """The ledger file's size; None for a server ledger, which has no file."""
+    return None if is_postgres_url(settings.chosen) else settings.ledger.stat().st_size
 
 
 def main() -> None:

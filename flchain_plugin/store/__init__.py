@@ -119,6 +119,10 @@ class Store(Protocol):
 
     def meta(self, key: str) -> str | None: ...
 
+    def meta_items(self) -> list[tuple[str, str]]:
+        """Every (key, value) of the metadata, by key: what a copy of the ledger carries."""
+        ...
+
     def set_meta(self, key: str, value: str, *, replace: bool = True) -> None:
         """Store `key`; with replace=False an existing value is kept (first writer wins)."""
         ...

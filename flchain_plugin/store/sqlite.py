@@ -397,6 +397,9 @@ class SqliteStore:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
+    def meta_items(self) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in self._read("SELECT key, value FROM meta ORDER BY key")]
+
     def set_meta(self, key: str, value: str, *, replace: bool = True) -> None:
         verb = "REPLACE" if replace else "IGNORE"
         with self.writer():  # the writer already reads SQLite's errors
