@@ -3,7 +3,8 @@ processes on loopback, TLS, SuperNode authentication, the app in examples/flower
 started with `flwr run`, unchanged from its simulation runs (tests/flower_federation.py
 has the harness; integrations/flower-deployment/run.sh runs this file on its own).
 
-The engine test (about 2-3 minutes, most of it the SuperLink's 60 s heartbeat window):
+The engine test (about 2-4 minutes, most of it the SuperLink's 60 s heartbeat window),
+the ledger on PostgreSQL (tests/postgres_server.py's server, a database of its own):
 three registered SuperNodes sign with keys named in their `--node-config`; a fourth,
 with a key nobody registered, is turned away; one SuperNode is killed with SIGKILL while
 it trains in round 2, and the round still ends, records that node's missing answer, and
@@ -30,11 +31,12 @@ import pytest
 from flower_federation import Federation, program
 from flwr.app import Error, Message
 from flwr.serverapp.strategy import FedAvg
+from postgres_server import drop_database, new_database
 from test_flower_checks import LoopbackGrid, initial, make_app, server_identity  # noqa: F401
 
 from flchain_plugin.flower import LedgerStrategy
-from flchain_plugin.flower.keys import ledger_key
 from flchain_plugin.ledger import Ledger
+from flchain_plugin.notes import generate_key, save_private_key
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "examples" / "flower-app"
@@ -132,22 +134,25 @@ def _wait(what: str, check: Any, timeout: float, fed: Any) -> Any:
     raise AssertionError(f"{what} after {timeout} s\n{fed.logs()}")
 
 
-def _entries(ledger: Path, type_: str) -> list[Any]:
-    if not ledger.exists():
-        return []
+def _entries(ledger: str, type_: str) -> list[Any]:
     with Ledger(ledger, create=False) as led:
         return [le.entry for le in led.iter_entries(type=type_)]
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def deployment(tmp_path_factory: pytest.TempPathFactory, postgres_server: str
+               ) -> Iterator[dict[str, Any]]:
     """A 2-round run of examples/flower-app on a TLS, node-authenticated federation of
-    three SuperNodes (one killed mid-round 2) and a stranger with an unregistered key."""
+    three SuperNodes (one killed mid-round 2) and a stranger with an unregistered key;
+    the ledger on PostgreSQL, its checkpoint key a file the operator made."""
     _need("ssh-keygen", "openssh-client")
     root = tmp_path_factory.mktemp("deployment")
     fed = Federation(root)
-    ledger = root / "ledger.db"
-    fed.server_key = ledger_key(ledger).verifier_key  # what every SuperNode pins
+    ledger = new_database(postgres_server)
+    with Ledger(ledger) as led:
+        signer = generate_key(led.origin)
+    save_private_key(signer, root / "log.key", None)
+    fed.server_key = signer.verifier_key  # what every SuperNode pins
     try:
         fed.start_superlink()
         nodes = [fed.new_node(f"node{i}", i) for i in range(3)]
@@ -161,7 +166,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         _wait("the three SuperNodes are not all connected",
               lambda: all("SuperNode ID:" in n.log.read_text(errors="replace")
                           for n in nodes), 120, fed)
-        run_id = fed.run(APP, f'ledger="{ledger}" data-dir="{root / "data"}" '
+        run_id = fed.run(APP, f'ledger="{ledger}" ledger-key="{root / "log.key"}" '
+                              f'blobs="{root / "blobs"}" data-dir="{root / "data"}" '
                               f'policy-allowed-keys="{allowed}" num-server-rounds=2 '
                               'min-nodes=2 fraction-evaluate=0.0 round-timeout=240.0')
         victim = nodes[2]
@@ -171,21 +177,26 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         victim.kill()  # mid-round: it holds the instruction and trains
         row = fed.wait_finished(run_id, 300)
         yield {"fed": fed, "ledger": ledger, "nodes": nodes, "stranger": stranger,
-               "row": row, "run": run_id}
+               "row": row, "run": run_id, "root": root}
     finally:
         fed.stop()
+        drop_database(ledger, postgres_server)
 
 
 @pytest.mark.timeout(600)
 def test_the_run_completes_and_the_ledger_verifies(deployment: dict[str, Any]):
     row, ledger = deployment["row"], deployment["ledger"]
     assert row["status"] == "finished:completed", (row, deployment["fed"].logs())
-    done = subprocess.run([program("flchain"), "--ledger", str(ledger), "--json", "verify"],
+    done = subprocess.run([program("flchain"), "--ledger", ledger, "--json", "verify",
+                           "--key-verifier", deployment["fed"].server_key],
                           capture_output=True, text=True, env=deployment["fed"].env())
     report = json.loads(done.stdout)
     assert done.returncode == 0 and report["ok"] and report["head_signed"], done.stdout
     (run,) = _entries(ledger, "run")
     assert run.run == str(deployment["run"])
+    models = {m.model for m in _entries(ledger, "model")}
+    stored = {f.name for f in (deployment["root"] / "blobs").rglob("*.npz")}
+    assert len(models) == 2 and {m.removeprefix("sha256:") + ".npz" for m in models} <= stored
     assert run.policy["keys"] != "tofu"  # the allow-list file of the run config
 
 
