@@ -138,6 +138,17 @@ def test_the_run_config_sets_ledger_policy_and_keys(tmp_path: Path):
     assert default.policy.allowed_keys is None
 
 
+def test_the_ledger_may_be_a_postgresql_url(tmp_path: Path, postgres_url: str):
+    with Ledger(postgres_url) as led:
+        save_private_key(generate_key(led.origin), tmp_path / "log.key", None)
+    strategy = server_app.strategy(_config(tmp_path, ledger=postgres_url,
+                                           **{"ledger-key": "log.key", "blobs": "blobs"}))
+    assert ledger_path(strategy.ledger) is None  # a server ledger, no file
+    assert strategy.ledger.origin == load_private_key(tmp_path / "log.key").name
+    assert strategy.blobs is not None and strategy.blobs.root == tmp_path / "blobs"
+    strategy.ledger.close()
+
+
 @pytest.mark.parametrize("key,value,named", [
     ("policy-max-update-norm", "big", "policy-max-update-norm"),
     ("ledger", "", "ledger"),
