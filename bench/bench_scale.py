@@ -149,6 +149,8 @@ def no_engine(clients: int, rounds: int, repeats: int) -> dict[str, float]:
             times = timed_rounds(strategy, DirectGrid(app, clients, cfg),
                                  ArrayRecord(model().state_dict()), rounds)
             got[kind].append(statistics.median(times[1:]))
+            print(f"bench_scale: {kind} run {i}: rounds {[round(t, 2) for t in times]} s",
+                  file=sys.stderr, flush=True)
     return {k: statistics.fmean(v) for k, v in got.items()}
 
 
@@ -175,9 +177,11 @@ def engine_round(clients: int, rounds: int) -> float:
                                                  num_rounds=rounds, evaluate_fn=central)
 
     def with_config(msg: Any, ctx: Any, call_next: Any) -> Any:
-        """run_simulation gives every ClientApp an empty run_config: the app's, baked in."""
-        ctx.run_config.update(cfg)
-        return call_next(msg, ctx)
+        """run_simulation gives every ClientApp an empty (and read-only) run_config: the
+        handlers get a Context holding the app's."""
+        return call_next(msg, Context(run_id=ctx.run_id, node_id=ctx.node_id,
+                                      node_config=ctx.node_config, state=ctx.state,
+                                      run_config=dict(cfg)))
 
     plain = plain_client(client_app, [with_config])
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -186,6 +190,8 @@ def engine_round(clients: int, rounds: int) -> float:
     run_simulation(server_app=server, client_app=plain, num_supernodes=clients,
                    backend_config=backend)
     times = [b - a for a, b in itertools.pairwise(marks)]
+    print(f"bench_scale: engine rounds {[round(t, 2) for t in times]} s", file=sys.stderr,
+          flush=True)
     return statistics.median(times[1:])
 
 
