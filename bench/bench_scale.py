@@ -130,7 +130,8 @@ def timed_rounds(strategy: Any, grid: Any, initial: Any, rounds: int) -> list[fl
 
 
 def no_engine(clients: int, rounds: int, repeats: int) -> dict[str, float]:
-    """Median round seconds of rounds 2.. per run, mean over runs, per kind."""
+    """Median round seconds of rounds 2.. per run, median over runs, per kind (the
+    kinds alternate, in turn first, after a warm-up run of each)."""
     import torch
     from flwr.app import ArrayRecord
 
@@ -140,18 +141,23 @@ def no_engine(clients: int, rounds: int, repeats: int) -> dict[str, float]:
     from flchain_app.task import model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+
+    def one(kind: str, name: str, n: int, rounds: int) -> list[float]:
+        cfg = run_config(tmp / name, rounds, n)
+        app = client_app.app if kind == "ledger" else plain_client(client_app)
+        return timed_rounds(strategies(server_app, cfg, kind == "ledger"),
+                            DirectGrid(app, n, cfg), ArrayRecord(model().state_dict()), rounds)
+
+    for kind in ("plain", "ledger"):  # warm-up: imports, torch and numpy paths, caches
+        one(kind, f"warm-{kind}", 10, 2)
     got: dict[str, list[float]] = {"plain": [], "ledger": []}
     for i in range(repeats):
-        for kind in ("plain", "ledger"):
-            cfg = run_config(tmp / f"{kind}-{i}", rounds, clients)
-            app = client_app.app if kind == "ledger" else plain_client(client_app)
-            strategy = strategies(server_app, cfg, kind == "ledger")
-            times = timed_rounds(strategy, DirectGrid(app, clients, cfg),
-                                 ArrayRecord(model().state_dict()), rounds)
+        for kind in ("plain", "ledger") if i % 2 == 0 else ("ledger", "plain"):
+            times = one(kind, f"{kind}-{i}", clients, rounds)
             got[kind].append(statistics.median(times[1:]))
             print(f"bench_scale: {kind} run {i}: rounds {[round(t, 2) for t in times]} s",
                   file=sys.stderr, flush=True)
-    return {k: statistics.fmean(v) for k, v in got.items()}
+    return {k: statistics.median(v) for k, v in got.items()}
 
 
 def engine_round(clients: int, rounds: int) -> float:
@@ -197,8 +203,8 @@ def engine_round(clients: int, rounds: int) -> float:
 
 @click.command()
 @click.option("--clients", default=1000, show_default=True, help="Clients per round.")
-@click.option("--rounds", default=3, show_default=True, help="Rounds per run.")
-@click.option("--repeats", default=1, show_default=True, help="No-engine runs of each kind.")
+@click.option("--rounds", default=4, show_default=True, help="Rounds per run.")
+@click.option("--repeats", default=3, show_default=True, help="No-engine runs of each kind.")
 @click.option("--engine/--no-engine", default=True, show_default=True,
               help="Also time the plain round on Flower's simulation engine.")
 @click.option("--quick", is_flag=True, help="10 clients, no engine: a smoke run.")
