@@ -698,7 +698,11 @@ def test_a_client_whose_reply_was_lost_still_gets_a_proof_from_what_it_pinned(tm
     strategy.start(grid, initial(), num_rounds=3)
     with Ledger(tmp_path / "ledger.db", create=False) as led:
         acc, ref = outcome(led, grid)
-        assert ref == {(1, 1): "client_error"}
+        assert ref == {(1, 0): "client_error", (1, 1): "client_error"}  # lost, raised
+        lost = [le.entry for le in led.iter_entries(type="rejected")
+                if le.entry.node == str(grid.ids[0])]
+        assert len(lost) == 1 and lost[0].detail.startswith(
+            f"no_error: no reply from node {grid.ids[0]} to train instruction ")
         assert set(acc) == {(1, 2)} | {(r, p) for r in (2, 3) for p in range(3)}
 
 

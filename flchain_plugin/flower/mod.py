@@ -64,7 +64,8 @@ NODE_CONFIG_KEY = "flchain-key"
 VERIFIED_KEPT = 16
 """Verified announcements a mod remembers (one per round and message kind is enough)."""
 
-KeySource = Signer | str | os.PathLike[str] | Callable[[Context], Signer]
+KeySource = (Signer | str | os.PathLike[str]
+             | Callable[[Context], Signer | str | os.PathLike[str]])
 DatasetSource = str | Callable[[Context], str | None] | None
 
 
@@ -108,7 +109,13 @@ class _Key:
 
     def signer(self, ctx: Context, create: bool) -> Signer:
         if self._fn is not None:
-            return self._fn(ctx)
+            got = self._fn(ctx)
+            if isinstance(got, Signer):
+                return got
+            if not isinstance(got, (str, os.PathLike)):
+                raise ValueError(f"the key function returned a {type(got).__name__}; want a "
+                                 "notes.Signer, a key file or a key directory")
+            return self._from_path(Path(got), ctx, create)
         if self._raw is not None:
             if "raw" not in self._cache:
                 kind, name, raw = self._raw
@@ -117,9 +124,18 @@ class _Key:
                 self._cache["raw"] = SIGNER_CLASSES[kind](name, key)
             return self._cache["raw"]
         assert self._path is not None
-        path = self._path
-        if NODE_CONFIG_KEY in ctx.node_config:
-            path = path / str(ctx.node_config[NODE_CONFIG_KEY])
+        return self._from_path(self._path, ctx, create)
+
+    def _from_path(self, path: Path, ctx: Context, create: bool) -> Signer:
+        """The key a path gives: the SuperNode's node_config `flchain-key` file (relative
+        to `path`), never created, as an operator provisions it; else `path` as a key
+        file or a directory of `client-<partition-id>.key` (simulation)."""
+        named = ctx.node_config.get(NODE_CONFIG_KEY)
+        if named is not None:
+            path = path / str(named)
+            if not path.is_file():
+                raise ValueError(f"node_config {NODE_CONFIG_KEY} names {path}, which is not a "
+                                 f"key file: make it with `flchain keygen --out {path} NAME`")
         if path.is_dir() or (not path.exists() and create and "partition-id" in ctx.node_config):
             if "partition-id" not in ctx.node_config:
                 raise ValueError(f"{path} is a key directory but node_config has no "
@@ -175,10 +191,12 @@ class SigningMod:
         # serving several nodes verifies each signed checkpoint once, not once per node.
         self._verifiers: dict[str, Verifier] = {}
         self._verified: dict[tuple[Announcement, str, str], Checkpoint] = {}
+        self._extended: dict[tuple[int, bytes, int, bytes], None] = {}  # proven (old size,
+        # old root, new size, new root): every node an actor serves proves the same step
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_verifiers"], state["_verified"] = {}, {}
+        state["_verifiers"], state["_verified"], state["_extended"] = {}, {}, {}
         return state
 
     # -- keys ----------------------------------------------------------------------------
@@ -299,6 +317,10 @@ class SigningMod:
         Requires 0 < last < cp.size. Without a proof from `last`, only a client built with
         `require_consistency=False` goes on (checking then only that trees never shrink).
         """
+        old_root = root if isinstance(root, bytes) else b""
+        step = (last, old_root, cp.size, cp.root_hash)
+        if step in self._extended:
+            return
         proof = ann.consistency_from(last)
         if proof is None:
             if self.require_consistency:
@@ -310,13 +332,15 @@ class SigningMod:
                 )
             return
         try:
-            merkle.verify_consistency(last, cp.size, proof,
-                                      root if isinstance(root, bytes) else b"", cp.root_hash)
+            merkle.verify_consistency(last, cp.size, proof, old_root, cp.root_hash)
         except merkle.ProofError as e:
             raise AnnouncementError(
                 f"the log of size {cp.size} does not extend the one of size {last} this "
                 f"client saw: a forked log ({e})"
             ) from None
+        if len(self._extended) >= VERIFIED_KEPT:
+            del self._extended[next(iter(self._extended))]
+        self._extended[step] = None
 
     def _sign(self, msg: Message, reply: Message, ctx: Context, ann: Announcement,
               pinned: ConfigRecord) -> Message:
@@ -373,8 +397,10 @@ def signing_mod(
 
     key: a notes.Signer; a key file; a key directory holding `client-<partition-id>.key`
         (simulation; created when missing unless `create_keys=False`); or a function
-        `Context -> Signer`. In deployment, a directory plus node_config `flchain-key`
-        names the file. Ed25519 or ML-DSA-44 (`flchain keygen --alg ml-dsa-44`).
+        `Context -> Signer`, or `Context -> key file or directory` (a directory taken
+        from the run config, say). In deployment the SuperNode's node_config
+        `flchain-key` names the file (absolute, or relative to the directory given): it
+        is loaded, never created. Ed25519 or ML-DSA-44 (`flchain keygen --alg ml-dsa-44`).
     pq_key: a second key, ML-DSA-44, found the same way (a directory of its own),
         signing the statement beside `key` (hybrid): for a policy with
         `require_post_quantum` whose clients keep their Ed25519 identity.

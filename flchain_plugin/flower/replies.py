@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flwr.app import Message, RecordDict
+from flwr.common.constant import ErrorCode
 
 from ..digest import PARALLEL_MIN_BYTES, DigestError
 from ..statement import SignedStatement, StatementError
@@ -27,6 +28,10 @@ from .protocol import json_safe, read_statement, reply_metrics
 
 SentModel = tuple[str, dict[str, TensorView]]
 """(digest, tensors) of the global model a node was sent."""
+
+_ERROR_NAMES = {code: name for name, code in vars(ErrorCode).items()
+                if not name.startswith("_") and isinstance(code, int)}
+"""Flower's error codes by number (5: NODE_UNAVAILABLE, the SuperLink's for a lost node)."""
 
 
 @dataclass(frozen=True)
@@ -94,11 +99,42 @@ def _metric_keys(content: RecordDict) -> tuple[Any, ...]:
     return tuple(sorted((n, tuple(sorted(r.keys()))) for n, r in content.metric_records.items()))
 
 
+def error_detail(reply: Message, node: int) -> str:
+    """What an error reply says, and who said it: a SuperLink-made error (a node that
+    went away, a reply that expired) comes from the SuperLink, not from `node`, the node
+    mapped through the instruction it answers."""
+    err = reply.error
+    name = _ERROR_NAMES.get(err.code, "unknown code")
+    meta = reply.metadata
+    if meta.src_node_id != node:
+        return (f"the SuperLink answered for node {node}: error code {err.code} ({name}) "
+                f"to instruction {meta.reply_to_message_id}: {err.reason}")
+    return f"error code {err.code} ({name}): {err.reason}"
+
+
+def missing_replies(sent: Sequence[Message], replies: Sequence[Message],
+                    sent_model: Callable[[int], SentModel]) -> list[ReplyFacts]:
+    """The facts of each instruction no reply answered by the round's timeout (a node
+    killed mid-round, or one whose reply was lost), so the round records it."""
+    answered = {r.metadata.reply_to_message_id for r in replies}
+    out = []
+    for m in sent:
+        meta = m.metadata
+        if meta.message_id in answered:
+            continue
+        digest, views = sent_model(meta.dst_node_id)
+        out.append(ReplyFacts(
+            node=str(meta.dst_node_id), parent=digest, expected=_signatures(views),
+            error=f"no reply from node {meta.dst_node_id} to {meta.message_type} instruction "
+                  f"{meta.message_id} by the round's timeout (the node went down or its "
+                  "reply was lost)"))
+    return out
+
+
 def _facts(reply: Message, node: int, sent: SentModel, arrays: _Arrays | None) -> ReplyFacts:
     base = ReplyFacts(node=str(node), parent=sent[0], expected=_signatures(sent[1]))
     if reply.has_error() or arrays is None:
-        err = reply.error
-        return dataclasses.replace(base, error=f"error code {err.code}: {err.reason}")
+        return dataclasses.replace(base, error=error_detail(reply, node))
     content = reply.content
     statement, statement_error = _statement(content)
     return dataclasses.replace(

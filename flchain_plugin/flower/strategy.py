@@ -43,7 +43,7 @@ from .arrays import numpy_to_record, record_to_numpy, record_views, views_digest
 from .credits import RoundCredits
 from .kept import keep_accepted
 from .protocol import STATEMENT_RECORD, json_safe
-from .replies import SentModel, reply_facts
+from .replies import SentModel, missing_replies, reply_facts
 from .run import RunState, config_json, describe
 
 log = logging.getLogger("flchain.flower")
@@ -378,11 +378,12 @@ class LedgerStrategy(Strategy):
         replies = list(replies)
         self._announcer.confirm(replies)
         verdicts = self._verify(st, server_round, replies)
+        answered = verdicts[:len(replies)]  # those after: instructions nobody answered
         if self.vault is not None:  # before the wrapped strategy can pop or clip arrays
-            keep_accepted(self.vault, replies, verdicts)
-        accepted = [m for m, v in zip(replies, verdicts, strict=True) if v.accepted]
+            keep_accepted(self.vault, replies, answered)
+        accepted = [m for m, v in zip(replies, answered, strict=True) if v.accepted]
         if self.credits is not None:  # quality rules read the updates before aggregation
-            self.credits.keep(st, replies, verdicts)
+            self.credits.keep(st, replies, answered)
         arrays, metrics, kept, error = self._delegate(server_round, accepted)
         batch, built_for = self._record(st, server_round, verdicts, arrays, metrics, kept)
         self._commit_round(st, batch, built_for, arrays)
@@ -396,6 +397,7 @@ class LedgerStrategy(Strategy):
             return node, st.sent_to(node)
 
         facts = reply_facts(replies, sent_to, self.policy)
+        facts += missing_replies(st.sent_msgs, replies, st.sent_to)
         return verify_round(facts, Round(st.run, server_round, self.policy, st.history))
 
     def _delegate(self, server_round: int, accepted: list[Message]) -> tuple[

@@ -1,0 +1,1 @@
+"""A standard Flower app on a verifiable ledger (flchain-plugin)."""
