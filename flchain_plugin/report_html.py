@@ -309,7 +309,7 @@ def _round_row(r: dict[str, Any], names: dict[str, str]) -> list[str]:
     model = (code(short(m["model"])) + (" kept" if m["kept"] else "")) if m else "-"
     credits = esc(", ".join(f"{node_label(c['node'], names)} +{number(c['amount'])}"
                             for c in r["credits"][:MAX_LIST])) or "-"
-    return [esc(r["round"]), f"{len(acc)}: {accepted}" if acc else "0",
+    return [esc(r["round"]), f"{len(r['accepted'])}: {accepted}" if acc else "0",
             f"{len(r['refused'])}" + (f": {refused}" if ref else ""), model,
             esc(m.get("aggregator", "-")), evals or "-", credits]
 
