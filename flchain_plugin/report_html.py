@@ -188,7 +188,7 @@ def lineage_svg(lineage: dict[str, Any], names: dict[str, str]) -> str:
         parts += nodes
         height = max(height, bottom)
     width = 32 + len(cols) * COL_W - (COL_W - NODE_W)
-    return (f'<svg id="lineage" xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
+    return (f'<svg id="lineage-graph" xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
             f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
             f'aria-label="lineage of the final model">'
             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
