@@ -230,8 +230,15 @@ def table(head: list[str], rows: list[list[str]], empty: str = "none") -> str:
     if not rows:
         return f'<p class="muted">{esc(empty)}</p>'
     th = "".join(f"<th>{esc(h)}</th>" for h in head)
+    thead = f"<thead><tr>{th}</tr></thead>" if any(head) else ""
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
+
+
+def prose(text: str) -> str:
+    """Our own sentences, where `backticks` mark commands: escaped, commands as code."""
+    parts = text.split("`")
+    return "".join(code(p) if i % 2 else esc(p) for i, p in enumerate(parts))
 
 
 def code(value: Any) -> str:
@@ -454,7 +461,7 @@ def _status(doc: dict[str, Any], names: dict[str, str]) -> str:
 
 def _duties(doc: dict[str, Any]) -> str:
     rows = [[esc(d["law"]), esc(d["article"]), esc(d["duty"]),
-             esc(", ".join(d["records"])), esc(d["count"]), esc(d["how"])]
+             esc(", ".join(d["records"])), esc(d["count"]), prose(d["how"])]
             for d in doc["duties"]]
     return ('<section id="duties"><h2>Record-keeping duties and the records that serve '
             "them</h2><p>Which ledger records answer which duty; counts are of this ledger. "
