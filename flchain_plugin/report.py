@@ -260,7 +260,9 @@ def verification_facts(report: VerifyReport) -> dict[str, Any]:
 
 def replay_facts(ledger: Ledger, blobs: Any, run_replay: bool) -> dict[str, Any]:
     """Every round recomputed by `flchain_plugin.replay`, or "not_run" and why: the report
-    never claims a replay that did not happen."""
+    never claims a replay that did not happen. Status "ok" (every round recomputed bit for
+    bit), "partial" (none differs, some could not be recomputed: erased, not replayable),
+    "failed" (a round differs or lacks an input), "not_run"."""
     if not run_replay:
         return {"status": "not_run", "detail": "replay was not asked for (--no-replay)",
                 "rounds": []}
@@ -273,15 +275,16 @@ def replay_facts(ledger: Ledger, blobs: Any, run_replay: bool) -> dict[str, Any]
                 "detail": "no blob store: replay needs the kept update blobs"}
     module = importlib.import_module(f"{__package__}.replay")
     result = module.replay(ledger, blobs)
-    rounds = [{"run": r.run, "round": r.round, "status": r.status, "detail": r.detail}
-              for r in result.rounds]
+    rounds = [r.to_json() for r in result.rounds]
     counts = Counter(r["status"] for r in rounds)
-    first_bad = next((r for r in rounds if r["status"] in ("differs", "missing")), None)
     detail = ", ".join(f"{counts[s]} {s}" for s in REPLAY_STATUSES if counts[s]) or "no rounds"
-    if first_bad is not None:
-        detail += (f"; first: run {first_bad['run']} round {first_bad['round']} "
-                   f"{first_bad['status']}: {first_bad['detail']}")
-    return {"status": "ok" if result.ok else "failed", "detail": detail, "rounds": rounds}
+    first = next((r for r in rounds if r["status"] != "ok"), None)
+    if first is not None:
+        detail += (f"; first not ok: run {first['run']} round {first['round']} "
+                   f"{first['status']}: {first['detail']}")
+    status = ("failed" if not result.ok else
+              "ok" if rounds and counts["ok"] == len(rounds) else "partial")
+    return {"status": status, "detail": detail, "rounds": rounds}
 
 
 # -- record-keeping duties ---------------------------------------------------------------------

@@ -70,7 +70,8 @@ def when(ts: Any) -> str:
 
 
 def badge(state: str, text: str | None = None) -> str:
-    cls = {"ok": "ok", "failed": "bad", "not_run": "off", "warning": "warn"}.get(state, "off")
+    cls = {"ok": "ok", "failed": "bad", "not_run": "off", "warning": "warn",
+           "partial": "warn"}.get(state, "off")
     return f'<span class="badge {cls}">{esc(text or state.replace("_", " "))}</span>'
 
 
@@ -443,8 +444,8 @@ def _status(doc: dict[str, Any], names: dict[str, str]) -> str:
     rep = doc["replay"]
     rounds, more = capped(rep["rounds"], MAX_ROUND_ROWS)
     state = {"ok": "ok", "differs": "failed", "missing": "failed"}
-    rows = [[code(r["run"]), esc(r["round"]), badge(state.get(r["status"], "warning"),
-                                                    r["status"]), esc(r["detail"])]
+    rows = [[code(r["run"]), esc(r["round"]), code(short(r.get("model"))),
+             badge(state.get(r["status"], "warning"), r["status"]), esc(r["detail"])]
             for r in rounds]
     er = [[esc(e["index"]), code(e.get("blob")), esc(e.get("reason"))] for e in doc["erasures"]]
     rb = [[esc(r["index"]), code(short(r.get("model"))), esc(r.get("reason"))]
@@ -453,7 +454,7 @@ def _status(doc: dict[str, Any], names: dict[str, str]) -> str:
             + _verification(doc["verification"])
             + f"<h3>replay (flchain audit replay) {badge(rep['status'])}</h3>"
             f"<p>{esc(rep['detail'])}{esc(more)}</p>"
-            + (table(["run", "round", "status", "detail"], rows) if rows else "")
+            + (table(["run", "round", "model", "status", "detail"], rows) if rows else "")
             + "<h3>erasures</h3>" + table(["entry", "blob", "reason"], er, "no erasure")
             + "<h3>rollbacks</h3>" + table(["entry", "to model", "reason"], rb, "no rollback")
             + "</section>")
