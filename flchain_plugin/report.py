@@ -69,6 +69,7 @@ class RunFacts:
     config: str | None = None
     model: str | None = None
     policy: dict[str, Any] = field(default_factory=dict)
+    recorded: dict[str, Any] = field(default_factory=dict)  # what else the run entry holds
     members: dict[str, dict[str, Any]] = field(default_factory=dict)
     rounds: dict[int, RoundFacts] = field(default_factory=dict)
 
@@ -78,7 +79,7 @@ class RunFacts:
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run, "index": self.index, "strategy": self.strategy,
                 "config": self.config, "model": self.model, "policy": self.policy,
-                "members": [{"node": n, **m} for n, m in self.members.items()],
+                "recorded": self.recorded, "members": [{"node": n, **m} for n, m in self.members.items()],
                 "rounds": [self.rounds[r].to_json() for r in sorted(self.rounds)]}
 
 
@@ -148,6 +149,10 @@ class _Collector:
         r = self.run(e.run)
         r.index, r.strategy, r.config, r.model = le.index, e.strategy, e.config, e.model
         r.policy = dict(e.policy)
+        # fields other parts add to the run entry (the aggregation replay rebuilds, the
+        # credit contracts), shown as recorded
+        r.recorded = {k: v for k, v in _fields(le).items()
+                      if k not in ("index", "run", "strategy", "config", "model", "policy")}
 
     def _on_member(self, le: LoggedEntry, e: E.Member) -> None:
         self.run(e.run).members[e.node] = {"index": le.index, "key": e.key, "via": e.via}

@@ -16,6 +16,7 @@ per column, the rest summarised in one node; the JSON holds everything.
 from __future__ import annotations
 
 import html
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -299,6 +300,9 @@ def _runs(doc: dict[str, Any]) -> str:
             ["clients registered", esc(len(r["members"]))]]))
         out.append("<h3>policy (as the run entry records it)</h3>"
                    + table(["rule", "value"], _policy_rows(r["policy"]), "no policy recorded"))
+        for name, value in sorted(r.get("recorded", {}).items()):
+            out.append(f"<h3>{esc(name)} (as the run entry records it)</h3>"
+                       + code(json.dumps(value, sort_keys=True, ensure_ascii=False)))
     if not doc["runs"]:
         out.append('<p class="muted">the ledger records no federated run</p>')
     return "".join(out) + "</section>"
