@@ -79,7 +79,8 @@ class RunFacts:
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run, "index": self.index, "strategy": self.strategy,
                 "config": self.config, "model": self.model, "policy": self.policy,
-                "recorded": self.recorded, "members": [{"node": n, **m} for n, m in self.members.items()],
+                "recorded": self.recorded,
+                "members": [{"node": n, **m} for n, m in self.members.items()],
                 "rounds": [self.rounds[r].to_json() for r in sorted(self.rounds)]}
 
 
