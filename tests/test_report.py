@@ -66,7 +66,7 @@ def write_run(led: Ledger, *, run: str = "run-1", rounds: int = 3, clients: int 
                                   parent=model, num_examples=10 + c, metrics={metric: 0.5},
                                   dataset=None, nonce=f"{r}-{c}", key=None, signature=None))
         inputs = [base + i for i, e in enumerate(batch) if isinstance(e, E.Update)]
-        new = digest(10_000 + r)
+        new = digest(10_000 + r) if inputs else model  # all refused: the round keeps it
         batch.append(E.Model(run=run, round=r, model=new, parent=model, inputs=inputs,
                              aggregator="FedAvg"))
         if credit:
@@ -254,6 +254,22 @@ def test_any_string_stays_text(doc_for_fuzz: dict[str, Any], s: str) -> None:
     tags = parse(render(doc))
     assert tags.tags <= PAGE_TAGS, tags.tags - PAGE_TAGS
     assert not any(n.startswith("on") for n, _ in tags.attrs)
+
+
+def test_a_round_that_kept_its_model_is_a_column_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger(path, create=True, origin="example.com/report") as led:
+        model = write_run(led, rounds=2, clients=3, refused=1, credit=False)
+        write_run(led, run="run-2", rounds=1, clients=2, refused=2, credit=False)
+        doc = build_report(led, replay=False, model=model).to_json()
+    kept = doc["runs"][1]["rounds"][0]
+    assert kept["model"]["kept"] and kept["accepted"] == [] and len(kept["refused"]) == 2
+    svg = render(doc)
+    assert svg.count('class="node model"') == 3  # start, round 1, round 2 of run-1
+    with Ledger(path, create=False) as led:
+        doc2 = build_report(led, replay=False).to_json()  # latest: run-2's kept model
+    page = render(doc2)
+    assert page.count('class="node model kept"') == 1 and page.count('class="node refused"') == 2
 
 
 def test_a_large_run_stays_readable(tmp_path: Path) -> None:
