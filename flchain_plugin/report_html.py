@@ -271,8 +271,9 @@ def _header(doc: dict[str, Any]) -> str:
             "</header>")
 
 
-SECTIONS = (("runs", "Runs & policy"), ("rounds", "Rounds"), ("clients", "Clients"),
-            ("lineage", "Lineage"), ("credits", "Credits"), ("checkpoints", "Checkpoints"),
+SECTIONS = (("summary", "Checks"), ("runs", "Runs & policy"), ("rounds", "Rounds"),
+            ("clients", "Clients"), ("lineage", "Lineage"), ("credits", "Credits"),
+            ("checkpoints", "Checkpoints"),
             ("anchors", "Anchors"), ("status", "Verification & replay"),
             ("duties", "Record-keeping duties"))
 
@@ -289,6 +290,12 @@ def _policy_rows(policy: dict[str, Any]) -> list[list[str]]:
             value = esc("none" if v is None else v)
         rows.append([code(k), value])
     return rows
+
+
+def _summary(doc: dict[str, Any]) -> str:
+    rows = [[esc(c["check"]), badge(c["status"]), esc(c["detail"])] for c in doc["checks"]]
+    return ('<section id="summary"><h2>What was checked</h2>'
+            + table(["check", "status", "detail"], rows) + "</section>")
 
 
 def _runs(doc: dict[str, Any]) -> str:
@@ -479,8 +486,8 @@ def render(doc: dict[str, Any]) -> str:
     """The whole page for a `flchain_plugin.report.AuditReport.to_json()` document."""
     names = names_of(doc)
     title = f"flchain audit report: {doc['ledger']['origin']}"
-    body = (_header(doc) + "<main>" + _runs(doc) + _rounds(doc, names) + _clients(doc)
-            + _lineage(doc, names) + _credits(doc, names) + _checkpoints(doc)
+    body = (_header(doc) + "<main>" + _summary(doc) + _runs(doc) + _rounds(doc, names)
+            + _clients(doc) + _lineage(doc, names) + _credits(doc, names) + _checkpoints(doc)
             + _anchors(doc) + _status(doc, names) + _duties(doc) + "</main>")
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'

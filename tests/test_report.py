@@ -143,6 +143,11 @@ def test_facts_of_a_run(small: tuple[Path, str]) -> None:
     assert all(s["role"] == "log" and s["verified"] for c in doc["checkpoints"]
                for s in c["signatures"])
     assert doc["replay"]["status"] == "not_run"
+    checks = {c["check"].split(" (")[0]: c for c in doc["checks"]}
+    assert checks["ledger"]["status"] == "ok" and checks["log signatures"]["status"] == "ok"
+    assert checks["final model's lineage"]["detail"].startswith("4 versions")
+    assert checks["witness cosignatures"]["status"] == "not_run"
+    assert checks["replay"]["status"] == "not_run"
     assert json.loads(json.dumps(doc)) == doc  # plain JSON
 
 
@@ -175,6 +180,10 @@ def test_witness_cosignatures_are_checked_with_the_witness_key(tmp_path: Path) -
     assert [(s["name"], s["verified"]) for s in cos] == [("witness.example/w1", None)]
     cos = [s for s in checked["checkpoints"][-1]["signatures"] if s["role"] == "witness"]
     assert cos[0]["verified"] is True and cos[0]["timestamp"] > 1_700_000_000
+    summary = {c["check"]: c["status"] for c in checked["checks"]}
+    assert summary["witness cosignatures"] == "ok"
+    assert {c["check"]: c["status"] for c in unchecked["checks"]}["witness cosignatures"] \
+        == "warning"
     page = render(checked)
     assert "witness.example/w1" in page and "no witness keys given" not in page
     assert "no witness keys given" in render(unchecked)
@@ -211,7 +220,7 @@ def test_page_is_self_contained_and_has_every_section(small: tuple[Path, str]) -
         if name == "href":
             assert value is not None and value.startswith("#"), value
     assert "default-src 'none'" in page  # the CSP forbids loading anything
-    for section in ("runs", "rounds", "clients", "lineage", "credits", "checkpoints",
+    for section in ("summary", "runs", "rounds", "clients", "lineage", "credits", "checkpoints",
                     "anchors", "status", "duties"):
         assert f'<section id="{section}">' in page
     assert page.count('<g class="node model"') == 4
