@@ -238,8 +238,11 @@ def anchor_facts(ledger: Ledger, anchor: dict[str, Any]) -> dict[str, Any]:
     (checked here, from the ledger; the chain itself is checked by `flchain anchor verify`)."""
     size, root = anchor.get("size"), anchor.get("root")
     doc = {**anchor, "matches_log": None, "problem": None}
+    origin = anchor.get("origin", ledger.origin)
     if not isinstance(size, int) or not isinstance(root, str):
         doc["problem"] = "the entry names no tree size and root"
+    elif origin != ledger.origin:
+        doc["problem"] = f"it anchors another log's checkpoint (origin {origin!r})"
     elif size > ledger.size:
         doc["problem"] = f"size {size} is beyond the log (size {ledger.size})"
     else:

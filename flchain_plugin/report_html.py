@@ -426,7 +426,7 @@ def _checkpoints(doc: dict[str, Any]) -> str:
 def _anchors(doc: dict[str, Any]) -> str:
     rows = [[esc(a["index"]), esc(a.get("chain")), code(a.get("contract", "-")),
              code(a.get("tx")), esc(a.get("block", "-")), esc(a.get("size")),
-             code(short(a.get("root"))),
+             code(short(a.get("root"))), _minted(a.get("minted")),
              badge("failed", a["problem"]) if a["problem"] else badge("ok", "root matches log")]
             for a in doc["anchors"]]
     return ('<section id="anchors"><h2>Chain anchors</h2><p>Each <code>anchor</code> entry '
@@ -434,7 +434,18 @@ def _anchors(doc: dict[str, Any]) -> str:
             "checked against this log here, the chain with <code>flchain anchor verify"
             "</code>.</p>"
             + table(["entry", "chain", "contract", "transaction", "block", "tree size",
-                     "root", "status"], rows, "no anchor entries") + "</section>")
+                     "root", "credits minted", "status"], rows, "no anchor entries")
+            + "</section>")
+
+
+def _minted(minted: Any) -> str:
+    """The rounds whose credits were minted against an anchor, one line each."""
+    if not isinstance(minted, list) or not minted:
+        return "-"
+    shown, more = capped(minted, MAX_LIST)
+    lines = [f"run {m.get('run')} round {m.get('round')}: {m.get('total')} tokens, "
+             f"tx {short(m.get('tx'))}" if isinstance(m, dict) else str(m) for m in shown]
+    return "<br>".join(esc(line) for line in lines) + esc(more)
 
 
 def _verification(v: dict[str, Any]) -> str:
