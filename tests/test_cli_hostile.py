@@ -221,6 +221,7 @@ BASE: dict[tuple[str, ...], Callable[[World], list[str]]] = {
     ("anchor",): lambda w: ["--rpc", "http://127.0.0.1:9", "--contract", "0x" + "11" * 20],
     ("anchor", "verify"): lambda w: ["--rpc", "http://127.0.0.1:9", "--contract", "0x" + "11" * 20],
     ("credits",): lambda w: ["--replay"],
+    ("report",): lambda w: ["--out", str(w.fresh("report.html"))],
 }
 
 NO_LEDGER = {("witness", "serve"), ("witness", "evidence"), ("migrate",), ("anchor", "deploy")}

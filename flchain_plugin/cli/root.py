@@ -257,6 +257,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "anchor": LazyCommand("flchain_plugin.cli.anchor", "anchor", "evm",
                           "Anchor checkpoints on an EVM chain, mint credits, verify."),
     "credits": LazyCommand("flchain_plugin.cli.credits", "credits"),
+    "report": LazyCommand("flchain_plugin.cli.report", "report", None, "Write the audit report."),
 }
 
 
