@@ -119,6 +119,18 @@ def mape(net: torch.nn.Module, partner: int, weeks: range) -> float:
     return float(np.mean(np.abs(pred - actual) / actual))
 
 
+def naive_mape(weeks: range) -> float:
+    """The baseline a planner has without a model: next week sells what this week sold."""
+    errors = []
+    for p in range(len(PARTNERS)):
+        s = demand(p)
+        errors += [abs(s[w - 1] - s[w]) / s[w] for w in weeks]
+    return float(np.mean(errors))
+
+
+BACKTEST = range(WEEKS - 12, WEEKS)  # the last 12 weeks of every partner
+
+
 # -- the federation -------------------------------------------------------------------------
 
 
@@ -174,7 +186,7 @@ def make_server_app(ledger: Path, rounds: int, allowed: list[str],
             net = model()
             net.load_state_dict(arrays.to_torch_state_dict())
             return MetricRecord({"backtest_mape": float(np.mean(
-                [mape(net, p, range(WEEKS - 12, WEEKS)) for p in range(len(PARTNERS))]))})
+                [mape(net, p, BACKTEST) for p in range(len(PARTNERS))]))})
 
         strategy.start(grid, ArrayRecord(model().state_dict()), num_rounds=rounds,
                        train_config=ConfigRecord({"lr": LR}),
@@ -262,6 +274,14 @@ def serve(out: Path, uri: str, console: Console) -> list[dict[str, Any]]:
             console.print(f"prediction {rec['id']}: {name} week {WEEKS}: {rec['forecast']:,.0f}"
                           f" units, by {uri} (weights {weights[:19]}…)")
     return served
+
+
+def backtests(out: Path, run: str) -> dict[int, float]:
+    """Each round's backtest error, as the ledger's central `evaluation` entries hold it."""
+    with Ledger(out / "ledger.db", create=False) as led:
+        return {le.entry.round: le.entry.metrics["backtest_mape"]
+                for le in led.iter_entries(type="evaluation")
+                if le.entry.run == run and le.entry.source == "central"}
 
 
 # -- tracing a prediction ---------------------------------------------------------------------
@@ -359,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("mlflow").setLevel(logging.ERROR)
     console.rule(f"{len(PARTNERS)} partners forecast demand, {args.rounds} rounds")
     result = federate(args.out, args.rounds, args.verbose)
+    errors = backtests(args.out, result["run"])
+    console.print("backtest MAPE per round (ledger `evaluation` entries): " + ", ".join(
+        f"{r}: {e:.1%}" for r, e in sorted(errors.items())) +
+        f"; naive (last week's demand): {naive_mape(BACKTEST):.1%}", highlight=False)
     uri = register(args.out, result["model"])
     served = serve(args.out, uri, console)
     console.rule("tracing every served prediction")
@@ -368,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = audit(args.out, result["model"], console) and all(t["lineage_ok"] for t in traces)
     if args.json:
         print(json.dumps({"ok": ok, "run": result["run"], "model": result["model"],
-                          "model_uri": uri, "traces": traces}))
+                          "model_uri": uri, "backtest_mape": errors,
+                          "naive_mape": naive_mape(BACKTEST), "traces": traces}))
     return 0 if ok else 1
 
 
