@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -224,8 +225,8 @@ def ledger_view(led: Ledger, run: str) -> dict[int, dict[str, Any]]:
 
 
 def show_rounds(view: dict[int, dict[str, Any]], console: Console) -> None:
-    t = Table(title="What the ledger recorded per round: each bank's update (its signed "
-                    "training loss) or refusal, and the model's scores on the held-out set")
+    t = Table(title="What the ledger recorded per round: each bank's signed training loss "
+                    "or its refusal, and the model's scores on the held-out set")
     t.add_column("round")
     for name, _ in BANKS:
         t.add_column(name + (" (hostile)" if name == POISONER else ""))
@@ -234,7 +235,7 @@ def show_rounds(view: dict[int, dict[str, Any]], console: Console) -> None:
         cells = []
         for name, _ in BANKS:
             b = r["banks"].get(name)
-            cells.append("-" if b is None else f"loss {b['loss']:.3f}" if b["accepted"]
+            cells.append("-" if b is None else f"{b['loss']:.3f}" if b["accepted"]
                          else f"[red]refused: {b['reason']}[/red]")
         s = r["test"]
         t.add_row(str(rnd), *cells,
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         warnings.filterwarnings("ignore")
         logging.getLogger("flwr").setLevel(logging.ERROR)
-    console = Console()
+    console = Console(width=shutil.get_terminal_size((120, 40)).columns)
     console.rule(f"{len(BANKS)} banks, {args.rounds} rounds; {POISONER} flips its fraud labels"
                  f" and boosts its update in round {args.boost_round}")
     result = federate(args.out, args.rounds, args.boost_round, args.verbose)

@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
         logging.getLogger("flwr").setLevel(logging.ERROR)
         logging.getLogger("mlflow").setLevel(logging.ERROR)
-    console = Console()
+    console = Console(width=shutil.get_terminal_size((120, 40)).columns)
     console.rule(f"{len(HOSPITALS)} hospitals, {args.rounds} rounds; {DRIFTING}'s scanner "
                  f"drifts from round {args.drift_from}")
     result = federate(args.out, args.rounds, args.drift_from, args.verbose)

@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     p.add_argument("--json", action="store_true", help="print a JSON summary line at the end")
     args = p.parse_args(argv)
-    console = Console()
+    console = Console(width=shutil.get_terminal_size((120, 40)).columns)
     if args.trace is not None:
         if not (args.out / PREDICTIONS).exists():
             p.error(f"no {PREDICTIONS} in {args.out}: run without --trace first")
