@@ -279,16 +279,23 @@ def entry_type(cls: type[Entry]) -> type[Entry]:
 @entry_type
 @dataclass(frozen=True)
 class Run(Entry):
-    """A training run began: its strategy, configuration and starting model."""
+    """A training run began: its strategy, configuration and starting model.
+
+    `contracts`: the credit contracts the run pays by (`flchain_plugin.contracts`:
+    budget, each rule's name, version, canonical params, weight and identity digest; a
+    quality rule's params hold its validation set's digest). Added after format v1 was
+    first written, so omitted when None: a run without contracts keeps its old bytes."""
 
     TYPE: ClassVar[str] = "run"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("model",)
     MODEL: ClassVar[str | None] = "model"  # the initial model: an origin
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"contracts"})
     run: str
     strategy: str
     config: Digest
     model: Digest
     policy: JsonObject = field(default_factory=dict)
+    contracts: JsonObject | None = None
 
 
 @entry_type
@@ -422,15 +429,24 @@ class Dataset(Entry):
 @entry_type
 @dataclass(frozen=True)
 class Credit(Entry):
-    """A contract rule's award to a contributor, replayable from the log."""
+    """A contract rule's award to a contributor, replayable from the log
+    (`flchain_plugin.contracts`). `amount` is a non-negative integer of token units: a
+    round's awards sum exactly to its budget, with no float rounding to disagree on;
+    `rule` is the rule's label in the run's contracts; `basis` what the rule read."""
 
     TYPE: ClassVar[str] = "credit"
     run: str
     round: int
     node: str
     rule: str
-    amount: float
+    amount: int
     basis: JsonObject = field(default_factory=dict)
+
+    @classmethod
+    def _check(cls, values: Mapping[str, Any]) -> None:
+        if values["amount"] < 0:
+            raise EntryError(f"credit.amount: {values['amount']} is negative; a penalty "
+                             "reduces an award, it never makes one negative")
 
 
 @entry_type

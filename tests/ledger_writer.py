@@ -30,7 +30,7 @@ from flchain_plugin.ledger import Ledger, TreeHead
 
 def batch(label: str, b: int) -> list[E.Entry]:
     k = 1 + b % 4
-    return [E.Credit(run=label, round=b, node=f"{j}/{k}", rule="batch", amount=float(j))
+    return [E.Credit(run=label, round=b, node=f"{j}/{k}", rule="batch", amount=j)
             for j in range(k)]
 
 

@@ -34,7 +34,7 @@ def dataset(i: int) -> E.Entry:
 
 
 def credit(i: int) -> E.Entry:
-    return E.Credit(run="r1", round=i, node=str(i), rule="equal", amount=0.5, basis={"n": i})
+    return E.Credit(run="r1", round=i, node=str(i), rule="equal", amount=5, basis={"n": i})
 
 
 def lines(entries: list[E.Entry]) -> str:

@@ -36,7 +36,8 @@ def dg(c: str) -> str:
 # One valid entry per type with every optional field set, so that each field can be broken.
 SAMPLES: list[E.Entry] = [
     E.Run(run="run-1", strategy="FedAvg", config=dg("1"), model=dg("2"),
-          policy={"max_norm": 10.0, "require_signature": True}),
+          policy={"max_norm": 10.0, "require_signature": True},
+          contracts={"budget": 1000, "rules": [{"name": "quantity", "params": {"cap": None}}]}),
     E.Member(run="run-1", node="17", key="ed25519:AAAA", via="tofu"),
     E.Update(run="run-1", round=3, node="9223372036854775807", update=dg("3"), parent=dg("2"),
              num_examples=100, metrics={"loss": 0.25, "n": [1, 2]}, dataset=dg("4"), nonce="n-1",
@@ -48,7 +49,7 @@ SAMPLES: list[E.Entry] = [
     E.Evaluation(run="run-1", round=3, model=dg("5"), metrics={"accuracy": 0.91}, source="central"),
     E.Dataset(dataset=dg("4"), owner="client-1", scheme="hmac-sha256-merkle-v1", examples=1000,
               name="mnist-shard-1"),
-    E.Credit(run="run-1", round=3, node="17", rule="shapley", amount=1.5, basis={"share": 0.5}),
+    E.Credit(run="run-1", round=3, node="17", rule="shapley", amount=15, basis={"share": 0.5}),
     E.Rollback(model=dg("2"), previous=dg("5"), reason="diverged", run="run-1"),
     E.Erasure(blob=dg("5"), reason="right to erasure"),
     E.Mlflow(kind="model_version", model_id="m-1", files=dg("6"), model=dg("5"), run_id="abc",
@@ -102,6 +103,8 @@ def strategy_for(tp: Any, cls: type[E.Entry], name: str) -> st.SearchStrategy[An
     of every type is exercised without listing them."""
     if cls is E.Rejected and name == "reason":
         return st.sampled_from(sorted(E.REJECT_REASONS))
+    if cls is E.Credit and name == "amount":  # token units: never negative
+        return st.integers(0, SAFE)
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -179,7 +182,7 @@ def test_large_integral_float_round_trips(x: float, tmp_path: Path) -> None:
     """A diverging loss of 3.5e17 is written `350000000000000000` by JCS and must read back
     as that double (it once made the ledger call its own entry corrupt)."""
     es = [E.Evaluation(run="r", round=1, model=dg("a"), metrics={"loss": x}),
-          dataclasses.replace(BY_TYPE["credit"], amount=x),
+          dataclasses.replace(BY_TYPE["credit"], basis={"share": x}),
           dataclasses.replace(BY_TYPE["checkpoint"], score=x)]
     for e in es:
         assert str(int(x)).encode() in e.encode()
@@ -193,12 +196,11 @@ def test_large_integral_float_round_trips(x: float, tmp_path: Path) -> None:
 
 
 def test_a_large_integral_int_in_any_number_field_is_the_double_it_equals() -> None:
-    """Optional (`float | None`) and plain `float` fields alike: 2**60 is stored as 2.0**60."""
-    for e in (dataclasses.replace(BY_TYPE["credit"], amount=2**60),
-              dataclasses.replace(BY_TYPE["checkpoint"], score=2**60)):
-        value = getattr(e, "amount", None) or e.score  # type: ignore[attr-defined]
-        assert type(value) is float and value == 2.0**60
-        assert E.decode(e.encode()) == e
+    """A `float | None` field: 2**60 is stored as 2.0**60. (Credit.amount, once the plain
+    float field tested here too, is an integer now: see the credit tests at the end.)"""
+    e = dataclasses.replace(BY_TYPE["checkpoint"], score=2**60)
+    assert type(e.score) is float and e.score == 2.0**60
+    assert E.decode(e.encode()) == e
 
 
 def test_python_ints_beyond_2_53_are_refused() -> None:
@@ -278,6 +280,9 @@ def test_missing_and_extra_fields_name_the_field(sample: E.Entry) -> None:
     for name in sample._NAMES:
         obj = sample.to_json()
         del obj[name]
+        if name == "contracts":  # optional, absent from runs without contracts
+            assert E.from_json(obj) == dataclasses.replace(sample, contracts=None)
+            continue
         if name in sample.OMITTED_WHEN_NONE:  # optional, but only as a pair (pq_*)
             with pytest.raises(EntryError, match=rf"^{sample.TYPE}\.pq_key: .*both or neither"):
                 E.from_json(obj)
@@ -317,11 +322,12 @@ NON_FINITE_LITERALS = ["NaN", "Infinity", "-Infinity"]
 
 
 @pytest.mark.parametrize("literal", NON_FINITE_LITERALS)
-@pytest.mark.parametrize("where", ["credit.amount", "credit.basis"])
+@pytest.mark.parametrize("where", ["checkpoint.score", "credit.basis"])
 def test_non_finite_literals_are_refused(literal: str, where: str) -> None:
     obj = BY_TYPE["credit"].to_json()
-    if where == "credit.amount":
-        text = json.dumps({**obj, "amount": 0.0}).replace("0.0", literal)
+    if where == "checkpoint.score":
+        text = json.dumps({**BY_TYPE["checkpoint"].to_json(), "score": 0.0}).replace(
+            "0.0", literal)
     else:
         text = json.dumps({**obj, "basis": {"share": {"deep": [0.0]}}}).replace("0.0", literal)
     assert literal in text
@@ -333,14 +339,14 @@ def test_non_finite_literals_are_refused(literal: str, where: str) -> None:
 
 def test_overflowing_numbers_and_nan_values_name_the_field() -> None:
     obj = BY_TYPE["credit"].to_json()
-    text = json.dumps({**obj, "amount": 0.0}).replace("0.0", "1e999")  # parses as inf
-    with pytest.raises(EntryError, match=r"^credit\.amount: non-finite number inf"):
-        E.parse_json(text)
+    text = json.dumps({**BY_TYPE["checkpoint"].to_json(), "score": 0.0}).replace("0.0", "1e999")
+    with pytest.raises(EntryError, match=r"^checkpoint\.score: non-finite number inf"):
+        E.parse_json(text)  # parses as inf
     text = json.dumps({**obj, "basis": {"share": {"deep": [0.0]}}}).replace("0.0", "-1e400")
     with pytest.raises(EntryError, match=r"^credit\.basis: non-finite number -inf"):
         E.parse_json(text)
     for bad in (math.nan, math.inf, -math.inf):
-        with pytest.raises(EntryError, match=r"^credit\.amount: non-finite"):
+        with pytest.raises(EntryError, match=r"^credit\.amount: (want an integer|integer)"):
             dataclasses.replace(BY_TYPE["credit"], amount=bad)
         with pytest.raises(EntryError, match=r"^update\.metrics: non-finite"):
             dataclasses.replace(BY_TYPE["update"], metrics={"loss": bad})
@@ -358,7 +364,7 @@ def test_huge_integer_literal_is_an_entry_error() -> None:
         with pytest.raises(EntryError):
             E.decode(text.encode())
         credit = BY_TYPE["credit"].encode().decode()
-        big = credit.replace('"amount":1.5', '"amount":' + "9" * digits)
+        big = credit.replace('"amount":15', '"amount":' + "9" * digits)
         with pytest.raises(EntryError, match=r"^credit\.amount"):
             E.parse_json(big)
 
@@ -400,7 +406,7 @@ def _non_canonical_forms(entry: E.Entry) -> list[bytes]:
         text.replace('"v":1', '"v":1e0').encode(),
         text.replace('"v":1', '"v":true').encode(),
         text.replace('"type"', '"\\u0074ype"').encode(),  # needless escape
-        text.replace('"amount":1.5', '"amount":15e-1').encode(),
+        text.replace('"amount":15', '"amount":1.5e1').encode(),
         text.replace('"share":0.5', '"share":0.50').encode(),
         "\ufeff".encode() + data,  # BOM
     ]
@@ -686,3 +692,23 @@ def test_the_append_command_refuses_deep_json_and_big_integers_in_one_line(tmp_p
         assert r.exit_code == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.stderr
     with Ledger(path, create=False) as led:
         assert led.size == 0
+
+
+# -- credit amounts are non-negative integers (contracts.rounding pays integer tokens) --------
+
+@pytest.mark.parametrize("amount", [1.5, 2.0, -1, True, "3"], ids=repr)
+def test_credit_amount_is_a_non_negative_integer(amount: Any) -> None:
+    with pytest.raises(EntryError, match=r"^credit\.amount: "):
+        dataclasses.replace(BY_TYPE["credit"], amount=amount)
+    text = json.dumps({**BY_TYPE["credit"].to_json(), "amount": amount})
+    with pytest.raises(EntryError, match=r"^credit\.amount: "):
+        E.parse_json(text)
+
+
+def test_run_without_contracts_keeps_its_bytes() -> None:
+    """`contracts` was added after format v1: absent from the JSON when None."""
+    run = dataclasses.replace(BY_TYPE["run"], contracts=None)
+    assert b"contracts" not in run.encode()
+    withc = dataclasses.replace(run, contracts={"budget": 10, "rules": []})
+    assert b'"contracts":{"budget":10,"rules":[]}' in withc.encode()
+    assert E.decode(withc.encode()) == withc

@@ -38,7 +38,7 @@ def make_entry(i: int) -> E.Entry:
         return E.Evaluation(run=run, round=i // 5, model=dg(("m", i // 10)), metrics={"acc": 0.5})
     if k == 3:
         return E.Rejected(run=run, round=i // 5, node=f"node-{i}", reason="replay", detail="seen")
-    return E.Credit(run=run, round=i // 5, node=f"node-{i}", rule="equal", amount=float(i))
+    return E.Credit(run=run, round=i // 5, node=f"node-{i}", rule="equal", amount=i)
 
 
 def entries(n: int, start: int = 0) -> list[E.Entry]:

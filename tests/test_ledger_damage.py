@@ -34,7 +34,7 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
     path = tmp_path_factory.mktemp("damage") / "healthy.db"
     with Ledger(path, origin="example.com/damage") as led:
         for b in range(0, ENTRIES, BATCH):
-            led.append([E.Credit(run="r", round=b, node=f"n{i}", rule="equal", amount=i / 7)
+            led.append([E.Credit(run="r", round=b, node=f"n{i}", rule="equal", amount=i * 7)
                         for i in range(b, b + BATCH)])
     assert not Path(f"{path}-wal").exists()
     with sqlite3.connect(path) as c:

@@ -47,7 +47,7 @@ def make_entry(i: int) -> E.Entry:
         return E.Update(run="run-t", round=i, node=str(i), update=dg(i, "u"), parent=dg(i - 1),
                         num_examples=i, metrics={"loss": 1.0 / (i + 1)}, dataset=None,
                         nonce=f"n{i}", key=None, signature=None)
-    return E.Credit(run="run-t", round=i, node=str(i), rule="equal", amount=i / 7)
+    return E.Credit(run="run-t", round=i, node=str(i), rule="equal", amount=i * 7)
 
 
 @dataclass(frozen=True)
@@ -391,7 +391,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("big") / "big.db"
     with Ledger(path) as led:
         for b in range(BIG_BATCHES):
-            led.append([E.Credit(run="big", round=b, node=str(j), rule="r", amount=float(j))
+            led.append([E.Credit(run="big", round=b, node=str(j), rule="r", amount=j)
                         for j in range(BIG_BATCH)])
     return path
 

@@ -213,7 +213,7 @@ class Log:
 
     def grow(self, n: int, label: str = "a") -> int:
         self.ledger.append([E.Credit(run=label, round=self.batches, node=f"n{j}", rule="test",
-                                     amount=float(j)) for j in range(n)], signer=self.key)
+                                     amount=j) for j in range(n)], signer=self.key)
         self.batches += 1
         export_tiles(self.ledger, self.tiles)
         return self.ledger.size
@@ -464,7 +464,7 @@ def test_a_wrong_key_is_refused(tmp_path: Path) -> None:
 
 def test_entries_must_be_canonical(tmp_path: Path) -> None:
     key = generate_key(ORIGIN)
-    good = [E.Credit(run="r", round=0, node=f"n{i}", rule="t", amount=1.0).encode()
+    good = [E.Credit(run="r", round=0, node=f"n{i}", rule="t", amount=1).encode()
             for i in range(600)]
     spaced = json.dumps(json.loads(good[300]), indent=1).encode()
     write_tiles(tmp_path / "tiles", [*good[:300], spaced, *good[301:]], key)

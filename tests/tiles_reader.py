@@ -117,7 +117,7 @@ def file_fetch(directory: Path) -> Fetch:
 def credits(start: int, n: int) -> list[E.Entry]:
     """Small entries, quick to encode: 70,000 of them append in a few seconds."""
     return [E.Credit(run="r", round=(start + i) // 1000, node=f"n{start + i}", rule="equal",
-                     amount=1.0) for i in range(n)]
+                     amount=1) for i in range(n)]
 
 
 def grow(led: Ledger, to: int, key: Signer | None, batch: int = 20_000) -> None:

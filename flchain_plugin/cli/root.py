@@ -245,6 +245,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "tiles": LazyCommand("flchain_plugin.cli.tiles", "tiles"),
     "serve": LazyCommand("flchain_plugin.cli.tiles", "serve"),
     "witness": LazyCommand("flchain_plugin.cli.witness", "witness"),
+    "credits": LazyCommand("flchain_plugin.cli.credits", "credits"),
 }
 
 

@@ -27,6 +27,7 @@ from flwr.serverapp.strategy import Strategy
 from .. import entries as E
 from ..blobs import BlobStore
 from ..commit import commit, log_pq_signer, log_signer, open_ledger
+from ..contracts import Contracts
 from ..digest import DigestError, json_digest
 from ..ledger import Ledger
 from ..lineage import latest_model
@@ -36,6 +37,7 @@ from ..tiles_export import TilesExportError, export_tiles
 from ..verification import Policy, Round, Verdict, verify_round
 from .announce import UNCONFIRMED_KEPT, Announcer
 from .arrays import numpy_to_record, record_to_numpy, record_views, views_digest
+from .credits import RoundCredits
 from .protocol import STATEMENT_RECORD, json_safe
 from .replies import SentModel, reply_facts
 from .run import RunState, config_json, describe
@@ -132,6 +134,8 @@ class LedgerStrategy(Strategy):
         checkpoint (the round's entries stay committed).
     tiles : a directory kept a current C2SP tlog-tiles export of the ledger after every
         commit (`flchain_plugin.tiles_export.export_tiles`), to publish on any web server.
+    contracts : credit rules and a round budget (`flchain_plugin.contracts.Contracts`): the
+        run entry records them and every round's batch ends with its `credit` entries.
     """
 
     def __init__(
@@ -147,6 +151,7 @@ class LedgerStrategy(Strategy):
         witnesses: WitnessesArg = None,
         quorum: int | None = None,
         tiles: str | os.PathLike[str] | None = None,
+        contracts: Contracts | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(strategy, Strategy):
@@ -165,6 +170,8 @@ class LedgerStrategy(Strategy):
         self.resume_from = _resume_from(self.ledger, self.blobs, resume_from)
         self.quorum = _quorum(witnesses, quorum)
         self.tiles = _tiles_dir(tiles)
+        self.credits = None if contracts is None else RoundCredits(contracts, self.blobs,
+                                                                   self.ledger)
         self._run: RunState | None = None
         self._io: ThreadPoolExecutor | None = None  # writes blobs while the batch commits
         self._pending_evals: list[tuple[int, str, dict[str, Any]]] = []
@@ -183,9 +190,11 @@ class LedgerStrategy(Strategy):
 
     # -- committing ----------------------------------------------------------------------
 
-    def _commit(self, batch: list[E.Entry], built_for: int | None = None) -> E.Entry:
+    def _commit(self, batch: list[E.Entry], built_for: int | None = None, at: int = -1
+                ) -> E.Entry:
         """Append one batch (after any pending evaluations) and sign a checkpoint of it;
-        returns the batch's last entry as logged (rebased if another writer appended).
+        returns the batch's entry `at` (negative: from the end) as logged (rebased if
+        another writer appended).
         `built_for`: the ledger size the batch's leaf indices (a model's `inputs`) were
         computed against."""
         batch = self._pending + batch
@@ -198,7 +207,7 @@ class LedgerStrategy(Strategy):
             note = self.quorum.gather(self.ledger, note, self.signer.verifier)
         self._announcer.signed(note, done.head.size)
         self._publish()
-        return done.entries[-1]
+        return done.entries[at]
 
     def _publish(self) -> None:
         """Bring the tiles export up to the latest checkpoint; a failure is logged (the
@@ -246,7 +255,8 @@ class LedgerStrategy(Strategy):
             record, digest = arrays, views_digest(record_views(arrays))
         run_entry = E.Run(run=run_id, strategy=describe(self.strategy),
                           config=json_digest(config_json(self.strategy, config)), model=digest,
-                          policy=self.policy.to_json())
+                          policy=self.policy.to_json(),
+                          contracts=self.credits.contracts.describe() if self.credits else None)
         batch: list[E.Entry] = [run_entry]
         if self.resume_from is not None:
             batch.append(E.Rollback(model=digest, previous=latest_model(self.ledger),
@@ -326,6 +336,8 @@ class LedgerStrategy(Strategy):
         self._announcer.confirm(replies)
         verdicts = self._verify(st, server_round, replies)
         accepted = [m for m, v in zip(replies, verdicts, strict=True) if v.accepted]
+        if self.credits is not None:  # quality rules read the updates before aggregation
+            self.credits.keep(st, replies, verdicts)
         arrays, metrics, kept, error = self._delegate(server_round, accepted)
         batch, built_for = self._record(st, server_round, verdicts, arrays, metrics, kept)
         self._commit_round(st, batch, built_for, arrays)
@@ -387,18 +399,21 @@ class LedgerStrategy(Strategy):
                                  model=views_digest(record_views(arrays)), parent=st.model,
                                  inputs=inputs, aggregator=aggregator,
                                  metrics=json_safe(dict(metrics)) if metrics is not None else {}))
+        if self.credits is not None:
+            batch += self.credits.entries(st, server_round, batch)
         return batch, built_for
 
     def _commit_round(self, st: RunState, batch: list[E.Entry], built_for: int,
                       arrays: ArrayRecord | None) -> None:
         """Commit the batch (the new model's weights stored meanwhile), then make the
         committed model entry the global model the next round announces."""
-        model = batch[-1]
+        at = max(i for i, e in enumerate(batch) if isinstance(e, E.Model))  # credits follow
+        model = batch[at]
         assert isinstance(model, E.Model)
         views = record_views(arrays) if arrays is not None else None
         if views is not None:
             self._store({k: v.numpy() for k, v in views.items()}, model.model)
-        logged = self._commit(batch, built_for)
+        logged = self._commit(batch, built_for, at=at - len(batch))
         # What was logged: a concurrent writer may have shifted the model's inputs.
         st.model, st.entry_index, st.entry = model.model, self._last_index, logged.encode()
         if arrays is not None:

@@ -1,0 +1,90 @@
+"""LedgerStrategy's side of credit contracts: the round's facts and tensors in, the
+round's `credit` entries out (the rules themselves are `flchain_plugin.contracts`).
+
+Quality rules evaluate models rebuilt from the round's updates, so their tensors are
+copied before the wrapped strategy aggregates (inner strategies pop or clip arrays in
+place) and stored in the blob store by digest, where `flchain credits --replay` finds
+them with the previous global model (already stored for rollback).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+from flwr.app import Message
+
+from .. import entries as E
+from ..blobs import BlobStore
+from ..contracts import Contracts, RefusalHistory, RoundArrays, RoundFacts, round_facts
+from ..ledger import Ledger
+from ..verification import Verdict
+from .arrays import record_to_numpy
+from .run import RunState
+
+log = logging.getLogger("flchain.flower")
+
+
+class RoundCredits:
+    """Computes each round's credits for one LedgerStrategy (see module docstring)."""
+
+    def __init__(self, contracts: Contracts, blobs: BlobStore | None, ledger: Ledger):
+        if not isinstance(contracts, Contracts):
+            raise ValueError(f"contracts must be a flchain_plugin.contracts.Contracts, "
+                             f"got {contracts!r}")
+        if contracts.needs_arrays and blobs is None:
+            raise ValueError("contracts: a quality rule needs blobs (updates are kept for "
+                             "`flchain credits --replay`); do not pass blobs=False")
+        self.contracts, self.blobs, self.ledger = contracts, blobs, ledger
+        self._history = RefusalHistory(contracts.window)
+        self._run: str | None = None
+        self._updates: dict[str, dict[str, Any]] = {}
+
+    def keep(self, st: RunState, replies: list[Message], verdicts: list[Verdict]) -> None:
+        """Copy (and store) the accepted updates' tensors, for quality rules only."""
+        if not self.contracts.needs_arrays:
+            return
+        assert self.blobs is not None
+        self._updates = {}
+        for msg, v in zip(replies, verdicts, strict=True):
+            if v.accepted and v.facts.update is not None:
+                arrays = record_to_numpy(next(iter(msg.content.array_records.values())))
+                stored = self.blobs.put(arrays)
+                if stored != v.facts.update:  # pragma: no cover - the digest was just checked
+                    log.error("flchain: update %s stored as %s", v.facts.update, stored)
+                self._updates[v.facts.update] = arrays
+        self._updates["previous"] = {k: t.numpy() for k, t in st.global_views().items()}
+
+    def _load_history(self, run: str, before: int) -> None:
+        """A restarted server: refusals this run recorded before, for penalties."""
+        self._run, self._history = run, RefusalHistory(self.contracts.window)
+        if not self.contracts.window:
+            return
+        rounds: dict[int, list[E.Entry]] = defaultdict(list)
+        for le in self.ledger.iter_entries(type="rejected"):
+            e = le.entry
+            if isinstance(e, E.Rejected) and e.run == run and e.round < before:
+                rounds[e.round].append(e)
+        for rnd in sorted(rounds):
+            self._history.add(round_facts(run, rnd, rounds[rnd]))
+
+    def entries(self, st: RunState, server_round: int, batch: list[E.Entry]) -> list[E.Credit]:
+        """The round's credit entries, from the batch about to be committed. A rule that
+        fails (a user's evaluate raising) is logged and the round pays nothing: replay
+        then names the awards due."""
+        if self._run != st.run:
+            self._load_history(st.run, server_round)
+        facts = round_facts(st.run, server_round, batch, self._history.before(server_round))
+        previous = self._updates.pop("previous", None)
+        if self.contracts.needs_arrays and facts.accepted and previous is not None:
+            facts = RoundFacts(**{**facts.__dict__,
+                                  "arrays": RoundArrays(previous, dict(self._updates))})
+        self._updates = {}
+        self._history.add(facts)
+        try:
+            return self.contracts.credits(facts)
+        except Exception as e:  # the round is committed either way
+            log.error("flchain: round %d: credits not computed (%s: %s)", server_round,
+                      type(e).__name__, e)
+            return []
