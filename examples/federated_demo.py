@@ -15,7 +15,8 @@ and committed to the SQLite ledger in `--out`, one batch per round, with a signe
 checkpoint; the attacks are refused with their reason codes and the honest updates are
 aggregated. The policy only allow-lists the clients' keys: the norm bound that refuses the
 boosted update is the default one, 5 x the median of the round's update norms. The script
-then verifies the ledger and prints the final model's lineage.
+then verifies the ledger, prints the final model's lineage, and ends by writing the audit
+report (`flchain report`: one self-contained HTML page) and printing its path.
 
 With `--witness URL VKEY` (repeated) and `--quorum K`, every checkpoint must be cosigned by
 K of those witnesses (`flchain witness serve`) before its model is announced, and every
@@ -55,6 +56,8 @@ from flchain_plugin.flower.keys import ledger_key
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.lineage import lineage
 from flchain_plugin.quorum import QuorumError, Witnesses
+from flchain_plugin.report import build_report
+from flchain_plugin.report_html import render
 
 SEED = 7
 LOCAL_STEPS = 25
@@ -310,6 +313,21 @@ def report(out: Path, result: dict[str, Any], console: Console) -> dict[str, Any
             "round_seconds": [round(x, 3) for x in result["round_seconds"]]}
 
 
+def audit_report(out: Path, console: Console) -> Path:
+    """The whole story in one page: what `flchain report` writes, for the demo's ledger."""
+    ledger_path = out / "ledger.db"
+    with Ledger(ledger_path, create=False) as led:
+        doc = build_report(led, blobs=BlobStore(default_root(ledger_path)),
+                           path=str(ledger_path)).to_json()
+    page = out / "report.html"
+    page.write_text(render(doc), encoding="utf-8")
+    console.rule("flchain report")
+    console.print(f"same from the shell: flchain --ledger {ledger_path} report --out {page}")
+    console.print(f"[bold]audit report (open it in a browser):[/bold] {page.resolve()}",
+                  soft_wrap=True)
+    return page
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the ledger goes")
@@ -343,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.out, args.rounds, args.clients, quiet=not args.verbose,
                  witnesses=tuple((u, k) for u, k in args.witness), quorum=args.quorum)
     summary = report(args.out, result, console)
+    summary["report"] = str(audit_report(args.out, console).resolve())
     if args.json:
         print(json.dumps(summary))
     return 0 if summary["ok"] else 1

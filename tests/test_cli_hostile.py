@@ -214,6 +214,7 @@ BASE: dict[tuple[str, ...], Callable[[World], list[str]]] = {
     ("tiles", "export"): lambda w: [str(w.fresh("tiles"))],
     ("serve",): lambda w: ["--port", "0"],
     ("mirror",): lambda w: [str(w.tiles), "--key-verifier", w.ledger_vkey, "--once"],
+    ("report",): lambda w: ["--out", str(w.fresh("report.html"))],
 }
 
 NO_LEDGER = {("witness", "serve"), ("witness", "evidence")}

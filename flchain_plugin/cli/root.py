@@ -246,6 +246,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "serve": LazyCommand("flchain_plugin.cli.tiles", "serve"),
     "witness": LazyCommand("flchain_plugin.cli.witness", "witness"),
     "credits": LazyCommand("flchain_plugin.cli.credits", "credits"),
+    "report": LazyCommand("flchain_plugin.cli.report", "report", None, "Write the audit report."),
 }
 
 
