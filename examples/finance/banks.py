@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,17 @@ from rich.table import Table
 from sklearn.datasets import make_classification
 
 from flchain_plugin import entries as E
+from flchain_plugin.blobs import BlobStore, default_root
 from flchain_plugin.commit import load_or_create_key
+from flchain_plugin.contracts import (
+    Contracts,
+    Penalties,
+    Quality,
+    Quantity,
+    Validation,
+    balances,
+    replay_credits,
+)
 from flchain_plugin.datasets import dataset_commitment, example_bytes
 from flchain_plugin.flower import LedgerStrategy, Policy, signing_mod
 from flchain_plugin.flower.keys import ledger_key
@@ -64,8 +75,9 @@ FRAUD_WEIGHT = 4.0  # fraud is rare: the loss weighs it up, as a fraud team woul
 
 
 def transactions() -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
-    """Each bank's labelled transactions and the consortium's held-out test set: one
-    generated population (same fraud patterns everywhere), split by bank size."""
+    """Each bank's labelled transactions and the consortium's held-out set (half of it
+    validates credits, half tests): one generated population (the same fraud patterns
+    everywhere), split by bank size."""
     x, y = make_classification(n_samples=TRANSACTIONS, n_features=20, n_informative=8,
                                n_redundant=4, weights=[0.92, 0.08], class_sep=1.0,
                                flip_y=0.01, random_state=SEED)
@@ -94,6 +106,42 @@ def train(net: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
         loss.backward()
         opt.step()
     return float(loss)
+
+
+def loaded(arrays: Mapping[str, Any]) -> torch.nn.Module:
+    net = model()
+    net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()})
+    return net
+
+
+def held_out(part: str) -> tuple[np.ndarray, np.ndarray]:
+    """The consortium's held-out transactions: "validation" (credits) or "test" (scores)."""
+    x, y = transactions()[1]
+    half = len(x) // 2
+    return (x[:half], y[:half]) if part == "validation" else (x[half:], y[half:])
+
+
+def minus_loss(arrays: Mapping[str, Any], data: Mapping[str, np.ndarray]) -> float:
+    """The credit metric (higher is better): minus the fraud-weighted loss on `data`."""
+    with torch.no_grad():
+        out = loaded(arrays)(torch.from_numpy(data["x"]))
+        return -float(torch.nn.functional.cross_entropy(
+            out, torch.from_numpy(data["y"]), weight=torch.tensor([1.0, FRAUD_WEIGHT])))
+
+
+def validation() -> Validation:
+    """The consortium's validation set and metric: what the quality rule values updates
+    by. Its digest goes into the run entry; `flchain credits --replay --validation
+    banks:validation` rebuilds it (run with PYTHONPATH=examples/finance)."""
+    x, y = held_out("validation")
+    return Validation({"x": x, "y": y}, minus_loss)
+
+
+def contracts() -> Contracts:
+    """Who helped, paid in tokens: 1,000 a round, 3 parts by quality (GTG-Shapley value of
+    the update's reduction of the validation loss; nothing for making it worse), 1 part by
+    examples; a refused update forfeits the next rounds' awards (the default penalties)."""
+    return Contracts([(Quality(validation()), 3), (Quantity(), 1), Penalties()], budget=1000)
 
 
 def scores(net: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -157,10 +205,11 @@ def make_server_app(ledger: Path, rounds: int, allowed: list[str],
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         torch.set_num_threads(1)
-        x, y = transactions()[1]
-        strategy = LedgerStrategy(  # credits: CREDITS marks where the contract goes
+        x, y = held_out("test")
+        strategy = LedgerStrategy(
             FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=len(BANKS)),
             ledger=ledger, policy=Policy(allowed_keys=frozenset(allowed)),  # default norm bound
+            contracts=contracts(),
         )
 
         def central(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -205,8 +254,8 @@ def partners(led: Ledger, run: str) -> dict[str, str]:
 
 
 def ledger_view(led: Ledger, run: str) -> dict[int, dict[str, Any]]:
-    """Per round: each bank accepted (with its signed training loss) or refused (reason),
-    and the scores of the round's model on the held-out test set, read from the ledger."""
+    """Per round: each bank accepted (its signed training loss, its credits by rule) or
+    refused (reason), and the round model's scores on the test set, read from the ledger."""
     names = partners(led, run)
     rounds: dict[int, dict[str, Any]] = {}
     for le in led.iter_entries():
@@ -215,10 +264,14 @@ def ledger_view(led: Ledger, run: str) -> dict[int, dict[str, Any]]:
             continue
         r = rounds.setdefault(e.round, {"banks": {}, "test": None})
         if isinstance(e, E.Update):
-            r["banks"][names[e.node]] = {"accepted": True, "loss": e.metrics["train_loss"]}
+            r["banks"].setdefault(names.get(e.node, e.node), {"credits": {}}).update(
+                accepted=True, loss=e.metrics["train_loss"])
         elif isinstance(e, E.Rejected):
-            r["banks"][names.get(e.node, e.node)] = {"accepted": False, "reason": e.reason,
-                                                     "detail": e.detail}
+            r["banks"].setdefault(names.get(e.node, e.node), {"credits": {}}).update(
+                accepted=False, reason=e.reason, detail=e.detail)
+        elif isinstance(e, E.Credit):
+            got = r["banks"].setdefault(names.get(e.node, e.node), {"credits": {}})["credits"]
+            got[e.rule] = got.get(e.rule, 0) + e.amount
         elif isinstance(e, E.Evaluation) and e.source == "central":
             r["test"] = dict(e.metrics)
     return dict(sorted(rounds.items()))
@@ -226,7 +279,7 @@ def ledger_view(led: Ledger, run: str) -> dict[int, dict[str, Any]]:
 
 def show_rounds(view: dict[int, dict[str, Any]], console: Console) -> None:
     t = Table(title="What the ledger recorded per round: each bank's signed training loss "
-                    "or its refusal, and the model's scores on the held-out set")
+                    "and credits (tokens), or its refusal; the model's scores on the test set")
     t.add_column("round")
     for name, _ in BANKS:
         t.add_column(name + (" (hostile)" if name == POISONER else ""))
@@ -235,17 +288,49 @@ def show_rounds(view: dict[int, dict[str, Any]], console: Console) -> None:
         cells = []
         for name, _ in BANKS:
             b = r["banks"].get(name)
-            cells.append("-" if b is None else f"{b['loss']:.3f}" if b["accepted"]
-                         else f"[red]refused: {b['reason']}[/red]")
+            if b is None:
+                cells.append("-")
+            elif b["accepted"]:
+                cells.append(f"{b['loss']:.3f} · {sum(b['credits'].values())} tok")
+            else:
+                cells.append(f"[red]refused: {b['reason']}[/red]")
         s = r["test"]
         t.add_row(str(rnd), *cells,
                   "-" if s is None else f"{s['fraud_recall']:.3f} / {s['fraud_precision']:.3f}")
     console.print(t)
     for rnd, r in view.items():
         for name, b in r["banks"].items():
-            if not b["accepted"]:
+            if b.get("accepted") is False:
                 console.print(f"round {rnd}, {name} refused: {b['reason']}: {b['detail']}",
                               markup=False)
+
+
+def credit_totals(led: Ledger, run: str, view: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Each bank's tokens over the run, by rule, and the ledger's `balances`."""
+    names = partners(led, run)
+    by_rule: dict[str, dict[str, int]] = {name: {} for name, _ in BANKS}
+    for r in view.values():
+        for name, b in r["banks"].items():
+            for rule, amount in b["credits"].items():
+                by_rule[name][rule] = by_rule[name].get(rule, 0) + amount
+    return {"by_rule": by_rule,
+            "balances": {names.get(node, node): v for node, v in balances(led, run).items()}}
+
+
+def show_credits(totals: dict[str, Any], replayed: Any, console: Console) -> None:
+    t = Table(title="Who helped: credits over the run (flchain_plugin.contracts.balances)")
+    for col in ("bank", "quality (GTG-Shapley)", "quantity", "total"):
+        t.add_column(col)
+    for name, _ in BANKS:
+        rules = totals["by_rule"][name]
+        quality = sum(v for k, v in rules.items() if k.startswith("quality"))
+        t.add_row(name, str(quality), str(rules.get("quantity", 0)),
+                  str(totals["balances"].get(name, 0)))
+    console.print(t)
+    console.print(f"credits replayed from the ledger, the stored updates and the validation "
+                  f"set: {replayed.rounds} rounds, {replayed.credits} credit entries, "
+                  + ("[green]every award reproduced[/green]" if replayed.ok else
+                     f"[red]{replayed.differences[0]}[/red]"))
 
 
 # -- the audit -------------------------------------------------------------------------------
@@ -266,7 +351,7 @@ def audit(out: Path, run: str, final: str, console: Console) -> bool:
         f"…{node[-6:]} = {name}" for node, name in sorted(names.items(), key=lambda kv: kv[1])))
     ok = True
     # REPORT: replace the two commands below by `report --out {out}/report.html` once merged.
-    for args in (("verify",), ("lineage", final)):
+    for args in (("verify",), ("lineage", final), ("credits", "--run", run)):
         console.rule("flchain " + " ".join(a[:19] for a in args))
         proc = flchain(ledger, *args)
         console.print(proc.stdout + proc.stderr, highlight=False, markup=False)
@@ -298,11 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     result = federate(args.out, args.rounds, args.boost_round, args.verbose)
     with Ledger(args.out / "ledger.db", create=False) as led:
         view = ledger_view(led, result["run"])
+        totals = credit_totals(led, result["run"], view)
+        replayed = replay_credits(led, BlobStore(default_root(args.out / "ledger.db")),
+                                  validation=validation())
     show_rounds(view, console)
-    ok = audit(args.out, result["run"], result["model"], console)
+    show_credits(totals, replayed, console)
+    ok = replayed.ok and audit(args.out, result["run"], result["model"], console)
     if args.json:
         print(json.dumps({"ok": ok, "run": result["run"], "model": result["model"],
-                          "rounds": view}))
+                          "rounds": view, "credits": totals, "replay": replayed.to_json()}))
     return 0 if ok else 1
 
 
