@@ -35,6 +35,14 @@ def run_example(script: str, out: Path, *args: str) -> dict[str, Any]:
     return {"summary": json.loads(proc.stdout.strip().splitlines()[-1]), "stdout": proc.stdout}
 
 
+def check_report(case: dict[str, Any], names: set[str]) -> None:
+    """The run ended with the audit report: written, passing, naming every partner."""
+    page = Path(case["summary"]["report"])
+    assert page == case["out"] / "report.html" and "audit report written" in case["stdout"]
+    html = page.read_text()
+    assert "<svg" in html and all(name in html for name in names)
+
+
 def names_by_node(led: Ledger, run: str) -> dict[str, str]:
     return {le.entry.node: le.entry.key.split("+", 1)[0]
             for le in led.iter_entries(type="member") if le.entry.run == run}
@@ -72,8 +80,9 @@ def test_healthcare_ledger_verifies_and_names_every_hospital(healthcare: dict[st
     contributors = {names[u.node] for u in lin.accepted_updates()}
     assert contributors == {"st-anne", "riverside", "northgate", "lakeview"}
     assert len(lin.datasets) == 4  # each hospital committed to its records
-    for text in ("flchain verify", "ledger verified", "lineage consistent", "lakeview = "):
+    for text in ("flchain lineage", "lineage consistent", "lakeview = "):
         assert text in healthcare["stdout"]
+    check_report(healthcare, contributors)
 
 
 def test_healthcare_drift_is_on_the_ledger_as_signed_metrics(healthcare: dict[str, Any]):
@@ -115,6 +124,24 @@ def test_finance_boosted_update_refused_out_of_bounds(finance: dict[str, Any]):
     assert refused == [(2, "ember-bank", "out_of_bounds")]  # smoke: boosted in round 2
     assert "norm_bound" in s["rounds"]["2"]["banks"]["ember-bank"]["detail"]
     assert lin.ok and len(lin.rejections()) == 1
+    check_report(finance, set(names.values()))
+
+
+def test_finance_credits_show_who_helped_and_replay(finance: dict[str, Any]):
+    s = finance["summary"]
+    assert s["replay"]["ok"] and s["replay"]["credits"] > 0
+    balances = s["credits"]["balances"]
+    honest = ("aurora-bank", "bayside-credit", "crest-savings", "delta-trust")
+    rounds = s["rounds"]
+    for r in ("1", "2", "3"):  # 1,000 tokens a round, paid out in full
+        assert sum(sum(b["credits"].values()) for b in rounds[r]["banks"].values()) == 1000
+    assert sum(rounds["2"]["banks"]["ember-bank"]["credits"].values()) == 0  # refused
+    assert all(balances[b] > balances.get("ember-bank", 0) for b in honest)
+    quality = s["credits"]["by_rule"]["ember-bank"]
+    assert sum(v for k, v in quality.items() if k.startswith("quality")) == 0
+    with Ledger(finance["out"] / "ledger.db", create=False) as led:
+        recorded = sum(le.entry.amount for le in led.iter_entries(type="credit"))
+    assert recorded == sum(balances.values()) == 3000
 
 
 def test_finance_label_flipping_is_not_caught_by_the_norm_bound(finance: dict[str, Any]):
@@ -164,6 +191,7 @@ def test_supply_chain_trace_command_and_cli_lineage(supply_chain: dict[str, Any]
     doc = json.loads(lin.stdout)
     nodes = {u["node"] for v in doc["versions"] for r in v["rounds"] for u in r["updates"]}
     assert len(nodes) == 4 and doc["ok"]
+    check_report(supply_chain, set(t["partners"]))
 
 
 def test_supply_chain_tampered_model_is_not_served(supply_chain: dict[str, Any]):

@@ -307,20 +307,22 @@ def flchain(ledger: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def audit(out: Path, run: str, final: str, console: Console) -> bool:
-    """The auditor's view of the ledger, as the `flchain` command prints it, with the
-    node ids it shows named by the hospitals' registered keys."""
+    """The auditor's view, as the `flchain` command prints it: the final model's lineage
+    (node ids named by the hospitals' registered keys), then the audit report
+    (`flchain report`, which verifies the whole ledger first)."""
     ledger = out / "ledger.db"
     with Ledger(ledger, create=False) as led:
         names = partners(led, run)
     console.print("nodes in this run (from its `member` entries): " + ", ".join(
         f"…{node[-6:]} = {name}" for node, name in sorted(names.items(), key=lambda kv: kv[1])))
     ok = True
-    # REPORT: replace the two commands below by `report --out {out}/report.html` once merged.
-    for args in (("verify",), ("lineage", final)):
+    report = str(out / "report.html")
+    for args in (("lineage", final), ("report", "--out", report, "--model", final)):
         console.rule("flchain " + " ".join(a[:19] for a in args))
         proc = flchain(ledger, *args)
         console.print(proc.stdout + proc.stderr, highlight=False, markup=False)
         ok = ok and proc.returncode == 0
+    console.print(f"the audit report: {report}", highlight=False)
     return ok
 
 
@@ -353,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     registered = register_and_load(args.out, result["model"], console)
     ok = audit(args.out, result["run"], result["model"], console)
     if args.json:
-        print(json.dumps({"ok": ok, "run": result["run"], "model": result["model"],
+        print(json.dumps({"ok": ok, "report": str(args.out / "report.html"),
+                          "run": result["run"], "model": result["model"],
                           "rounds": view, "mlflow": registered}))
     return 0 if ok else 1
 

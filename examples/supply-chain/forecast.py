@@ -336,15 +336,17 @@ def flchain(ledger: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def audit(out: Path, final: str, console: Console) -> bool:
-    """The auditor's view of the ledger, as the `flchain` command prints it."""
+    """The auditor's view, as the `flchain` command prints it: the final model's lineage,
+    then the audit report (`flchain report`, which verifies the whole ledger first)."""
     ledger = out / "ledger.db"
     ok = True
-    # REPORT: replace the two commands below by `report --out {out}/report.html` once merged.
-    for args in (("verify",), ("lineage", final)):
+    report = str(out / "report.html")
+    for args in (("lineage", final), ("report", "--out", report, "--model", final)):
         console.rule("flchain " + " ".join(a[:19] for a in args))
         proc = flchain(ledger, *args)
         console.print(proc.stdout + proc.stderr, highlight=False, markup=False)
         ok = ok and proc.returncode == 0
+    console.print(f"the audit report: {report}", highlight=False)
     return ok
 
 
@@ -392,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         show_trace(t, console)
     ok = audit(args.out, result["model"], console) and all(t["lineage_ok"] for t in traces)
     if args.json:
-        print(json.dumps({"ok": ok, "run": result["run"], "model": result["model"],
+        print(json.dumps({"ok": ok, "report": str(args.out / "report.html"),
+                          "run": result["run"], "model": result["model"],
                           "model_uri": uri, "backtest_mape": errors,
                           "naive_mape": naive_mape(BACKTEST), "traces": traces}))
     return 0 if ok else 1
