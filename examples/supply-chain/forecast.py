@@ -55,7 +55,9 @@ SEED = 3
 PARTNERS = (("north-dc", 4000.0, 0.35, 0), ("harbor-retail", 900.0, 0.50, 6),
             ("valley-grocers", 1500.0, 0.20, 20), ("summit-outlet", 600.0, 0.60, 30))
 WEEKS, LAGS = 156, 8
-LOCAL_STEPS, LR = 30, 0.05
+FIRST_WEEK = 52 + LAGS  # the first week with a year of history behind its features
+HOLDOUT = 12  # the last 12 weeks of every partner: never trained on, the backtest
+LOCAL_STEPS, LR = 50, 0.1
 MODEL_NAME = "demand-forecaster"
 PREDICTIONS = "predictions.jsonl"
 
@@ -74,32 +76,38 @@ def demand(partner: int) -> np.ndarray:
     return base * season * trend * promos * rng.normal(1.0, 0.05, WEEKS)
 
 
+def level(series: np.ndarray, week: int) -> float:
+    """The partner's recent level: its mean demand over the LAGS weeks before `week`."""
+    return float(series[week - LAGS:week].mean())
+
+
 def features(series: np.ndarray, week: int) -> np.ndarray:
-    """The inputs for forecasting week `week`: the last LAGS weeks relative to the
-    partner's own level (so partners of any size share one model), and the season."""
-    level = series[:week].mean()
-    lags = series[week - LAGS:week] / level
+    """The inputs for forecasting week `week`: the last LAGS weeks over the recent level,
+    the same three weeks a year earlier over that year's level (the partner's own season),
+    and the week of the year. Relative, so partners of any size share one model."""
+    lags = series[week - LAGS:week] / level(series, week)
+    last_year = series[week - 53:week - 50] / level(series, week - 52)
     angle = 2 * np.pi * (week % 52) / 52
-    return np.concatenate([lags, [np.sin(angle), np.cos(angle)]]).astype(np.float32)
+    return np.concatenate([lags, last_year, [np.sin(angle), np.cos(angle)]]).astype(np.float32)
 
 
 def examples(partner: int) -> tuple[np.ndarray, np.ndarray]:
     """A partner's training pairs: features of each week -> its demand over its level."""
     s = demand(partner)
-    weeks = range(LAGS + 4, WEEKS)
+    weeks = range(FIRST_WEEK, WEEKS - HOLDOUT)  # the last HOLDOUT weeks stay out: backtest
     x = np.stack([features(s, w) for w in weeks])
-    y = np.array([s[w] / s[:w].mean() for w in weeks], dtype=np.float32)
+    y = np.array([s[w] / level(s, w) for w in weeks], dtype=np.float32)
     return x, y[:, None]
 
 
 def model() -> torch.nn.Module:
     torch.manual_seed(SEED)
-    return torch.nn.Sequential(torch.nn.Linear(LAGS + 2, 16), torch.nn.ReLU(),
+    return torch.nn.Sequential(torch.nn.Linear(LAGS + 5, 16), torch.nn.ReLU(),
                                torch.nn.Linear(16, 1))
 
 
 def train(net: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     loss = torch.tensor(0.0)
     for _ in range(LOCAL_STEPS):
@@ -115,7 +123,7 @@ def mape(net: torch.nn.Module, partner: int, weeks: range) -> float:
     s = demand(partner)
     with torch.no_grad():
         x = torch.from_numpy(np.stack([features(s, w) for w in weeks]))
-        pred = net(x).numpy()[:, 0] * np.array([s[:w].mean() for w in weeks])
+        pred = net(x).numpy()[:, 0] * np.array([level(s, w) for w in weeks])
     actual = s[list(weeks)]
     return float(np.mean(np.abs(pred - actual) / actual))
 
@@ -129,7 +137,7 @@ def naive_mape(weeks: range) -> float:
     return float(np.mean(errors))
 
 
-BACKTEST = range(WEEKS - 12, WEEKS)  # the last 12 weeks of every partner
+BACKTEST = range(WEEKS - HOLDOUT, WEEKS)
 
 
 # -- the federation -------------------------------------------------------------------------
@@ -182,8 +190,8 @@ def make_server_app(ledger: Path, rounds: int, allowed: list[str],
         )
 
         def central(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-            """Backtest on the last 12 weeks of every partner (the server holds no data:
-            in this simulation the generator stands in for a shared holdout)."""
+            """Backtest on the held-out last 12 weeks of every partner (the server holds no
+            data: in this simulation the generator stands in for a shared holdout)."""
             net = model()
             net.load_state_dict(arrays.to_torch_state_dict())
             return MetricRecord({"backtest_mape": float(np.mean(
@@ -265,7 +273,8 @@ def serve(out: Path, uri: str, console: Console) -> list[dict[str, Any]]:
     with log.open("a") as f, torch.no_grad():
         for p, (name, *_) in enumerate(PARTNERS):
             s = demand(p)
-            forecast = float(net(torch.from_numpy(features(s, WEEKS))[None])[0, 0]) * s.mean()
+            forecast = float(net(torch.from_numpy(features(s, WEEKS))[None])[0, 0]) * level(
+                s, WEEKS)
             rec = {"id": start + len(served), "partner": name, "week": WEEKS,
                    "forecast": round(forecast, 1), "model_uri": uri,
                    "mlflow_files": checked.files, "mlflow_entry": checked.entry.index,
