@@ -1,6 +1,6 @@
 """Case study: five banks train a fraud detector; one of them poisons it.
 
-    python examples/finance/banks.py --out runs/finance           # ~1-2 min
+    python examples/finance/banks.py --out runs/finance           # a few minutes
     python examples/finance/banks.py --out runs/finance --smoke   # fewer rounds
 
 Five banks of different sizes hold generated card transactions (scikit-learn's

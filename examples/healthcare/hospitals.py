@@ -1,6 +1,6 @@
 """Case study: four hospitals train a breast-cancer classifier; one hospital's data drifts.
 
-    python examples/healthcare/hospitals.py --out runs/healthcare          # ~1-2 min
+    python examples/healthcare/hospitals.py --out runs/healthcare          # a few minutes
     python examples/healthcare/hospitals.py --out runs/healthcare --smoke  # fewer rounds
 
 Four hospitals of different sizes hold shares of scikit-learn's breast-cancer data (569

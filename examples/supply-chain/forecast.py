@@ -1,16 +1,17 @@
 """Case study: supply-chain partners forecast demand; every served prediction is traceable.
 
-    python examples/supply-chain/forecast.py --out runs/supply-chain          # ~1-2 min
+    python examples/supply-chain/forecast.py --out runs/supply-chain          # a few minutes
     python examples/supply-chain/forecast.py --out runs/supply-chain --smoke  # fewer rounds
     python examples/supply-chain/forecast.py --out runs/supply-chain --trace 3
 
 Four partners (a distribution centre and three retailers) each hold three years of their
 own weekly demand, generated: a level, a trend, a yearly season with its own amplitude
 and phase, promotions and noise. With Flower and `LedgerStrategy` they train one small
-torch forecaster (next week's demand, relative to the partner's own level, from the last 8
-weeks and the week of the year), every partner signing its updates with a key named after
-it. The final model is logged and registered in MLflow through the `flchain+sqlite://`
-store on the same ledger. A serving step loads the registered version verified against
+torch forecaster (next week's demand, relative to the partner's recent level, from the
+last 8 weeks, the same weeks a year earlier and the week of the year; the last 12 weeks are
+held out as the backtest), every partner signing its updates with a key named after it.
+The final model is logged and registered in MLflow through the `flchain+sqlite://` store
+on the same ledger. A serving step loads the registered version verified against
 the ledger (log key pinned), forecasts next week for each partner, and appends every
 prediction to `predictions.jsonl` with the MLflow version, the version's files digest and
 the weights digest of the model that served it. `--trace ID` then walks from one logged
