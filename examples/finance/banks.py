@@ -330,7 +330,9 @@ def show_credits(totals: dict[str, Any], replayed: Any, console: Console) -> Non
     console.print(f"credits replayed from the ledger, the stored updates and the validation "
                   f"set: {replayed.rounds} rounds, {replayed.credits} credit entries, "
                   + ("[green]every award reproduced[/green]" if replayed.ok else
-                     f"[red]{replayed.differences[0]}[/red]"))
+                     f"[red]{replayed.differences[0]}[/red]")
+                  + "\nthe same from the shell: PYTHONPATH=examples/finance flchain --ledger "
+                    "LEDGER credits --replay --validation banks:validation", highlight=False)
 
 
 # -- the audit -------------------------------------------------------------------------------
@@ -343,8 +345,8 @@ def flchain(ledger: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def audit(out: Path, run: str, final: str, console: Console) -> bool:
     """The auditor's view, as the `flchain` command prints it: the final model's lineage
-    (node ids named by the banks' registered keys), its credits, then the audit report
-    (`flchain report`, which verifies the whole ledger first)."""
+    (node ids named by the banks' registered keys), then the audit report (`flchain
+    report`, which verifies the whole ledger first and lists the credits)."""
     ledger = out / "ledger.db"
     with Ledger(ledger, create=False) as led:
         names = partners(led, run)
@@ -352,8 +354,7 @@ def audit(out: Path, run: str, final: str, console: Console) -> bool:
         f"…{node[-6:]} = {name}" for node, name in sorted(names.items(), key=lambda kv: kv[1])))
     ok = True
     report = str(out / "report.html")
-    for args in (("lineage", final), ("credits", "--run", run),
-                 ("report", "--out", report, "--model", final)):
+    for args in (("lineage", final), ("report", "--out", report, "--model", final)):
         console.rule("flchain " + " ".join(a[:19] for a in args))
         proc = flchain(ledger, *args)
         console.print(proc.stdout + proc.stderr, highlight=False, markup=False)
