@@ -415,7 +415,8 @@ class LedgerStrategy(Strategy):
             self._store({k: v.numpy() for k, v in views.items()}, model.model)
         logged = self._commit(batch, built_for, at=at - len(batch))
         # What was logged: a concurrent writer may have shifted the model's inputs.
-        st.model, st.entry_index, st.entry = model.model, self._last_index, logged.encode()
+        st.model, st.entry, st.entry_index = model.model, logged.encode(), \
+            self._last_index - (len(batch) - 1 - at)
         if arrays is not None:
             st.record, st.views = arrays, views
         reasons: dict[str, int] = {}
