@@ -80,7 +80,7 @@ def test_healthcare_ledger_verifies_and_names_every_hospital(healthcare: dict[st
     contributors = {names[u.node] for u in lin.accepted_updates()}
     assert contributors == {"st-anne", "riverside", "northgate", "lakeview"}
     assert len(lin.datasets) == 4  # each hospital committed to its records
-    for text in ("flchain lineage", "lineage consistent", "lakeview = "):
+    for text in ("flchain lineage", "lineage consistent", " = lakeview"):
         assert text in healthcare["stdout"]
     check_report(healthcare, contributors)
 
