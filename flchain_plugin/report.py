@@ -79,7 +79,8 @@ class RunFacts:
     def to_json(self) -> dict[str, Any]:
         return {"run": self.run, "index": self.index, "strategy": self.strategy,
                 "config": self.config, "model": self.model, "policy": self.policy,
-                "recorded": self.recorded, "members": [{"node": n, **m} for n, m in self.members.items()],
+                "recorded": self.recorded,
+                "members": [{"node": n, **m} for n, m in self.members.items()],
                 "rounds": [self.rounds[r].to_json() for r in sorted(self.rounds)]}
 
 
@@ -237,8 +238,11 @@ def anchor_facts(ledger: Ledger, anchor: dict[str, Any]) -> dict[str, Any]:
     (checked here, from the ledger; the chain itself is checked by `flchain anchor verify`)."""
     size, root = anchor.get("size"), anchor.get("root")
     doc = {**anchor, "matches_log": None, "problem": None}
+    origin = anchor.get("origin", ledger.origin)
     if not isinstance(size, int) or not isinstance(root, str):
         doc["problem"] = "the entry names no tree size and root"
+    elif origin != ledger.origin:
+        doc["problem"] = f"it anchors another log's checkpoint (origin {origin!r})"
     elif size > ledger.size:
         doc["problem"] = f"size {size} is beyond the log (size {ledger.size})"
     else:
@@ -398,12 +402,38 @@ class AuditReport:
             out.append(f"replay: {self.replay['detail']}")
         return out
 
+    def checks(self) -> list[dict[str, str]]:
+        """Every check the report made or could not make, one row each: what an auditor
+        reads first. Status "ok", "failed", "warning" (holds, but weaker than one may
+        assume) or "not_run"."""
+        v = self.verification
+        out = [_check("ledger (flchain verify)", "ok" if v["ok"] else "failed",
+                      f"{v['size']} entries, {v['heads']} tree heads recomputed" if v["ok"]
+                      else v["problem"]["detail"])]
+        out.append(_check("log signatures", "ok" if v["verifier"] else "warning",
+                          f"{v['checkpoints']} checkpoints checked with the "
+                          f"{v['verifier_source']} key" if v["verifier"] else
+                          "not checked: no verifier key pinned, given or in <ledger>.key"))
+        out.append(_check("newest tree head signed", "ok" if v["head_signed"] else "warning",
+                          f"latest signed size {v['signed_size']}"))
+        out.append(_lineage_check(self.lineage))
+        out.append(_witness_check(self.checkpoints))
+        bad = [a for a in self.anchors if a["problem"]]
+        out.append(_check("chain anchors", "not_run" if not self.anchors else
+                          "failed" if bad else "ok",
+                          "no anchor entries" if not self.anchors else bad[0]["problem"]
+                          if bad else f"{len(self.anchors)} anchored roots match the log"))
+        out.append(_check("replay (flchain audit replay)",
+                          "warning" if self.replay["status"] == "partial"
+                          else self.replay["status"], self.replay["detail"]))
+        return out
+
     def to_json(self) -> dict[str, Any]:
         totals: Counter[str] = Counter()
         for c in self.credits:
             totals[c["node"]] += c["amount"]
         return {"format": REPORT_FORMAT, "generated": self.generated, "ok": self.ok,
-                "problems": self.problems(), "ledger": self.ledger,
+                "problems": self.problems(), "checks": self.checks(), "ledger": self.ledger,
                 "verification": self.verification, "counts": self.counts,
                 "runs": [r.to_json() for r in self.runs],
                 "clients": [c.to_json() for c in self.clients], "lineage": self.lineage,
@@ -411,6 +441,37 @@ class AuditReport:
                 "checkpoints": self.checkpoints, "anchors": self.anchors,
                 "erasures": self.erasures, "rollbacks": self.rollbacks,
                 "replay": self.replay, "duties": self.duties}
+
+
+def _check(name: str, status: str, detail: str) -> dict[str, str]:
+    return {"check": name, "status": status, "detail": detail}
+
+
+def _lineage_check(lin: dict[str, Any] | None) -> dict[str, str]:
+    name = "final model's lineage (flchain lineage)"
+    if lin is None:
+        return _check(name, "not_run", "no model recorded, or the ledger does not verify")
+    if not lin["ok"]:
+        return _check(name, "failed", lin["problems"][0])
+    updates = [u for v in lin["versions"] for r in v["rounds"] if not r["kept"]
+               for u in r["updates"]]
+    signed = sum(u["signature"] is True for u in updates)
+    return _check(name, "ok", f"{len(lin['versions'])} versions back to the start; "
+                              f"{signed} of {len(updates)} update signatures verified, "
+                              "every input an update of its round")
+
+
+def _witness_check(checkpoints: list[dict[str, Any]]) -> dict[str, str]:
+    name = "witness cosignatures"
+    cos = [s for c in checkpoints for s in c["signatures"] if s["role"] == "witness"]
+    if not cos:
+        return _check(name, "not_run", "no stored checkpoint carries a cosignature")
+    checked = sum(s["verified"] is True for s in cos)
+    witnesses = len({s["name"] for s in cos})
+    if checked < len(cos):
+        return _check(name, "warning", f"{len(cos)} cosignatures by {witnesses} witnesses, "
+                                       f"{checked} checked (give --witness-key VKEY)")
+    return _check(name, "ok", f"{checked} cosignatures by {witnesses} witnesses verified")
 
 
 def _lineage(ledger: Ledger, model: str | None, blobs: Any) -> dict[str, Any] | None:

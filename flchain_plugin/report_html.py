@@ -271,8 +271,9 @@ def _header(doc: dict[str, Any]) -> str:
             "</header>")
 
 
-SECTIONS = (("runs", "Runs & policy"), ("rounds", "Rounds"), ("clients", "Clients"),
-            ("lineage", "Lineage"), ("credits", "Credits"), ("checkpoints", "Checkpoints"),
+SECTIONS = (("summary", "Checks"), ("runs", "Runs & policy"), ("rounds", "Rounds"),
+            ("clients", "Clients"), ("lineage", "Lineage"), ("credits", "Credits"),
+            ("checkpoints", "Checkpoints"),
             ("anchors", "Anchors"), ("status", "Verification & replay"),
             ("duties", "Record-keeping duties"))
 
@@ -289,6 +290,12 @@ def _policy_rows(policy: dict[str, Any]) -> list[list[str]]:
             value = esc("none" if v is None else v)
         rows.append([code(k), value])
     return rows
+
+
+def _summary(doc: dict[str, Any]) -> str:
+    rows = [[esc(c["check"]), badge(c["status"]), esc(c["detail"])] for c in doc["checks"]]
+    return ('<section id="summary"><h2>What was checked</h2>'
+            + table(["check", "status", "detail"], rows) + "</section>")
 
 
 def _runs(doc: dict[str, Any]) -> str:
@@ -419,7 +426,7 @@ def _checkpoints(doc: dict[str, Any]) -> str:
 def _anchors(doc: dict[str, Any]) -> str:
     rows = [[esc(a["index"]), esc(a.get("chain")), code(a.get("contract", "-")),
              code(a.get("tx")), esc(a.get("block", "-")), esc(a.get("size")),
-             code(short(a.get("root"))),
+             code(short(a.get("root"))), _minted(a.get("minted")),
              badge("failed", a["problem"]) if a["problem"] else badge("ok", "root matches log")]
             for a in doc["anchors"]]
     return ('<section id="anchors"><h2>Chain anchors</h2><p>Each <code>anchor</code> entry '
@@ -427,7 +434,18 @@ def _anchors(doc: dict[str, Any]) -> str:
             "checked against this log here, the chain with <code>flchain anchor verify"
             "</code>.</p>"
             + table(["entry", "chain", "contract", "transaction", "block", "tree size",
-                     "root", "status"], rows, "no anchor entries") + "</section>")
+                     "root", "credits minted", "status"], rows, "no anchor entries")
+            + "</section>")
+
+
+def _minted(minted: Any) -> str:
+    """The rounds whose credits were minted against an anchor, one line each."""
+    if not isinstance(minted, list) or not minted:
+        return "-"
+    shown, more = capped(minted, MAX_LIST)
+    lines = [f"run {m.get('run')} round {m.get('round')}: {m.get('total')} tokens, "
+             f"tx {short(m.get('tx'))}" if isinstance(m, dict) else str(m) for m in shown]
+    return "<br>".join(esc(line) for line in lines) + esc(more)
 
 
 def _verification(v: dict[str, Any]) -> str:
@@ -479,8 +497,8 @@ def render(doc: dict[str, Any]) -> str:
     """The whole page for a `flchain_plugin.report.AuditReport.to_json()` document."""
     names = names_of(doc)
     title = f"flchain audit report: {doc['ledger']['origin']}"
-    body = (_header(doc) + "<main>" + _runs(doc) + _rounds(doc, names) + _clients(doc)
-            + _lineage(doc, names) + _credits(doc, names) + _checkpoints(doc)
+    body = (_header(doc) + "<main>" + _summary(doc) + _runs(doc) + _rounds(doc, names)
+            + _clients(doc) + _lineage(doc, names) + _credits(doc, names) + _checkpoints(doc)
             + _anchors(doc) + _status(doc, names) + _duties(doc) + "</main>")
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'

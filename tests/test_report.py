@@ -66,7 +66,7 @@ def write_run(led: Ledger, *, run: str = "run-1", rounds: int = 3, clients: int 
                                   parent=model, num_examples=10 + c, metrics={metric: 0.5},
                                   dataset=None, nonce=f"{r}-{c}", key=None, signature=None))
         inputs = [base + i for i, e in enumerate(batch) if isinstance(e, E.Update)]
-        new = digest(10_000 + r)
+        new = digest(10_000 + r) if inputs else model  # all refused: the round keeps it
         batch.append(E.Model(run=run, round=r, model=new, parent=model, inputs=inputs,
                              aggregator="FedAvg"))
         if credit:
@@ -143,6 +143,11 @@ def test_facts_of_a_run(small: tuple[Path, str]) -> None:
     assert all(s["role"] == "log" and s["verified"] for c in doc["checkpoints"]
                for s in c["signatures"])
     assert doc["replay"]["status"] == "not_run"
+    checks = {c["check"].split(" (")[0]: c for c in doc["checks"]}
+    assert checks["ledger"]["status"] == "ok" and checks["log signatures"]["status"] == "ok"
+    assert checks["final model's lineage"]["detail"].startswith("4 versions")
+    assert checks["witness cosignatures"]["status"] == "not_run"
+    assert checks["replay"]["status"] == "not_run"
     assert json.loads(json.dumps(doc)) == doc  # plain JSON
 
 
@@ -175,6 +180,10 @@ def test_witness_cosignatures_are_checked_with_the_witness_key(tmp_path: Path) -
     assert [(s["name"], s["verified"]) for s in cos] == [("witness.example/w1", None)]
     cos = [s for s in checked["checkpoints"][-1]["signatures"] if s["role"] == "witness"]
     assert cos[0]["verified"] is True and cos[0]["timestamp"] > 1_700_000_000
+    summary = {c["check"]: c["status"] for c in checked["checks"]}
+    assert summary["witness cosignatures"] == "ok"
+    assert {c["check"]: c["status"] for c in unchecked["checks"]}["witness cosignatures"] \
+        == "warning"
     page = render(checked)
     assert "witness.example/w1" in page and "no witness keys given" not in page
     assert "no witness keys given" in render(unchecked)
@@ -211,7 +220,7 @@ def test_page_is_self_contained_and_has_every_section(small: tuple[Path, str]) -
         if name == "href":
             assert value is not None and value.startswith("#"), value
     assert "default-src 'none'" in page  # the CSP forbids loading anything
-    for section in ("runs", "rounds", "clients", "lineage", "credits", "checkpoints",
+    for section in ("summary", "runs", "rounds", "clients", "lineage", "credits", "checkpoints",
                     "anchors", "status", "duties"):
         assert f'<section id="{section}">' in page
     assert page.count('<g class="node model"') == 4
@@ -254,6 +263,22 @@ def test_any_string_stays_text(doc_for_fuzz: dict[str, Any], s: str) -> None:
     tags = parse(render(doc))
     assert tags.tags <= PAGE_TAGS, tags.tags - PAGE_TAGS
     assert not any(n.startswith("on") for n, _ in tags.attrs)
+
+
+def test_a_round_that_kept_its_model_is_a_column_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger(path, create=True, origin="example.com/report") as led:
+        model = write_run(led, rounds=2, clients=3, refused=1, credit=False)
+        write_run(led, run="run-2", rounds=1, clients=2, refused=2, credit=False)
+        doc = build_report(led, replay=False, model=model).to_json()
+    kept = doc["runs"][1]["rounds"][0]
+    assert kept["model"]["kept"] and kept["accepted"] == [] and len(kept["refused"]) == 2
+    svg = render(doc)
+    assert svg.count('class="node model"') == 3  # start, round 1, round 2 of run-1
+    with Ledger(path, create=False) as led:
+        doc2 = build_report(led, replay=False).to_json()  # latest: run-2's kept model
+    page = render(doc2)
+    assert page.count('class="node model kept"') == 1 and page.count('class="node refused"') == 2
 
 
 def test_a_large_run_stays_readable(tmp_path: Path) -> None:

@@ -119,7 +119,7 @@ def test_demo_ends_with_the_report_and_chromium_draws_it(demo: tuple[Path, dict[
     assert (g["models"], g["updates"], g["refused"]) == (len(versions), accepted, refused)
     assert g["nodes"] == g["drawn"] == len(versions) + accepted + refused
     assert g["edges"] == len(versions) - 1 + accepted + refused
-    assert g["width"] > 400 and g["height"] > 200 and g["sections"] == 9
+    assert g["width"] > 400 and g["height"] > 200 and g["sections"] == 10
     assert g["title"] == f"flchain audit report: {doc['ledger']['origin']}"
     screenshot(browser, "demo-report.png")
 
