@@ -99,14 +99,15 @@ def test_healthcare_drift_is_on_the_ledger_as_signed_metrics(healthcare: dict[st
 def test_healthcare_model_registered_in_mlflow_and_loaded_verified(healthcare: dict[str, Any]):
     s = healthcare["summary"]
     m = s["mlflow"]
-    assert m["uri"] == "models:/breast-cancer-triage/1"
-    assert m["loaded_verified"] and m["same_weights"]
+    assert m["uri"] == "models:/breast-cancer-triage/1" and m["status"] == "ok"
+    assert m["same_weights"]  # the weights that loaded are the Flower run's final model
     assert m["loaded_acc"] == pytest.approx(s["rounds"]["3"]["external_acc"])
     with Ledger(healthcare["out"] / "ledger.db", create=False) as led:
-        versions = [le.entry for le in led.iter_entries(type="mlflow")
+        versions = [le for le in led.iter_entries(type="mlflow")
                     if le.entry.kind == "model_version"]
-    assert [(v.name, v.version, v.model) for v in versions] == [
-        ("breast-cancer-triage", "1", s["model"])]  # the Flower model's weights
+    assert [(le.index, v.name, v.version, v.model, v.files) for le in versions
+            for v in [le.entry]] == [(m["entry"], "breast-cancer-triage", "1", s["model"],
+                                      m["files"])]
 
 
 # -- finance ------------------------------------------------------------------------------

@@ -268,7 +268,7 @@ def register_and_load(out: Path, final: str, console: Console) -> dict[str, Any]
     ledger, register it, and load it back verified with the log's verifier key pinned."""
     import mlflow
 
-    from flchain_plugin.mlflow import digest_tags, load_model
+    from flchain_plugin.mlflow import digest_tags, load_model, verify_model
 
     ledger = out / "ledger.db"
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
@@ -289,13 +289,16 @@ def register_and_load(out: Path, final: str, console: Console) -> dict[str, Any]
     version = mlflow.register_model(info.model_uri, MODEL_NAME).version
     uri = f"models:/{MODEL_NAME}/{version}"
     vkey = ledger_key(ledger).verifier_key  # a hospital would hold this, not read it here
-    loaded = load_model(uri, flavor="pytorch", verifier=vkey)  # refuses altered files
+    checked = verify_model(uri, verifier=vkey)  # which ledger entry vouches; nothing loaded
+    loaded = load_model(uri, flavor="pytorch", verifier=vkey)  # raises on altered files
     same = model_digest(loaded.state_dict()) == final
     acc = accuracy(loaded, x, y)
-    console.print(f"MLflow: registered [bold]{uri}[/bold]; loaded verified against the "
-                  f"ledger (log key pinned); weights digest equals the Flower model: {same}; "
-                  f"external accuracy of the loaded model {acc:.3f}")
-    return {"uri": uri, "loaded_verified": True, "same_weights": same, "loaded_acc": acc}
+    console.print(f"MLflow: registered [bold]{uri}[/bold]; loaded verified against ledger "
+                  f"entry {checked.entry.index} (status {checked.status}, log key pinned); "
+                  f"weights digest equals the Flower model: {same}; external accuracy of the "
+                  f"loaded model {acc:.3f}")
+    return {"uri": uri, "entry": checked.entry.index, "status": checked.status,
+            "files": checked.files, "same_weights": same, "loaded_acc": acc}
 
 
 # -- the audit -------------------------------------------------------------------------------
