@@ -215,6 +215,7 @@ BASE: dict[tuple[str, ...], Callable[[World], list[str]]] = {
     ("serve",): lambda w: ["--port", "0"],
     ("mirror",): lambda w: [str(w.tiles), "--key-verifier", w.ledger_vkey, "--once"],
     ("report",): lambda w: ["--out", str(w.fresh("report.html"))],
+    ("credits",): lambda w: ["--replay"],
 }
 
 NO_LEDGER = {("witness", "serve"), ("witness", "evidence")}

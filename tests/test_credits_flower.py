@@ -209,7 +209,10 @@ def test_an_edited_credit_entry_fails_replay_naming_it(simulated: Any, tmp_path:
     still adds up), rewrites the row and rehashes the whole tree and heads."""
     path, _ = simulated
     copy = tmp_path / "ledger.db"
-    shutil.copy(path, copy)
+    src, dst = sqlite3.connect(path), sqlite3.connect(copy)
+    src.backup(dst)  # the WAL's committed pages too
+    src.close()
+    dst.close()
     shutil.copytree(str(path) + ".blobs", str(copy) + ".blobs")
     with Ledger(copy, create=False) as led:
         credits = [le for le in led.iter_entries(type="credit")

@@ -376,3 +376,21 @@ def test_credits_command(quality_ledger: Any, tmp_path: Path, monkeypatch: Any) 
     assert r.exit_code == 2 and "MODULE:NAME" in r.output
     r = run(cli, ["--ledger", str(path), "credits"])
     assert r.exit_code == 0 and "balances" in r.output
+
+
+@pytest.mark.parametrize("record", [
+    {"budget": 10, "rules": "quantity"},
+    {"budget": 10, "rules": [{"name": "quantity", "version": 1, "params": {"bogus": 1}}]},
+    {"budget": 10, "rules": [{"name": "quantity", "version": 1, "params": [1]}]},
+    {"budget": "10", "rules": []},
+], ids=["rules-not-a-list", "unknown-param", "params-not-an-object", "budget-a-string"])
+def test_a_malformed_contracts_record_is_a_value_error(record: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Contracts.from_run(record)
+
+
+def test_a_failing_metric_is_named(eight: Any) -> None:
+    val, f, _ = eight
+    broken = Validation(val.data, lambda m, d: 1 / 0)
+    with pytest.raises(ValueError, match="validation metric raised ZeroDivisionError"):
+        Quality(broken).values(f)

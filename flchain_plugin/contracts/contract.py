@@ -16,6 +16,7 @@ amount, plus amount-0 entries recording each refusal and each penalised award.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any
@@ -24,7 +25,7 @@ from .. import entries as E
 from ..digest import json_digest
 from .facts import RoundFacts
 from .quality import Quality
-from .rounding import largest_remainder
+from .rounding import apportion
 from .rules import Penalties, Quantity, Rule, Timeliness
 
 BUILTIN_RULES: tuple[type[Rule], ...] = (Quantity, Timeliness, Quality, Penalties)
@@ -84,6 +85,14 @@ class Contracts:
         """The contracts a run entry recorded, rebuilt (custom rule classes in `rules`;
         `context`, e.g. validation=, for rules that need what the log cannot hold).
         Refuses if any rebuilt rule's identity differs from the recorded one."""
+        try:
+            return cls._rebuild(recorded, tuple(rules), context)
+        except (TypeError, KeyError, AttributeError) as e:  # a record no version wrote
+            raise ValueError(f"contracts {recorded.get('id')!r}: malformed record ({e})") from None
+
+    @classmethod
+    def _rebuild(cls, recorded: Mapping[str, Any], rules: tuple[type[Rule], ...],
+                 context: Mapping[str, Any]) -> Contracts:
         known = {(c.NAME, c.VERSION): c for c in (*BUILTIN_RULES, *rules)}
         built: list[tuple[Rule, int]] = []
         for d in recorded.get("rules", []):
@@ -114,35 +123,38 @@ class Contracts:
         return out
 
     def quotas(self, facts: RoundFacts) -> tuple[
-            dict[tuple[str, int], Fraction], dict[tuple[str, int], dict[str, Any]]]:
-        """Exact quotas by (node, rule position) and each one's basis (module docstring)."""
+            dict[tuple[str, int], int], int, dict[tuple[str, int], dict[str, Any]]]:
+        """Exact quotas by (node, rule position), as integer numerators over one common
+        denominator (module docstring's formula, brought to integers so that 100 clients'
+        shares cost no gcd each), and each one's basis."""
         cut = self._penalties(facts)
-        scored: list[tuple[int, int, dict[str, tuple[Fraction, dict[str, Any]]]]] = []
+        scored: list[tuple[int, int, dict[str, int], int]] = []
+        bases: dict[tuple[str, int], dict[str, Any]] = {}
         for pos, (rule, w) in enumerate(self.rules):
             if isinstance(rule, Penalties):
                 continue
-            scores = {}
+            raw = {}
             for node, (s, basis) in rule.scores(facts).items():
                 if s < 0:
                     raise ValueError(f"rule {rule.label} scored {node} {s}: scores are >= 0")
-                f = cut.get(node, (Fraction(1), None))[0]
-                scores[node] = (s * f, basis)
-            if sum(s for s, _ in scores.values()) > 0:
-                scored.append((pos, w, scores))
-        weights = sum(w for _, w, _ in scored)
-        quotas, bases = {}, {}
-        for pos, w, scores in scored:
-            total = sum(s for s, _ in scores.values())
-            for node, (s, basis) in scores.items():
-                quotas[(node, pos)] = Fraction(self.budget * w) * s / (weights * total)
+                raw[node] = Fraction(s) * cut.get(node, (Fraction(1), None))[0]
                 bases[(node, pos)] = basis
-        return quotas, bases
+            scale = math.lcm(*(f.denominator for f in raw.values())) if raw else 1
+            ints = {node: f.numerator * (scale // f.denominator) for node, f in raw.items()}
+            total = sum(ints.values())
+            if total > 0:
+                scored.append((pos, w, ints, total))
+        weights = sum(w for _, w, _, _ in scored)
+        common = math.lcm(*(t for _, _, _, t in scored)) if scored else 1
+        shares = {(node, pos): self.budget * w * v * (common // total)
+                  for pos, w, ints, total in scored for node, v in ints.items()}
+        return shares, weights * common, bases
 
     def credits(self, facts: RoundFacts) -> list[E.Credit]:
         """The round's credit entries, in rule order, then arrival order (refused nodes
         in batch order)."""
-        quotas, bases = self.quotas(facts)
-        amounts = largest_remainder(self.budget, quotas) if quotas else {}
+        shares, denominator, bases = self.quotas(facts)
+        amounts = apportion(self.budget, shares, denominator) if shares else {}
         arrival = {c.node: c.position for c in facts.accepted}
         out = []
         for node, pos in sorted(amounts, key=lambda k: (k[1], arrival.get(k[0], 0), k[0])):

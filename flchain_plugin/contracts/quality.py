@@ -62,7 +62,10 @@ class Validation:
 
     def evaluate(self, model: Arrays) -> int:
         """The metric of `model` in integer micro-units."""
-        value = float(self.metric(model, self.data))
+        try:
+            value = float(self.metric(model, self.data))
+        except Exception as e:  # the user's metric: name it, whatever it raised
+            raise ValueError(f"validation metric raised {type(e).__name__}: {e}") from e
         if not math.isfinite(value):
             raise ValueError(f"validation metric returned {value}: want a finite number")
         return round(value * METRIC_UNITS)

@@ -17,6 +17,30 @@ from typing import TypeVar
 K = TypeVar("K")
 
 
+def apportion(budget: int, shares: Mapping[K, int], denominator: int) -> dict[K, int]:
+    """Largest remainder on exact quotas `shares[k] / denominator` (integers: the fast
+    form, no gcd per quota). The shares must be non-negative and sum to
+    `budget * denominator`; keys mutually comparable (the tie-break sorts them)."""
+    if type(budget) is not int or budget < 0:
+        raise ValueError(f"budget: want a non-negative integer, got {budget!r}")
+    if denominator < 1:
+        raise ValueError(f"denominator: want a positive integer, got {denominator}")
+    if any(v < 0 for v in shares.values()):
+        raise ValueError("quotas: a quota is negative")
+    total = sum(shares.values())
+    if total != budget * denominator:
+        raise ValueError(f"quotas: they sum to {Fraction(total, denominator)}, not the "
+                         f"budget {budget}")
+    split = {k: divmod(v, denominator) for k, v in shares.items()}
+    amounts = {k: q for k, (q, _) in split.items()}
+    left = budget - sum(amounts.values())
+    # Largest remainder first; equal remainders in ascending key order.
+    order = sorted(split, key=lambda k: (-split[k][1], k))  # type: ignore[type-var]
+    for k in order[:left]:
+        amounts[k] += 1
+    return amounts
+
+
 def largest_remainder(budget: int, quotas: Mapping[K, Fraction]) -> dict[K, int]:
     """Integer amounts summing to `budget`, each the floor or the ceiling of its quota.
 
@@ -24,15 +48,5 @@ def largest_remainder(budget: int, quotas: Mapping[K, Fraction]) -> dict[K, int]
     comparable (the tie-break sorts them)."""
     if type(budget) is not int or budget < 0:
         raise ValueError(f"budget: want a non-negative integer, got {budget!r}")
-    if any(q < 0 for q in quotas.values()):
-        raise ValueError("quotas: a quota is negative")
-    if sum(quotas.values(), Fraction(0)) != budget:
-        raise ValueError(f"quotas: they sum to {sum(quotas.values(), Fraction(0))}, "
-                         f"not the budget {budget}")
-    amounts = {k: math.floor(q) for k, q in quotas.items()}
-    left = budget - sum(amounts.values())
-    # Largest remainder first; equal remainders in ascending key order.
-    order = sorted(quotas, key=lambda k: (-(quotas[k] - amounts[k]), k))  # type: ignore[type-var]
-    for k in order[:left]:
-        amounts[k] += 1
-    return amounts
+    common = math.lcm(*(Fraction(q).denominator for q in quotas.values())) if quotas else 1
+    return apportion(budget, {k: int(Fraction(q) * common) for k, q in quotas.items()}, common)
