@@ -351,7 +351,9 @@ def audit(out: Path, final: str, console: Console) -> bool:
     ledger = out / "ledger.db"
     ok = True
     report = str(out / "report.html")
-    for args in (("lineage", final), ("report", "--out", report, "--model", final)):
+    # --no-replay: this run keeps no update blobs (LedgerStrategy(keep_updates=True) would),
+    # so `flchain audit replay` could only call every round not replayable.
+    for args in (("lineage", final), ("report", "--out", report, "--model", final, "--no-replay")):
         console.rule("flchain " + " ".join(a[:19] for a in args))
         proc = flchain(ledger, *args)
         console.print(proc.stdout + proc.stderr, highlight=False, markup=False)
