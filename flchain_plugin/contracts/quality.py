@@ -190,7 +190,7 @@ class Quality(Rule):
     `method`: "loo" or "gtg-shapley"; `validation`: the server's Validation (its digest
     is a param: recorded in the run entry); `epsilon`: truncation threshold in metric
     units; `max_evaluations`: GTG-Shapley's bound per round (default 10n + 2: on 8 clients under
-    a third of exact Shapley's 2^8 evaluations, within ~5% of it; see bench_credits)."""
+    a third of exact Shapley's 2^8 evaluations, within 4-11% of it; see bench_credits)."""
 
     NAME = "quality"
     NEEDS_ARRAYS = True
