@@ -1,7 +1,7 @@
 """Credit rules for 100 clients a round against the round's aggregation (issue 15).
 
 Baseline: FedAvg's aggregation of the same round, the examples-weighted mean of the 100
-updates of a ~0.2M-parameter model (`contracts.quality.subset_model`, float64 as FedAvg
+updates of a 1M-parameter model (bench_flower's size) (`contracts.quality.subset_model`, float64 as FedAvg
 does), timed in the same run. Figures: `Contracts.credits` for the quantity rule, the
 timeliness rule, and the quality rule's own work by metric (leave-one-out attribution,
 shares and rounding, without its model evaluations), each as a share of the aggregation
@@ -44,7 +44,7 @@ from flchain_plugin.contracts import quality as quality_module
 from flchain_plugin.contracts.quality import Utility, subset_model
 from flchain_plugin.digest import model_digest
 
-SHAPES = {"w1": (784, 256), "b1": (256,), "w2": (256, 10), "b2": (10,)}
+SHAPES = {"w1": (784, 1280), "b1": (1280,), "w2": (1280, 10), "b2": (10,)}  # 1.02M, as bench_flower
 QUICK_SHAPES = {"w1": (64, 16), "b1": (16,), "w2": (16, 10), "b2": (10,)}
 
 

@@ -91,14 +91,14 @@ class Utility:
 
     def __init__(self, validation: Validation, arrays: RoundArrays,
                  parts: list[tuple[str, int]]):
-        self.validation, self.arrays, self.parts = validation, arrays, parts
+        self.validation, self.arrays = validation, arrays
+        self.parts = [(arrays.updates[digest], examples) for digest, examples in parts]
         self.cache: dict[frozenset[int], int] = {}
         self.evaluations = 0
 
     def __call__(self, subset: frozenset[int]) -> int:
         if subset not in self.cache:
-            model = subset_model(self.arrays.previous, [
-                (self.arrays.updates[self.parts[i][0]], self.parts[i][1]) for i in sorted(subset)])
+            model = subset_model(self.arrays.previous, [self.parts[i] for i in sorted(subset)])
             self.cache[subset] = self.validation.evaluate(model)
             self.evaluations += 1
         return self.cache[subset] - self.cache[frozenset()] if subset else 0
