@@ -15,8 +15,6 @@ renderer, never interpreted.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -30,6 +28,7 @@ from .ledger import Ledger, LoggedEntry
 from .ledger_audit import VerifyReport, known_verifier, verify_ledger
 from .lineage import LineageError, latest_model
 from .lineage import lineage as trace
+from .replay import replay
 
 REPORT_FORMAT = "flchain-report/v1"
 """The JSON document's `format`: a field's meaning never changes within a version."""
@@ -275,15 +274,10 @@ def replay_facts(ledger: Ledger, blobs: Any, run_replay: bool) -> dict[str, Any]
     if not run_replay:
         return {"status": "not_run", "detail": "replay was not asked for (--no-replay)",
                 "rounds": []}
-    if importlib.util.find_spec(f"{__package__}.replay") is None:
-        return {"status": "not_run", "rounds": [],
-                "detail": "this version of flchain-plugin has no replay "
-                          "(flchain_plugin.replay)"}
     if blobs is None:
         return {"status": "not_run", "rounds": [],
                 "detail": "no blob store: replay needs the kept update blobs"}
-    module = importlib.import_module(f"{__package__}.replay")
-    result = module.replay(ledger, blobs)
+    result = replay(ledger, blobs)
     rounds = [r.to_json() for r in result.rounds]
     counts = Counter(r["status"] for r in rounds)
     detail = ", ".join(f"{counts[s]} {s}" for s in REPLAY_STATUSES if counts[s]) or "no rounds"
