@@ -50,6 +50,7 @@ from sklearn.datasets import load_breast_cancer
 
 from flchain_plugin import entries as E
 from flchain_plugin.blobs import BlobStore, default_root
+from flchain_plugin.contracts import Contracts, Penalties, Quantity, Timeliness
 from flchain_plugin.datasets import dataset_commitment, example_bytes
 from flchain_plugin.flower import LedgerStrategy, Policy, client_verifier_keys, signing_mod
 from flchain_plugin.flower.keys import ledger_key
@@ -206,6 +207,8 @@ def make_server_app(ledger_path: Path, rounds: int, clients: int, allowed: list[
             ledger=ledger_path,
             policy=Policy(allowed_keys=frozenset(allowed)),  # default norm bound: 5 x median
             witnesses=list(witnesses) or None, quorum=quorum,
+            keep_updates=True,  # encrypted update blobs: `flchain audit replay` re-checks rounds
+            contracts=Contracts([Quantity(), Timeliness(), Penalties()], budget=1000),
         )
 
         marks: list[float] = []

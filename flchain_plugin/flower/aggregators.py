@@ -12,7 +12,9 @@ did in the original run; the global model a strategy remembers from `configure_t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -136,8 +138,22 @@ class FlowerAggregator:
             "arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in u.tensors.items()}),
             "metrics": MetricRecord(_metrics(u, weight_key))}), i + 2)
             for i, u in enumerate(updates)]
-        arrays, _ = self.strategy.aggregate_train(server_round, replies)  # type: ignore[arg-type]
+        with _quiet_flower():
+            arrays, _ = self.strategy.aggregate_train(server_round, replies)  # type: ignore[arg-type]
         return None if arrays is None else record_to_numpy(arrays)
+
+
+@contextlib.contextmanager
+def _quiet_flower() -> Iterator[None]:
+    """Flower logs every aggregation at INFO ("Received 6 results"); an audit's output is
+    its report, so those lines are held back while a round is recomputed."""
+    logger = logging.getLogger("flwr")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _metrics(u: KeptUpdate, weight_key: str) -> dict[str, Any]:
