@@ -20,8 +20,10 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from flchain_plugin import entries as E
+from flchain_plugin.blobs import BlobStore
 from flchain_plugin.ledger import Ledger
 from flchain_plugin.lineage import lineage
+from flchain_plugin.replay import replay
 
 pytestmark = [pytest.mark.flower, pytest.mark.xdist_group("flower"), pytest.mark.timeout(600)]
 
@@ -41,6 +43,10 @@ def check_report(case: dict[str, Any], names: set[str]) -> None:
     assert page == case["out"] / "report.html" and "audit report written" in case["stdout"]
     html = page.read_text()
     assert "<svg" in html and all(name in html for name in names)
+    with Ledger(case["out"] / "ledger.db", create=False) as led:  # kept updates: replayable
+        replayed = replay(led, BlobStore.beside(led))  # type: ignore[arg-type]
+    assert replayed.ok and replayed.rounds
+    assert {r.status for r in replayed.rounds} == {"ok"}, replayed.to_json()
 
 
 def names_by_node(led: Ledger, run: str) -> dict[str, str]:

@@ -210,6 +210,7 @@ def make_server_app(ledger: Path, rounds: int, allowed: list[str],
             FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=len(BANKS)),
             ledger=ledger, policy=Policy(allowed_keys=frozenset(allowed)),  # default norm bound
             contracts=contracts(),
+            keep_updates=True,  # encrypted update blobs: the report replays every round
         )
 
         def central(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -354,9 +355,7 @@ def audit(out: Path, run: str, final: str, console: Console) -> bool:
         f"…{node[-6:]} = {name}" for node, name in sorted(names.items(), key=lambda kv: kv[1])))
     ok = True
     report = str(out / "report.html")
-    # --no-replay: this run keeps no update blobs (LedgerStrategy(keep_updates=True) would),
-    # so `flchain audit replay` could only call every round not replayable.
-    for args in (("lineage", final), ("report", "--out", report, "--model", final, "--no-replay")):
+    for args in (("lineage", final), ("report", "--out", report, "--model", final)):
         console.rule("flchain " + " ".join(a[:19] for a in args))
         proc = flchain(ledger, *args)
         console.print(proc.stdout + proc.stderr, highlight=False, markup=False)

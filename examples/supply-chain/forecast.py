@@ -188,6 +188,7 @@ def make_server_app(ledger: Path, rounds: int, allowed: list[str],
         strategy = LedgerStrategy(
             FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=len(PARTNERS)),
             ledger=ledger, policy=Policy(allowed_keys=frozenset(allowed)),
+            keep_updates=True,  # encrypted update blobs: the report replays every round
         )
 
         def central(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -351,9 +352,7 @@ def audit(out: Path, final: str, console: Console) -> bool:
     ledger = out / "ledger.db"
     ok = True
     report = str(out / "report.html")
-    # --no-replay: this run keeps no update blobs (LedgerStrategy(keep_updates=True) would),
-    # so `flchain audit replay` could only call every round not replayable.
-    for args in (("lineage", final), ("report", "--out", report, "--model", final, "--no-replay")):
+    for args in (("lineage", final), ("report", "--out", report, "--model", final)):
         console.rule("flchain " + " ".join(a[:19] for a in args))
         proc = flchain(ledger, *args)
         console.print(proc.stdout + proc.stderr, highlight=False, markup=False)
