@@ -4,8 +4,10 @@ The ledger holds digests only; the weights that rollback restarts from live here
 uncompressed `.npz` file per model version (numpy, no pickles), named by the model digest
 of its tensors. Writes are atomic (temporary file, fsync, rename), so a blob is either
 absent or complete; reads re-digest the tensors, so a damaged or swapped file is refused.
-Deleting a blob (erasure, e.g. on a data owner's request) records an `erasure` entry and
-never touches the log, so verification keeps passing and lineage shows the gap.
+Deleting a blob (erasure, e.g. on a data owner's request: `flchain_plugin.erasure`) records
+an `erasure` entry and never touches the log, so verification keeps passing and lineage
+shows the gap. Kept client updates live beside, encrypted (`flchain_plugin.vault`), in the
+same tensor container (`pack_tensors`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import contextlib
 import os
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -87,23 +89,7 @@ class BlobStore:
         final = self.path(digest)
         if final.is_file():
             return digest
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                # members by position, names in names.txt: any tensor name stores (e.g. "a/b")
-                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-                    for i, v in enumerate(arrs.values()):
-                        with z.open(f"{i}.npy", "w", force_zip64=True) as m:
-                            np.lib.format.write_array(m, v, allow_pickle=False)
-                    z.writestr("names.txt", "\n".join(_escape(k) for k in arrs))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        _fsync_dir(final.parent)
+        write_atomic(final, lambda f: pack_tensors(f, arrs))
         return digest
 
     def get(self, digest: str, *, check: bool = True) -> dict[str, np.ndarray]:
@@ -115,12 +101,8 @@ class BlobStore:
                 "(see `flchain log --type erasure`)"
             )
         try:
-            with zipfile.ZipFile(path) as z:
-                names = [_unescape(n) for n in z.read("names.txt").decode("utf-8").split("\n")]
-                out = {}
-                for i, name in enumerate(names):
-                    with z.open(f"{i}.npy") as m:
-                        out[name] = np.lib.format.read_array(m, allow_pickle=False)
+            with open(path, "rb") as f:
+                out = unpack_tensors(f)
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
             raise BlobError(f"blob {path} is damaged ({e}); restore it from a backup") from e
         if check:
@@ -145,8 +127,49 @@ class BlobStore:
         if ledger is not None:
             ledger.append([entry])
         os.unlink(path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return entry
+
+
+def pack_tensors(f: IO[bytes], arrays: Mapping[str, np.ndarray | bytes]) -> None:
+    """Write named tensors as a zip of `.npy` members (numpy's `.npz` layout), names in
+    `names.txt` so any tensor name stores (e.g. "a/b"). A `bytes` value is taken to be
+    `.npy` bytes already (what a Flower Array carries) and is written as it is."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for i, v in enumerate(arrays.values()):
+            if isinstance(v, (bytes, bytearray, memoryview)):
+                z.writestr(f"{i}.npy", bytes(v))
+            else:
+                with z.open(f"{i}.npy", "w", force_zip64=True) as m:
+                    np.lib.format.write_array(m, v, allow_pickle=False)
+        z.writestr("names.txt", "\n".join(_escape(k) for k in arrays))
+
+
+def unpack_tensors(f: IO[bytes]) -> dict[str, np.ndarray]:
+    """The tensors `pack_tensors` wrote (no pickles)."""
+    with zipfile.ZipFile(f) as z:
+        names = [_unescape(n) for n in z.read("names.txt").decode("utf-8").split("\n")]
+        out = {}
+        for i, name in enumerate(names):
+            with z.open(f"{i}.npy") as m:
+                out[name] = np.lib.format.read_array(m, allow_pickle=False)
+    return out
+
+
+def write_atomic(final: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file whole or not at all: temporary file, fsync, rename, fsync the dir."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(final.parent)
 
 
 def _escape(name: str) -> str:
@@ -166,7 +189,7 @@ def _unescape(name: str) -> str:
     return "".join(out)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:

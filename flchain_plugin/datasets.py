@@ -41,6 +41,17 @@ def new_salt() -> bytes:
     return secrets.token_bytes(SALT_SIZE)
 
 
+def owner_salt(secret: bytes, dataset: str) -> bytes:
+    """A dataset's salt derived from its owner's one secret: HMAC-SHA256(secret, tag ||
+    name). The owner keeps a single secret instead of a salt per dataset, recommits the
+    same data to the same commitment, and two owners' equal datasets stay unlinkable."""
+    if not isinstance(dataset, str) or not dataset:
+        raise DatasetError("dataset: want a non-empty name for the data set")
+    key = _check_salt(secret)
+    return hmac.new(key, b"flchain-dataset-salt/v1\0" + dataset.encode("utf-8"),
+                    hashlib.sha256).digest()
+
+
 def _check_salt(salt: bytes) -> bytes:
     if not isinstance(salt, (bytes, bytearray)) or len(salt) < MIN_SALT_SIZE:
         raise DatasetError(

@@ -289,6 +289,12 @@ class Run(Entry):
     config: Digest
     model: Digest
     policy: JsonObject = field(default_factory=dict)
+    # The aggregator chain's parameters ({"strategy": [{"class", "params"}...], "updates":
+    # "kept"}) that `flchain audit replay` rebuilds it from; optional, so run entries
+    # recorded before replay existed keep their bytes.
+    aggregation: JsonObject | None = None
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"aggregation"})
 
 
 @entry_type
@@ -450,12 +456,19 @@ class Rollback(Entry):
 @entry_type
 @dataclass(frozen=True)
 class Erasure(Entry):
-    """An off-chain blob was destroyed; the log keeps its digest."""
+    """An off-chain blob was destroyed; the log keeps its digest.
+
+    `kind` (optional, omitted when None so older erasures keep their bytes): "update" (a
+    kept update's key and ciphertext were destroyed), "weights" (a plain blob was deleted)
+    or "update+weights" (both)."""
 
     TYPE: ClassVar[str] = "erasure"
     SUBJECTS: ClassVar[tuple[str, ...]] = ("blob",)
     blob: Digest
     reason: str
+    kind: str | None = None
+
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"kind"})
 
 
 @entry_type

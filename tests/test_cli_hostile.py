@@ -215,6 +215,8 @@ BASE: dict[tuple[str, ...], Callable[[World], list[str]]] = {
     ("serve",): lambda w: ["--port", "0"],
     ("mirror",): lambda w: [str(w.tiles), "--key-verifier", w.ledger_vkey, "--once"],
     ("report",): lambda w: ["--out", str(w.fresh("report.html"))],
+    ("audit", "replay"): lambda w: [],
+    ("erase",): lambda w: ["sha256:" + "0" * 64],
 }
 
 NO_LEDGER = {("witness", "serve"), ("witness", "evidence")}
@@ -272,7 +274,8 @@ def test_every_command_refuses_an_unknown_option_in_one_line(cmd: tuple[str, ...
 
 @pytest.mark.parametrize("args", [[], ["checkpoint"], ["mlflow"], ["lightning"], ["nosuch"],
                                   ["show"], ["consistency"], ["checkpoint", "sign"],
-                                  ["keygen"], ["lineage"], ["--ledger"]])
+                                  ["keygen"], ["lineage"], ["--ledger"], ["audit"],
+                                  ["erase"]])
 def test_usage_errors_are_one_line(args: list[str]) -> None:
     r = CliRunner().invoke(cli, args, prog_name="flchain")
     assert_one_line_failure(r)

@@ -36,7 +36,8 @@ def dg(c: str) -> str:
 # One valid entry per type with every optional field set, so that each field can be broken.
 SAMPLES: list[E.Entry] = [
     E.Run(run="run-1", strategy="FedAvg", config=dg("1"), model=dg("2"),
-          policy={"max_norm": 10.0, "require_signature": True}),
+          policy={"max_norm": 10.0, "require_signature": True},
+          aggregation={"strategy": [{"class": "FedAvg", "params": {}}], "updates": "kept"}),
     E.Member(run="run-1", node="17", key="ed25519:AAAA", via="tofu"),
     E.Update(run="run-1", round=3, node="9223372036854775807", update=dg("3"), parent=dg("2"),
              num_examples=100, metrics={"loss": 0.25, "n": [1, 2]}, dataset=dg("4"), nonce="n-1",
@@ -50,7 +51,7 @@ SAMPLES: list[E.Entry] = [
               name="mnist-shard-1"),
     E.Credit(run="run-1", round=3, node="17", rule="shapley", amount=1.5, basis={"share": 0.5}),
     E.Rollback(model=dg("2"), previous=dg("5"), reason="diverged", run="run-1"),
-    E.Erasure(blob=dg("5"), reason="right to erasure"),
+    E.Erasure(blob=dg("5"), reason="right to erasure", kind="update"),
     E.Mlflow(kind="model_version", model_id="m-1", files=dg("6"), model=dg("5"), run_id="abc",
              name="net", version="2", params=dg("7"), datasets=[{"name": "mnist"}],
              parents=[dg("2")], status="ok", detail={"flavor": "pytorch"}),
@@ -278,9 +279,12 @@ def test_missing_and_extra_fields_name_the_field(sample: E.Entry) -> None:
     for name in sample._NAMES:
         obj = sample.to_json()
         del obj[name]
-        if name in sample.OMITTED_WHEN_NONE:  # optional, but only as a pair (pq_*)
+        if name in sample.OMITTED_WHEN_NONE and name.startswith("pq_"):  # only as a pair
             with pytest.raises(EntryError, match=rf"^{sample.TYPE}\.pq_key: .*both or neither"):
                 E.from_json(obj)
+            continue
+        if name in sample.OMITTED_WHEN_NONE:  # absent in entries written before it existed
+            assert getattr(E.from_json(obj), name) is None
             continue
         with pytest.raises(EntryError, match=rf"^{sample.TYPE}\.{name}: missing field"):
             E.from_json(obj)

@@ -15,12 +15,14 @@ from rich.table import Table
 from rich.tree import Tree
 
 from .. import entries as E
+from ..access import ClientRecords, client_records
 from ..blobs import BlobError, BlobStore, default_root
 from ..commit import commit, key_path, log_signer
 from ..digest import DigestError, parse_digest
 from ..ledger import Ledger
 from ..lineage import Lineage, LineageError, Round, latest_model, records
 from ..lineage import lineage as trace
+from ..vault import UpdateVault
 from .errors import Command, InputError, VerificationFailed
 from .root import Output, Settings, common_options, open_ledger
 
@@ -115,6 +117,11 @@ def _resolve(led: Ledger, digest: str) -> str:
     return digest
 
 
+def records_erasure(led: Ledger, digest: str) -> Any:
+    """The `erasure` entry recorded for `digest`, if any."""
+    return next((le for le in led.find(digest, type="erasure")), None)
+
+
 def _blob_store(ledger: Path, blobs: Path | None) -> BlobStore:
     return BlobStore(blobs if blobs is not None else default_root(ledger))
 
@@ -125,20 +132,31 @@ _blobs_option = click.option(
 
 
 @click.command("lineage", cls=Command)
-@click.argument("digest")
+@click.argument("digest", required=False)
 @_blobs_option
 @click.option("--dot", "dot", is_flag=True, help="Print a Graphviz DOT graph instead.")
 @click.option("--no-signatures", is_flag=True, help="Skip re-verifying update signatures.")
+@click.option("--client", "client", metavar="NODE",
+              help="Instead: everything client NODE contributed (an access request).")
 @common_options
-def lineage(settings: Settings, out: Output, digest: str, blobs: Path | None, dot: bool,
-            no_signatures: bool) -> None:
-    """Trace model DIGEST (or 'latest') back through rounds, updates and refusals.
+def lineage(settings: Settings, out: Output, digest: str | None, blobs: Path | None,
+            dot: bool, no_signatures: bool, client: str | None) -> None:
+    """Trace model DIGEST (or 'latest') back through rounds, updates and refusals; or,
+    with --client NODE, list everything that client contributed.
 
     Exit status 1 if the lineage has a problem (an input that is not an update of its
     round, a signature that does not verify).
     """
     if dot and out.json:
         raise InputError("give --dot or --json, not both")
+    if client is not None:
+        if digest is not None or dot:
+            raise InputError("give a model DIGEST or --client NODE, not both (and no --dot "
+                             "with --client)")
+        _client(settings, out, client, blobs)
+        return
+    if digest is None:
+        raise InputError("give a model DIGEST (or 'latest'), or --client NODE")
     with open_ledger(settings) as led:
         digest = _resolve(led, digest)
         try:
@@ -156,6 +174,37 @@ def lineage(settings: Settings, out: Output, digest: str, blobs: Path | None, do
                                  f"the first: {lin.problems[0]}", doc)
     if out.json:
         out.emit(doc, lambda: None)
+
+
+def _client(settings: Settings, out: Output, node: str, blobs: Path | None) -> None:
+    """`lineage --client NODE`: an access request's answer, as tables or one JSON document."""
+    with open_ledger(settings) as led:
+        rec = client_records(led, node, UpdateVault(_blob_store(settings.ledger, blobs).root))
+    if rec.empty:
+        raise InputError(f"the ledger records nothing about client {node!r}: node ids are "
+                         "the `node` field of `flchain log --type update` entries")
+    out.emit(rec.to_json(), lambda: _render_client(rec, out.console))
+
+
+def _render_client(rec: ClientRecords, console: Console) -> None:
+    sections: list[tuple[str, list[str], list[dict[str, Any]]]] = [
+        ("keys", ["index", "run", "via", "key"], rec.members),
+        ("datasets", ["index", "dataset", "scheme", "examples"], rec.datasets),
+        ("updates", ["index", "run", "round", "update", "num_examples", "stored", "models"],
+         rec.updates),
+        ("refused", ["index", "run", "round", "reason", "update"], rec.rejected),
+        ("credits", ["index", "run", "round", "rule", "amount"], rec.credits)]
+    for title, cols, rows in sections:
+        if not rows:
+            continue
+        t = Table(title=f"client {rec.node}: {title}", title_justify="left")
+        for c in cols:
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            t.add_row(*(", ".join(_short(m) for m in r[c]) if isinstance(r[c], list)
+                        else _short(r[c]) if isinstance(r[c], str) and r[c].startswith("sha256:")
+                        else str(r[c]) for c in cols))
+        console.print(t)
 
 
 @click.command("rollback", cls=Command)
@@ -180,6 +229,11 @@ def rollback(settings: Settings, out: Output, digest: str, blobs: Path | None,
         if not known:
             raise InputError(f"{digest} is not a model version recorded in {settings.ledger}; "
                              "list versions with `flchain log --type model`")
+        erased = records_erasure(led, digest)
+        if erased is not None:
+            raise InputError(f"cannot roll back to {digest}: its weights were erased (erasure "
+                             f"entry {erased.index}: {erased.entry.reason}); choose another "
+                             "version from `flchain log --type model`")
         try:
             store.get(digest)
         except BlobError as e:

@@ -246,6 +246,8 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "serve": LazyCommand("flchain_plugin.cli.tiles", "serve"),
     "witness": LazyCommand("flchain_plugin.cli.witness", "witness"),
     "report": LazyCommand("flchain_plugin.cli.report", "report", None, "Write the audit report."),
+    "audit": LazyCommand("flchain_plugin.cli.audit", "audit"),
+    "erase": LazyCommand("flchain_plugin.cli.erase", "erase_"),
 }
 
 

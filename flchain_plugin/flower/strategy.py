@@ -33,9 +33,12 @@ from ..lineage import latest_model
 from ..notes import Signer
 from ..quorum import Quorum, WitnessEndpoint, Witnesses
 from ..tiles_export import TilesExportError, export_tiles
+from ..vault import UpdateVault
 from ..verification import Policy, Round, Verdict, verify_round
+from .aggregators import aggregation_record
 from .announce import UNCONFIRMED_KEPT, Announcer
 from .arrays import numpy_to_record, record_to_numpy, record_views, views_digest
+from .kept import keep_accepted
 from .protocol import STATEMENT_RECORD, json_safe
 from .replies import SentModel, reply_facts
 from .run import RunState, config_json, describe
@@ -71,6 +74,17 @@ def _resume_from(ledger: Ledger, blobs: BlobStore | None, digest: str | None) ->
     if not ledger.find(digest):
         raise ValueError(f"resume_from: {digest} is not recorded in the ledger")
     return digest
+
+
+def _vault(blobs: BlobStore | None, keep_updates: bool) -> UpdateVault | None:
+    if not isinstance(keep_updates, bool):
+        raise ValueError(f"keep_updates must be True or False, got {keep_updates!r}")
+    if not keep_updates:
+        return None
+    if blobs is None:
+        raise ValueError("keep_updates=True needs a blob store: pass blobs=<directory> "
+                         "(blobs=False keeps nothing)")
+    return UpdateVault(blobs.root)
 
 
 WitnessesArg = Witnesses | Sequence[WitnessEndpoint | tuple[str, Any] | str] | None
@@ -132,6 +146,10 @@ class LedgerStrategy(Strategy):
         checkpoint (the round's entries stay committed).
     tiles : a directory kept a current C2SP tlog-tiles export of the ledger after every
         commit (`flchain_plugin.tiles_export.export_tiles`), to publish on any web server.
+    keep_updates : keep every accepted update, encrypted under its own key, in the blob
+        store (`flchain_plugin.vault`), and record the aggregator's parameters in the run
+        entry, so `flchain audit replay` can recompute every round and `flchain erase`
+        can crypto-shred one update. Needs a blob store.
     """
 
     def __init__(
@@ -147,6 +165,7 @@ class LedgerStrategy(Strategy):
         witnesses: WitnessesArg = None,
         quorum: int | None = None,
         tiles: str | os.PathLike[str] | None = None,
+        keep_updates: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(strategy, Strategy):
@@ -165,6 +184,7 @@ class LedgerStrategy(Strategy):
         self.resume_from = _resume_from(self.ledger, self.blobs, resume_from)
         self.quorum = _quorum(witnesses, quorum)
         self.tiles = _tiles_dir(tiles)
+        self.vault = _vault(self.blobs, keep_updates)
         self._run: RunState | None = None
         self._io: ThreadPoolExecutor | None = None  # writes blobs while the batch commits
         self._pending_evals: list[tuple[int, str, dict[str, Any]]] = []
@@ -246,7 +266,8 @@ class LedgerStrategy(Strategy):
             record, digest = arrays, views_digest(record_views(arrays))
         run_entry = E.Run(run=run_id, strategy=describe(self.strategy),
                           config=json_digest(config_json(self.strategy, config)), model=digest,
-                          policy=self.policy.to_json())
+                          policy=self.policy.to_json(),
+                          aggregation=aggregation_record(self.strategy) if self.vault else None)
         batch: list[E.Entry] = [run_entry]
         if self.resume_from is not None:
             batch.append(E.Rollback(model=digest, previous=latest_model(self.ledger),
@@ -325,6 +346,8 @@ class LedgerStrategy(Strategy):
         replies = list(replies)
         self._announcer.confirm(replies)
         verdicts = self._verify(st, server_round, replies)
+        if self.vault is not None:  # before the wrapped strategy can pop or clip arrays
+            keep_accepted(self.vault, replies, verdicts)
         accepted = [m for m, v in zip(replies, verdicts, strict=True) if v.accepted]
         arrays, metrics, kept, error = self._delegate(server_round, accepted)
         batch, built_for = self._record(st, server_round, verdicts, arrays, metrics, kept)
