@@ -206,6 +206,7 @@ def make_server_app(ledger_path: Path, rounds: int, clients: int, allowed: list[
             ledger=ledger_path,
             policy=Policy(allowed_keys=frozenset(allowed)),  # default norm bound: 5 x median
             witnesses=list(witnesses) or None, quorum=quorum,
+            keep_updates=True,  # every accepted update kept encrypted: the report replays it
         )
 
         marks: list[float] = []
