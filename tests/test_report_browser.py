@@ -112,6 +112,8 @@ def test_demo_ends_with_the_report_and_chromium_draws_it(demo: tuple[Path, dict[
     accepted = sum(len(rd["updates"]) for v in versions for rd in v["rounds"] if not rd["kept"])
     refused = sum(len(rd["rejected"]) for v in versions for rd in v["rounds"])
     assert (len(versions), accepted, refused) == (4, summary["accepted"], summary["refused"])
+    assert doc["replay"]["status"] == "ok"  # the demo keeps its updates: every round replayed
+    assert [r["round"] for r in doc["replay"]["rounds"]] == [1, 2, 3]
 
     browser.open(page.as_uri())
     assert browser.console() == []
