@@ -33,6 +33,7 @@ from flwr.app import Error, Message
 from flwr.serverapp.strategy import FedAvg
 from postgres_server import drop_database, new_database
 from test_flower_checks import LoopbackGrid, initial, make_app, server_identity  # noqa: F401
+from witness_servers import WitnessProcess, start_witness
 
 from flchain_plugin.flower import LedgerStrategy
 from flchain_plugin.ledger import Ledger
@@ -144,7 +145,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, postgres_server: str
                ) -> Iterator[dict[str, Any]]:
     """A 2-round run of examples/flower-app on a TLS, node-authenticated federation of
     three SuperNodes (one killed mid-round 2) and a stranger with an unregistered key;
-    the ledger on PostgreSQL, its checkpoint key a file the operator made."""
+    the ledger on PostgreSQL, its checkpoint key a file the operator made; every
+    checkpoint cosigned by two witnesses, each a `flchain witness serve` process."""
     _need("ssh-keygen", "openssh-client")
     root = tmp_path_factory.mktemp("deployment")
     fed = Federation(root)
@@ -153,7 +155,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, postgres_server: str
         signer = generate_key(led.origin)
     save_private_key(signer, root / "log.key", None)
     fed.server_key = signer.verifier_key  # what every SuperNode pins
+    witnesses: list[WitnessProcess] = []
     try:
+        witnesses = [start_witness(root / "witnesses", f"witness.example/w{i}",
+                                   [signer.verifier_key]) for i in (1, 2)]
         fed.start_superlink()
         nodes = [fed.new_node(f"node{i}", i) for i in range(3)]
         stranger = fed.new_node("stranger", 3)
@@ -169,7 +174,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, postgres_server: str
         run_id = fed.run(APP, f'ledger="{ledger}" ledger-key="{root / "log.key"}" '
                               f'blobs="{root / "blobs"}" data-dir="{root / "data"}" '
                               f'policy-allowed-keys="{allowed}" num-server-rounds=2 '
-                              'min-nodes=2 fraction-evaluate=0.0 round-timeout=240.0')
+                              'min-nodes=2 fraction-evaluate=0.0 round-timeout=240.0 '
+                              'witnesses="' + ";".join(f"{w.url} {w.vkey}" for w in witnesses)
+                              + '" quorum=2')
         victim = nodes[2]
         _wait("node2 never got its round-2 instruction",
               lambda: victim.log.read_text(errors="replace").count(
@@ -177,9 +184,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, postgres_server: str
         victim.kill()  # mid-round: it holds the instruction and trains
         row = fed.wait_finished(run_id, 300)
         yield {"fed": fed, "ledger": ledger, "nodes": nodes, "stranger": stranger,
-               "row": row, "run": run_id, "root": root}
+               "row": row, "run": run_id, "root": root, "witnesses": witnesses}
     finally:
         fed.stop()
+        for w in witnesses:
+            w.stop()
         drop_database(ledger, postgres_server)
 
 
@@ -237,3 +246,27 @@ def test_a_supernode_with_an_unregistered_key_is_kept_out(deployment: dict[str, 
     assert "[code: 2004]" in log and "Exit Code: 305" in log, log[-2000:]
     keys = {u.key for u in _entries(deployment["ledger"], "update")}
     assert stranger.vkey not in keys and len(keys) == 3
+
+
+@pytest.mark.timeout(600)
+def test_every_round_is_cosigned_by_the_witness_processes(deployment: dict[str, Any],
+                                                          tmp_path: Path):
+    """The ServerApp announced only checkpoints that both witnesses cosigned after checking
+    consistency; an auditor holding the three keys checks the quorum from the ledger."""
+    fed, ledger = deployment["fed"], deployment["ledger"]
+    run = lambda *a: subprocess.run([program("flchain"), "--ledger", ledger, *a],  # noqa: E731
+                                    capture_output=True, text=True, env=fed.env())
+    latest = run("checkpoint", "latest")
+    assert latest.returncode == 0, latest.stderr
+    note = tmp_path / "latest.note"
+    note.write_text(latest.stdout)
+    assert latest.stdout.count("witness.example/w") == 2, latest.stdout
+    args = ["checkpoint", "verify", str(note), "--key-verifier", fed.server_key, "--quorum", "2"]
+    for w in deployment["witnesses"]:
+        args += ["--witness-verifier", w.vkey]
+    done = run(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with Ledger(ledger, create=False) as led:  # the last round's batch is what was cosigned
+        (last,) = [le.index for le in led.iter_entries(type="model") if le.entry.round == 2]
+        assert int(latest.stdout.splitlines()[1]) > last
+
