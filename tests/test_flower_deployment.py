@@ -157,7 +157,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, postgres_server: str
     fed.server_key = signer.verifier_key  # what every SuperNode pins
     witnesses: list[WitnessProcess] = []
     try:
-        witnesses = [start_witness(root / "witnesses", f"witness.example/w{i}",
+        witnesses = [start_witness(root / "witnesses", f"w{i}.witness.example",
                                    [signer.verifier_key]) for i in (1, 2)]
         fed.start_superlink()
         nodes = [fed.new_node(f"node{i}", i) for i in range(3)]
@@ -260,7 +260,7 @@ def test_every_round_is_cosigned_by_the_witness_processes(deployment: dict[str, 
     assert latest.returncode == 0, latest.stderr
     note = tmp_path / "latest.note"
     note.write_text(latest.stdout)
-    assert latest.stdout.count("witness.example/w") == 2, latest.stdout
+    assert latest.stdout.count(".witness.example ") == 2, latest.stdout
     args = ["checkpoint", "verify", str(note), "--key-verifier", fed.server_key, "--quorum", "2"]
     for w in deployment["witnesses"]:
         args += ["--witness-verifier", w.vkey]
