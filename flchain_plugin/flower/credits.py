@@ -2,22 +2,24 @@
 round's `credit` entries out (the rules themselves are `flchain_plugin.contracts`).
 
 Quality rules evaluate models rebuilt from the round's updates, so their tensors are
-copied before the wrapped strategy aggregates (inner strategies pop or clip arrays in
-place) and stored in the blob store by digest, where `flchain credits --replay` finds
-them with the previous global model (already stored for rollback).
+taken (read-only views over the bytes received) before the wrapped strategy aggregates
+(inner strategies pop or swap arrays) and stored in the blob store by digest, where
+`flchain credits --replay` finds them with the previous global model (already stored for
+rollback).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 from flwr.app import Message
 
 from .. import entries as E
 from ..blobs import BlobStore
-from ..contracts import Contracts, RefusalHistory, RoundArrays, RoundFacts, round_facts
+from ..contracts import Contracts, RefusalHistory, RoundArrays, round_facts
 from ..ledger import Ledger
 from ..verification import Verdict
 from .arrays import record_to_numpy
@@ -39,22 +41,23 @@ class RoundCredits:
         self.contracts, self.blobs, self.ledger = contracts, blobs, ledger
         self._history = RefusalHistory(contracts.window)
         self._run: str | None = None
-        self._updates: dict[str, dict[str, Any]] = {}
+        self._arrays: RoundArrays | None = None  # kept by `keep` for the round's `entries`
 
     def keep(self, st: RunState, replies: list[Message], verdicts: list[Verdict]) -> None:
-        """Copy (and store) the accepted updates' tensors, for quality rules only."""
+        """Take (and store) the accepted updates' tensors, for quality rules only."""
         if not self.contracts.needs_arrays:
             return
         assert self.blobs is not None
-        self._updates = {}
+        updates: dict[str, Any] = {}
         for msg, v in zip(replies, verdicts, strict=True):
             if v.accepted and v.facts.update is not None:
                 arrays = record_to_numpy(next(iter(msg.content.array_records.values())))
                 # verification just digested these very bytes: store them under that name
                 # rather than hash every update again (replay re-digests what it reads)
                 self.blobs.put(arrays, digest=v.facts.update)
-                self._updates[v.facts.update] = arrays
-        self._updates["previous"] = {k: t.numpy() for k, t in st.global_views().items()}
+                updates[v.facts.update] = arrays
+        self._arrays = RoundArrays({k: t.numpy() for k, t in st.global_views().items()},
+                                   updates)
 
     def _load_history(self, run: str, before: int) -> None:
         """A restarted server: refusals this run recorded before, for penalties."""
@@ -76,11 +79,9 @@ class RoundCredits:
         if self._run != st.run:
             self._load_history(st.run, server_round)
         facts = round_facts(st.run, server_round, batch, self._history.before(server_round))
-        previous = self._updates.pop("previous", None)
-        if self.contracts.needs_arrays and facts.accepted and previous is not None:
-            facts = RoundFacts(**{**facts.__dict__,
-                                  "arrays": RoundArrays(previous, dict(self._updates))})
-        self._updates = {}
+        arrays, self._arrays = self._arrays, None
+        if facts.accepted and arrays is not None:
+            facts = replace(facts, arrays=arrays)
         self._history.add(facts)
         try:
             return self.contracts.credits(facts)
