@@ -7,8 +7,9 @@ split over nodes in proportion to their scores, so node i's exact quota under ru
 
     budget * w_r * s_ri / (W * sum_j s_rj)          (Fractions: no float, no drift)
 
-and `rounding.largest_remainder` turns the quotas of all (node, rule) pairs at once into
-integer amounts that sum to the budget exactly (ties: ascending (node, rule position)).
+and `rounding.apportion` (largest remainder) turns the quotas of all (node, rule) pairs
+at once into integer amounts that sum to the budget exactly (ties: ascending (node, rule
+position)).
 A round where every rule scores zero (nothing accepted) awards nothing: the budget of
 that round is not issued. One credit entry is written per (node, rule) with a non-zero
 amount, plus amount-0 entries recording each refusal and each penalised award.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import entries as E
@@ -165,7 +165,7 @@ def replay_credits(ledger: Ledger, blobs: BlobStore | None = None, *,
         for rnd in sorted(set(run.rounds) | set(run.credits)):
             facts = round_facts(run_id, rnd, run.rounds.get(rnd, ()), history.before(rnd))
             if run.contracts.needs_arrays and facts.accepted:
-                facts = RoundFacts(**{**facts.__dict__, "arrays": _arrays(facts, blobs)})
+                facts = replace(facts, arrays=_arrays(facts, blobs))
             recorded = run.credits.get(rnd, [])
             report.rounds += 1
             report.credits += len(recorded)

@@ -46,7 +46,5 @@ def largest_remainder(budget: int, quotas: Mapping[K, Fraction]) -> dict[K, int]
 
     `quotas` must be non-negative and sum to `budget` exactly; keys must be mutually
     comparable (the tie-break sorts them)."""
-    if type(budget) is not int or budget < 0:
-        raise ValueError(f"budget: want a non-negative integer, got {budget!r}")
     common = math.lcm(*(Fraction(q).denominator for q in quotas.values())) if quotas else 1
     return apportion(budget, {k: int(Fraction(q) * common) for k, q in quotas.items()}, common)
