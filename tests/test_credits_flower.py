@@ -44,6 +44,7 @@ from flchain_plugin.contracts import (
     balances,
     replay_credits,
 )
+from flchain_plugin.digest import model_digest
 from flchain_plugin.flower import LedgerStrategy, signing_mod
 from flchain_plugin.flower.protocol import STATEMENT_RECORD, read_statement, statement_record
 from flchain_plugin.ledger import Ledger
@@ -197,6 +198,12 @@ def test_replay_is_identical(simulated: Any, monkeypatch: pytest.MonkeyPatch) ->
         report = replay_credits(led, BlobStore(str(path) + ".blobs"), validation=validation())
     assert report.ok, report.differences
     assert report.rounds == ROUNDS and report.credits > 3 * ROUNDS
+    # the server stores each update under the digest verification computed, unhashed:
+    # every accepted update is there and its tensors hash to that name
+    store = BlobStore(str(path) + ".blobs")
+    with Ledger(path, create=False) as led:
+        updates = [le.entry.update for le in led.iter_entries(type="update")]  # type: ignore[attr-defined]
+    assert updates and all(model_digest(store.get(d, check=False)) == d for d in updates)
     monkeypatch.chdir(Path(__file__).parent)
     r = CliRunner().invoke(cli, ["--ledger", str(path), "credits", "--replay", "--validation",
                                  "test_credits_flower:validation", "--json"])
