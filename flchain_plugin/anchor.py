@@ -227,12 +227,15 @@ def anchored_trees(ledger: Ledger, chain: Chain) -> list[AnchoredTree]:
 
 @dataclass(frozen=True)
 class AnchorReport:
-    """What `verify_anchors` checked; `problems` empty when everything holds."""
+    """What `verify_anchors` checked; `problems` empty when everything holds.
+    `elsewhere`: the indices of `anchor` entries recorded on another chain or contract,
+    which this chain cannot confirm: named, so a reader knows they went unchecked."""
 
     size: int
     anchored: tuple[AnchoredTree, ...]
     entries: int
     problems: tuple[str, ...]
+    elsewhere: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -255,10 +258,13 @@ def check_tree(ledger: Ledger, tree: AnchoredTree, size: int, root: bytes) -> st
     return None
 
 
-def _entry_problem(index: int, entry: E.Anchor, chain: Chain,
+def _on_chain(entry: E.Anchor, chain: Chain) -> bool:
+    """Whether `entry` was anchored on this chain's anchor contract."""
+    return entry.chain == chain.id and entry.contract.lower() == str(chain.anchors).lower()
+
+
+def _entry_problem(index: int, entry: E.Anchor,
                    by_tx: Mapping[str, AnchoredTree]) -> str | None:
-    if entry.chain != chain.id or entry.contract.lower() != str(chain.anchors).lower():
-        return None  # anchored elsewhere: another chain's auditor checks it
     tree = by_tx.get(entry.tx.lower())
     if tree is None:
         return (f"anchor entry {index} names transaction {entry.tx}, which anchored nothing "
@@ -272,14 +278,17 @@ def _entry_problem(index: int, entry: E.Anchor, chain: Chain,
 
 def verify_anchors(ledger: Ledger, chain: Chain) -> AnchorReport:
     """Prove the ledger consistent with every root anchored for its origin, and check
-    that every `anchor` entry for this contract names a real anchor transaction."""
+    that every `anchor` entry for this contract names a real anchor transaction; entries
+    of another chain or contract are listed in `elsewhere`, for that chain's auditor."""
     head = ledger.head()
     trees = anchored_trees(ledger, chain)
     problems = [p for t in trees if (p := check_tree(ledger, t, head.size, head.root))]
     by_tx = {t.tx.lower(): t for t in trees}
     recorded = anchors(ledger)
-    problems += [p for i, e in recorded if (p := _entry_problem(i, e, chain, by_tx))]
-    return AnchorReport(head.size, tuple(trees), len(recorded), tuple(problems))
+    here = [(i, e) for i, e in recorded if _on_chain(e, chain)]
+    problems += [p for i, e in here if (p := _entry_problem(i, e, by_tx))]
+    elsewhere = tuple(i for i, e in recorded if not _on_chain(e, chain))
+    return AnchorReport(head.size, tuple(trees), len(recorded), tuple(problems), elsewhere)
 
 
 # -- minting ---------------------------------------------------------------------------

@@ -208,6 +208,18 @@ def test_a_ledger_entry_naming_a_fake_transaction_is_named(chain: Chain, tmp_pat
     assert problems[0].startswith(f"anchor entry {led.size - 1} names transaction 0x7777")
 
 
+def test_an_entry_anchored_elsewhere_is_named_not_hidden(chain: Chain, tmp_path: Path) -> None:
+    chain.deploy()
+    led = build_ledger(tmp_path / "l.db")
+    entry = publish(led, chain)
+    other = E.Anchor(chain="eip155:999999", contract=entry.contract, tx="0x" + "77" * 32,
+                     block=entry.block, origin=entry.origin, size=entry.size, root=entry.root)
+    commit(led, [entry, other], signer=log_signer(led))
+    report = verify_anchors(led, chain)
+    assert report.ok, report.problems
+    assert report.entries == 2 and report.elsewhere == (led.size - 1,)
+
+
 def test_quorum_contract_refuses_an_unwitnessed_anchor(chain: Chain, tmp_path: Path) -> None:
     chain.deploy(quorum=2)
     led = build_ledger(tmp_path / "l.db")
