@@ -181,8 +181,10 @@ def publish(ledger: Ledger, chain: Chain, *, note: str | None = None,
     receipt = chain.transact(fn, f"anchoring {cp.origin} at size {cp.size}")
     minted = None
     if mint_since is not None and chain.token is not None:
-        minted = [mint_round(ledger, chain, cp, run, rnd, payees or {})
-                  for run, rnd in unminted_rounds(ledger, chain, mint_since, cp.size)] or None
+        due = unminted_rounds(ledger, chain, mint_since, cp.size)
+        credits = round_credits(ledger, 0, cp.size) if due else {}  # one scan for all rounds
+        minted = [mint_round(ledger, chain, cp, run, rnd, payees or {}, credits=credits)
+                  for run, rnd in due] or None
     return E.Anchor(chain=chain.id, contract=str(chain.anchors),
                     tx=receipt["transactionHash"].to_0x_hex(),
                     block=int(receipt["blockNumber"]), origin=cp.origin, size=cp.size,
@@ -327,14 +329,20 @@ def unminted_rounds(ledger: Ledger, chain: Chain, start: int, end: int
 
 
 def mint_round(ledger: Ledger, chain: Chain, anchored: Checkpoint, run: str, rnd: int,
-               payees: Mapping[str, str]) -> dict[str, Any]:
+               payees: Mapping[str, str], *,
+               credits: Mapping[tuple[str, int], Mapping[str, int]] | None = None
+               ) -> dict[str, Any]:
     """Mint round `rnd` of `run` in one transaction against the anchored checkpoint that
-    holds its credits; what the `anchor` entry records of it."""
-    credits = round_credits(ledger, 0, anchored.size).get((run, rnd))
-    if not credits:
+    holds its credits; what the `anchor` entry records of it. `credits`: the ledger's
+    `round_credits` below `anchored.size`, when the caller already summed them (minting
+    many rounds reads the ledger once, not once a round)."""
+    if credits is None:
+        credits = round_credits(ledger, 0, anchored.size)
+    node_credits = credits.get((run, rnd))
+    if not node_credits:
         raise ValueError(f"run {run!r} round {rnd}: no credit entries below size "
                          f"{anchored.size}")
-    paid = sorted((payee(n, payees), a) for n, a in credits.items() if a > 0)
+    paid = sorted((payee(n, payees), a) for n, a in node_credits.items() if a > 0)
     if len(paid) > MAX_RECIPIENTS:
         raise ValueError(f"run {run!r} round {rnd}: {len(paid)} nodes credited, the token "
                          f"mints at most {MAX_RECIPIENTS} a round (credit_token.vy)")
