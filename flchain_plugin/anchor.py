@@ -298,21 +298,14 @@ def verify_anchors(ledger: Ledger, chain: Chain) -> AnchorReport:
 
 def round_credits(ledger: Ledger, start: int = 0, end: int | None = None
                   ) -> dict[tuple[str, int], dict[str, int]]:
-    """The `credit` entries in [start, end), summed per node, by (run, round)."""
+    """The `credit` entries in [start, end), summed per node, by (run, round). Amounts
+    are whole, non-negative token units: `entries.Credit` refuses any other on reading."""
     out: dict[tuple[str, int], dict[str, int]] = {}
     for logged in ledger.iter_entries(start, end, type=E.Credit.TYPE):
         e = logged.entry
         assert isinstance(e, E.Credit)
-        amount = e.amount
-        if isinstance(amount, float):
-            if not amount.is_integer():
-                raise ValueError(f"credit entry {logged.index}: amount {amount} is not a "
-                                 "whole number of token units")
-            amount = int(amount)
-        if amount < 0:
-            raise ValueError(f"credit entry {logged.index}: negative amount {amount}")
         nodes = out.setdefault((e.run, e.round), {})
-        nodes[e.node] = nodes.get(e.node, 0) + amount
+        nodes[e.node] = nodes.get(e.node, 0) + e.amount
     return out
 
 
