@@ -387,9 +387,13 @@ def verify_mints(ledger: Ledger, chain: Chain, payees: Mapping[str, str] | None 
         rounds += 1
         total += args["total"]
         key, tx = (args["run"], int(args["round"])), ev["transactionHash"].to_0x_hex()
-        want = {payee(n, payees or {}): a
-                for n, a in ledger_credits.get(key, {}).items() if a > 0}
-        names = {payee(n, payees or {}): n for n in ledger_credits.get(key, {})}
+        want: dict[str, int] = {}  # summed: nodes may share a payee, as the mint pays
+        names: dict[str, str] = {}
+        for n, a in ledger_credits.get(key, {}).items():
+            address = payee(n, payees or {})
+            names.setdefault(address, n)
+            if a > 0:
+                want[address] = want.get(address, 0) + a
         for address in sorted(set(want) | set(paid)):
             if want.get(address, 0) != paid.get(address, 0):
                 problems.append(

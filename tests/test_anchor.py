@@ -261,6 +261,16 @@ def test_configured_payees_are_paid(chain: Chain, tmp_path: Path) -> None:
     assert not verify_mints(led, chain).ok  # the replay must use the same payees
 
 
+def test_nodes_sharing_a_payee_replay_as_minted(chain: Chain, tmp_path: Path) -> None:
+    chain.deploy()
+    led = build_ledger(tmp_path / "l.db", rounds={1: ROUNDS[1]})
+    payees = {"7": "0x" + "11" * 20, "8": "0x" + "11" * 20, "9": "0x" + "11" * 20}
+    anchor_checkpoint(led, chain, mint=True, payees=payees)
+    assert balances_on_chain(chain, ["7"], payees) == {"7": 80}
+    mints = verify_mints(led, chain, payees)
+    assert mints.ok and mints.total == 80, mints.problems
+
+
 def test_a_checkpoint_that_is_not_the_ledgers_is_refused(chain: Chain, tmp_path: Path) -> None:
     chain.deploy()
     led = build_ledger(tmp_path / "a.db")
