@@ -12,8 +12,10 @@ compiled for Cancun) in the same run, for 10, 100 and 1,000 clients a round:
   transaction (the gas of a transaction does not depend on which account sends it: all
   are sent from one account to keep the run short).
 
-Gas is deterministic, so one round is measured per size after a first round (which pays
-for new storage: new origins, first balances), and the first round is given in the notes.
+Gas is deterministic but for calldata (a zero byte of the root or note hash, which differ
+run to run, costs 12 gas less), so one round is measured per size after a first round
+(which pays for new storage: new origins, first balances), and the first round is given
+in the notes.
 
     python bench/bench_gas.py            # 10, 100 and 1,000 clients
     python bench/bench_gas.py --quick    # 10 clients: a smoke run

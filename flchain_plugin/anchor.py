@@ -181,8 +181,10 @@ def publish(ledger: Ledger, chain: Chain, *, note: str | None = None,
     receipt = chain.transact(fn, f"anchoring {cp.origin} at size {cp.size}")
     minted = None
     if mint_since is not None and chain.token is not None:
-        minted = [mint_round(ledger, chain, cp, run, rnd, payees or {})
-                  for run, rnd in unminted_rounds(ledger, chain, mint_since, cp.size)] or None
+        due = unminted_rounds(ledger, chain, mint_since, cp.size)
+        credits = round_credits(ledger, 0, cp.size) if due else {}  # one scan for all rounds
+        minted = [mint_round(ledger, chain, cp, run, rnd, payees or {}, credits=credits)
+                  for run, rnd in due] or None
     return E.Anchor(chain=chain.id, contract=str(chain.anchors),
                     tx=receipt["transactionHash"].to_0x_hex(),
                     block=int(receipt["blockNumber"]), origin=cp.origin, size=cp.size,
@@ -227,12 +229,15 @@ def anchored_trees(ledger: Ledger, chain: Chain) -> list[AnchoredTree]:
 
 @dataclass(frozen=True)
 class AnchorReport:
-    """What `verify_anchors` checked; `problems` empty when everything holds."""
+    """What `verify_anchors` checked; `problems` empty when everything holds.
+    `elsewhere`: the indices of `anchor` entries recorded on another chain or contract,
+    which this chain cannot confirm: named, so a reader knows they went unchecked."""
 
     size: int
     anchored: tuple[AnchoredTree, ...]
     entries: int
     problems: tuple[str, ...]
+    elsewhere: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -255,10 +260,13 @@ def check_tree(ledger: Ledger, tree: AnchoredTree, size: int, root: bytes) -> st
     return None
 
 
-def _entry_problem(index: int, entry: E.Anchor, chain: Chain,
+def _on_chain(entry: E.Anchor, chain: Chain) -> bool:
+    """Whether `entry` was anchored on this chain's anchor contract."""
+    return entry.chain == chain.id and entry.contract.lower() == str(chain.anchors).lower()
+
+
+def _entry_problem(index: int, entry: E.Anchor,
                    by_tx: Mapping[str, AnchoredTree]) -> str | None:
-    if entry.chain != chain.id or entry.contract.lower() != str(chain.anchors).lower():
-        return None  # anchored elsewhere: another chain's auditor checks it
     tree = by_tx.get(entry.tx.lower())
     if tree is None:
         return (f"anchor entry {index} names transaction {entry.tx}, which anchored nothing "
@@ -272,14 +280,17 @@ def _entry_problem(index: int, entry: E.Anchor, chain: Chain,
 
 def verify_anchors(ledger: Ledger, chain: Chain) -> AnchorReport:
     """Prove the ledger consistent with every root anchored for its origin, and check
-    that every `anchor` entry for this contract names a real anchor transaction."""
+    that every `anchor` entry for this contract names a real anchor transaction; entries
+    of another chain or contract are listed in `elsewhere`, for that chain's auditor."""
     head = ledger.head()
     trees = anchored_trees(ledger, chain)
     problems = [p for t in trees if (p := check_tree(ledger, t, head.size, head.root))]
     by_tx = {t.tx.lower(): t for t in trees}
     recorded = anchors(ledger)
-    problems += [p for i, e in recorded if (p := _entry_problem(i, e, chain, by_tx))]
-    return AnchorReport(head.size, tuple(trees), len(recorded), tuple(problems))
+    here = [(i, e) for i, e in recorded if _on_chain(e, chain)]
+    problems += [p for i, e in here if (p := _entry_problem(i, e, by_tx))]
+    elsewhere = tuple(i for i, e in recorded if not _on_chain(e, chain))
+    return AnchorReport(head.size, tuple(trees), len(recorded), tuple(problems), elsewhere)
 
 
 # -- minting ---------------------------------------------------------------------------
@@ -287,21 +298,14 @@ def verify_anchors(ledger: Ledger, chain: Chain) -> AnchorReport:
 
 def round_credits(ledger: Ledger, start: int = 0, end: int | None = None
                   ) -> dict[tuple[str, int], dict[str, int]]:
-    """The `credit` entries in [start, end), summed per node, by (run, round)."""
+    """The `credit` entries in [start, end), summed per node, by (run, round). Amounts
+    are whole, non-negative token units: `entries.Credit` refuses any other on reading."""
     out: dict[tuple[str, int], dict[str, int]] = {}
     for logged in ledger.iter_entries(start, end, type=E.Credit.TYPE):
         e = logged.entry
         assert isinstance(e, E.Credit)
-        amount = e.amount
-        if isinstance(amount, float):
-            if not amount.is_integer():
-                raise ValueError(f"credit entry {logged.index}: amount {amount} is not a "
-                                 "whole number of token units")
-            amount = int(amount)
-        if amount < 0:
-            raise ValueError(f"credit entry {logged.index}: negative amount {amount}")
         nodes = out.setdefault((e.run, e.round), {})
-        nodes[e.node] = nodes.get(e.node, 0) + amount
+        nodes[e.node] = nodes.get(e.node, 0) + e.amount
     return out
 
 
@@ -318,14 +322,20 @@ def unminted_rounds(ledger: Ledger, chain: Chain, start: int, end: int
 
 
 def mint_round(ledger: Ledger, chain: Chain, anchored: Checkpoint, run: str, rnd: int,
-               payees: Mapping[str, str]) -> dict[str, Any]:
+               payees: Mapping[str, str], *,
+               credits: Mapping[tuple[str, int], Mapping[str, int]] | None = None
+               ) -> dict[str, Any]:
     """Mint round `rnd` of `run` in one transaction against the anchored checkpoint that
-    holds its credits; what the `anchor` entry records of it."""
-    credits = round_credits(ledger, 0, anchored.size).get((run, rnd))
-    if not credits:
+    holds its credits; what the `anchor` entry records of it. `credits`: the ledger's
+    `round_credits` below `anchored.size`, when the caller already summed them (minting
+    many rounds reads the ledger once, not once a round)."""
+    if credits is None:
+        credits = round_credits(ledger, 0, anchored.size)
+    node_credits = credits.get((run, rnd))
+    if not node_credits:
         raise ValueError(f"run {run!r} round {rnd}: no credit entries below size "
                          f"{anchored.size}")
-    paid = sorted((payee(n, payees), a) for n, a in credits.items() if a > 0)
+    paid = sorted((payee(n, payees), a) for n, a in node_credits.items() if a > 0)
     if len(paid) > MAX_RECIPIENTS:
         raise ValueError(f"run {run!r} round {rnd}: {len(paid)} nodes credited, the token "
                          f"mints at most {MAX_RECIPIENTS} a round (credit_token.vy)")
@@ -377,9 +387,13 @@ def verify_mints(ledger: Ledger, chain: Chain, payees: Mapping[str, str] | None 
         rounds += 1
         total += args["total"]
         key, tx = (args["run"], int(args["round"])), ev["transactionHash"].to_0x_hex()
-        want = {payee(n, payees or {}): a
-                for n, a in ledger_credits.get(key, {}).items() if a > 0}
-        names = {payee(n, payees or {}): n for n in ledger_credits.get(key, {})}
+        want: dict[str, int] = {}  # summed: nodes may share a payee, as the mint pays
+        names: dict[str, str] = {}
+        for n, a in ledger_credits.get(key, {}).items():
+            address = payee(n, payees or {})
+            names.setdefault(address, n)
+            if a > 0:
+                want[address] = want.get(address, 0) + a
         for address in sorted(set(want) | set(paid)):
             if want.get(address, 0) != paid.get(address, 0):
                 problems.append(

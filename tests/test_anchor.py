@@ -208,6 +208,18 @@ def test_a_ledger_entry_naming_a_fake_transaction_is_named(chain: Chain, tmp_pat
     assert problems[0].startswith(f"anchor entry {led.size - 1} names transaction 0x7777")
 
 
+def test_an_entry_anchored_elsewhere_is_named_not_hidden(chain: Chain, tmp_path: Path) -> None:
+    chain.deploy()
+    led = build_ledger(tmp_path / "l.db")
+    entry = publish(led, chain)
+    other = E.Anchor(chain="eip155:999999", contract=entry.contract, tx="0x" + "77" * 32,
+                     block=entry.block, origin=entry.origin, size=entry.size, root=entry.root)
+    commit(led, [entry, other], signer=log_signer(led))
+    report = verify_anchors(led, chain)
+    assert report.ok, report.problems
+    assert report.entries == 2 and report.elsewhere == (led.size - 1,)
+
+
 def test_quorum_contract_refuses_an_unwitnessed_anchor(chain: Chain, tmp_path: Path) -> None:
     chain.deploy(quorum=2)
     led = build_ledger(tmp_path / "l.db")
@@ -247,6 +259,16 @@ def test_configured_payees_are_paid(chain: Chain, tmp_path: Path) -> None:
     assert balances_on_chain(chain, ["7", "8"], payees) == {"7": 50, "8": 30}
     assert verify_mints(led, chain, payees).ok
     assert not verify_mints(led, chain).ok  # the replay must use the same payees
+
+
+def test_nodes_sharing_a_payee_replay_as_minted(chain: Chain, tmp_path: Path) -> None:
+    chain.deploy()
+    led = build_ledger(tmp_path / "l.db", rounds={1: ROUNDS[1]})
+    payees = {"7": "0x" + "11" * 20, "8": "0x" + "11" * 20, "9": "0x" + "11" * 20}
+    anchor_checkpoint(led, chain, mint=True, payees=payees)
+    assert balances_on_chain(chain, ["7"], payees) == {"7": 80}
+    mints = verify_mints(led, chain, payees)
+    assert mints.ok and mints.total == 80, mints.problems
 
 
 def test_a_checkpoint_that_is_not_the_ledgers_is_refused(chain: Chain, tmp_path: Path) -> None:

@@ -134,6 +134,7 @@ def test_operator_commands_on_anvil(anvil_url: str, key_file: Path, tmp_path: Pa
     doc = json.loads(out)
     assert doc["ok"] and [a["size"] for a in doc["anchors"]] == [done["size"], done["size"] + 1]
     assert doc["minted_rounds"] == 1 and doc["minted_total"] == 80
+    assert doc["anchor_entries"] == 2 and doc["anchor_entries_elsewhere"] == []
 
     # the operator rewrites the whole file: same origin, same key, re-signed everywhere
     key = log_signer(Ledger(ledger, create=False))

@@ -203,10 +203,6 @@ class Chain:
             return list(event.get_logs(from_block=self.from_block, argument_filters=filters
                                        or None))
 
-    def block_time(self, block: int) -> int:
-        with chain_errors(f"reading block {block}"):
-            return int(self.w3.eth.get_block(block)["timestamp"])
-
 
 def _address(value: str, name: str) -> str:
     if not isinstance(value, str) or not Web3.is_address(value):

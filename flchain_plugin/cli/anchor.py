@@ -167,6 +167,7 @@ def _verify_doc(report: AnchorReport, mints: MintReport | None) -> dict[str, Any
                          "tx": t.tx, "witnesses": t.witnesses, "timestamp": t.timestamp}
                         for t in report.anchored],
             "anchor_entries": report.entries,
+            "anchor_entries_elsewhere": list(report.elsewhere),
             "minted_rounds": None if mints is None else mints.rounds,
             "minted_total": None if mints is None else mints.total,
             "problems": [*report.problems, *(mints.problems if mints else ())]}
@@ -204,6 +205,10 @@ def verify(settings: Settings, out: Output, **given: Any) -> None:
         out.console.print(_anchors_table(doc))
         if mints is not None:
             out.console.print(f"{mints.rounds} minted rounds replayed ({mints.total} units)")
+        if report.elsewhere:
+            out.console.print(f"{len(report.elsewhere)} anchor entries of another chain or "
+                              f"contract not checked here: entries "
+                              f"{', '.join(map(str, report.elsewhere))}")
     if not doc["ok"]:
         raise VerificationFailed(f"does not verify against the chain: {doc['problems'][0]}", doc)
     out.emit(doc, lambda: out.console.print(
