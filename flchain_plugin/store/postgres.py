@@ -18,8 +18,8 @@ line says what to do; the URL in messages never shows a password.
 
 Layout: as the SQLite store (entries carry their leaf hash; `nodes` keyed by node_key;
 heads; checkpoints; meta), with the digest index one B-tree `refs (digest, idx)`. Round
-trips are the cost on a network: a batch takes six (BEGIN with the lock, the tree edge,
-its nodes, the entries by binary COPY, which is about 2.5x executemany, the rest of the
+trips are the cost on a network: a batch takes five (BEGIN with the lock and the tree
+edge, its nodes, the entries by binary COPY, which is about 2.5x executemany, the rest of the
 rows pipelined, COMMIT) and a proof's hashes one.
 """
 
@@ -82,32 +82,28 @@ def store_error(where: str, e: psycopg.Error) -> StoreError:
                       "`flchain verify` on it, and check the database")
 
 
+_EDGE = ("SELECT h.size, h.root, h.ts, (SELECT MAX(idx) FROM entries) FROM (SELECT 1) o "
+         "LEFT JOIN (SELECT size, root, ts FROM heads ORDER BY size DESC LIMIT 1) h ON true")
+"""The latest head and the entry count in one row (NULLs for a new ledger)."""
+
+
 class _PostgresWriter:
-    """The write transaction's view: the head and entry count are read once, in one
-    statement, after the lock (a READ COMMITTED statement's snapshot is taken when it
+    """The write transaction's view: the head and entry count as `writer` read them, in
+    the statement after the lock (a READ COMMITTED statement's snapshot is taken when it
     starts, so reading them in the statement that waits for the lock would miss the
     batch committed by the writer it waited for)."""
 
-    def __init__(self, cur: psycopg.Cursor[Any]):
+    def __init__(self, cur: psycopg.Cursor[Any], edge: tuple[Any, ...]):
         self._cur = cur
-        self._edge: tuple[HeadRow | None, int] | None = None
-
-    def _read_edge(self) -> tuple[HeadRow | None, int]:
-        if self._edge is None:
-            row = self._cur.execute(
-                "SELECT h.size, h.root, h.ts, (SELECT MAX(idx) FROM entries) FROM (SELECT 1) o "
-                "LEFT JOIN (SELECT size, root, ts FROM heads ORDER BY size DESC LIMIT 1) h "
-                "ON true").fetchone()
-            assert row is not None
-            head = HeadRow(row[0], bytes(row[1]), row[2]) if row[0] is not None else None
-            self._edge = (head, 0 if row[3] is None else int(row[3]) + 1)
-        return self._edge
+        size, root, ts, last = edge
+        self._head = HeadRow(size, bytes(root), ts) if size is not None else None
+        self._count = 0 if last is None else int(last) + 1
 
     def head(self) -> HeadRow | None:
-        return self._read_edge()[0]
+        return self._head
 
     def entry_count(self) -> int:
-        return self._read_edge()[1]
+        return self._count
 
     def nodes(self, keys: Sequence[int]) -> dict[int, bytes]:
         return _nodes(self._cur, keys)
@@ -141,7 +137,7 @@ class _PostgresWriter:
             if checkpoint is not None:
                 cur.execute("INSERT INTO checkpoints (size, note) VALUES (%s, %s)",
                             (head.size, checkpoint))
-        self._edge = (head, head.size)
+        self._head, self._count = head, head.size
 
 
 def _head(cur: psycopg.Cursor[Any]) -> HeadRow | None:
@@ -228,11 +224,17 @@ class PostgresStore:
 
     @contextmanager
     def writer(self) -> Iterator[_PostgresWriter]:
-        """BEGIN and the lock in one round trip (a simple query; LOCK_KEY is a constant)."""
+        """BEGIN, the lock and the tree edge in one round trip (a simple query, LOCK_KEY a
+        constant; each of its statements takes its own snapshot, so the edge read after
+        the lock sees the batch of the writer it waited for)."""
         with self._lock, self._errors(), self._conn.cursor() as cur:
-            cur.execute(f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})")
+            cur.execute(f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY}); {_EDGE}")
             try:
-                yield _PostgresWriter(cur)
+                cur.nextset()  # past BEGIN's and the lock's results to the edge's
+                cur.nextset()
+                edge = cur.fetchone()
+                assert edge is not None
+                yield _PostgresWriter(cur, edge)
             except BaseException:
                 if not self._conn.broken:
                     self._conn.execute("ROLLBACK")
