@@ -384,13 +384,11 @@ class Ledger:
         n, root = self._size_and_root(size)
         if not 0 <= index < n:
             raise IndexError(f"entry {index} is not in a tree of size {n}")
-        ranges = merkle.inclusion_ranges(index, n)
-        leaf = self.store.nodes([node_key(0, index)])
-        if not leaf:
-            raise StoreError(f"ledger is damaged: leaf {index} is missing; run `flchain verify`")
-        return InclusionProof(
-            index, n, leaf[node_key(0, index)], tuple(self._range_hashes(ranges)), root
-        )
+        # The leaf is the range [index, index + 1): read with the path, in one query (one
+        # round trip on a server store).
+        leaf, *hashes = self._range_hashes([(index, index + 1),
+                                            *merkle.inclusion_ranges(index, n)])
+        return InclusionProof(index, n, leaf, tuple(hashes), root)
 
     def consistency_proof(self, size1: int, size2: int | None = None) -> ConsistencyProof:
         """Proof that the tree of `size2` (default: latest) extends the tree of `size1`."""

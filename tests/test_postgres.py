@@ -238,3 +238,19 @@ def test_a_consistent_rollback_is_caught_only_by_a_checkpoint_held_elsewhere(
         assert led.size == cut and led.verify(verifier=key.verifier).ok
         with pytest.raises(ValueError, match="does not match this ledger"):
             led.add_checkpoint_note(held, key.verifier)
+
+
+def test_a_proof_over_a_deleted_leaf_row_says_the_ledger_is_damaged(postgres_url: str) -> None:
+    """The leaf and the path of an inclusion proof are read in one query: a leaf row gone
+    from the database is still a damaged ledger, never a proof with a hole in it."""
+    with Ledger(postgres_url) as led:
+        led.append(batch(40))
+        proof = led.inclusion_proof(17)
+        assert proof.leaf_hash == led.store.nodes([17])[17]
+        proof.verify()
+    with psycopg.connect(postgres_url) as c:
+        c.execute("DELETE FROM entries WHERE idx = 17")
+    with Ledger(postgres_url, create=False) as led:
+        with pytest.raises(StoreError, match="ledger is damaged"):
+            led.inclusion_proof(17)
+        led.inclusion_proof(39).verify()  # a path clear of the deleted row

@@ -11,13 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..ledger import Ledger
 from ..migrate import CopyDiffers, NotAPrefix, migrate
 from ..store import StoreError
-from ..store.url import is_postgres_url, redact
+from ..store.url import is_postgres_url
 from .errors import Command, InputError, VerificationFailed
-from .root import Output, Settings, common_options, kv_table, open_ledger
+from .root import Output, Settings, common_options, kv_table, ledger_name, open_ledger
 
 
 def _name(target: str) -> str:
-    return redact(target) if is_postgres_url(target) else target
+    return ledger_name(Settings(Path(target), False, target))
 
 
 def _open_destination(target: str, origin: str) -> Ledger:

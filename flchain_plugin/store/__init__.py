@@ -28,6 +28,23 @@ def ref_key(digest: bytes) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+KEY_COLUMNS = {"entries": "idx", "nodes": "id", "heads": "size", "checkpoints": "id"}
+"""Each table's integer key, for `first_key_outside`."""
+
+
+def key_gaps(allowed: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The int64 key ranges [first, end) outside every `allowed` range, in order: where a
+    store's `first_key_outside` looks, one indexed query per gap (the last gap's end is
+    past every int64 key)."""
+    gaps, lo = [], -(2**63)
+    for a, b in sorted(allowed):
+        if a > lo:
+            gaps.append((lo, a))
+        lo = max(lo, b)
+    gaps.append((lo, 2**63))
+    return gaps
+
+
 @dataclass(frozen=True)
 class HeadRow:
     """A stored tree head: the tree after one batch."""

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import EntryRow, HeadRow, StoreError, node_key, ref_key
+from . import KEY_COLUMNS, EntryRow, HeadRow, StoreError, key_gaps, node_key, ref_key
 
 _LEVEL1 = node_key(1, 0)
 
@@ -59,11 +59,6 @@ REFS_MERGE_ROWS = 65_536
 # IN (...) lists longer than this are split; SQLite's default limit is 32766 variables.
 _MAX_VARS = 900
 
-
-_KEY_COLUMNS = {"entries": "idx", "nodes": "id", "heads": "size", "checkpoints": "id"}
-"""Each table's integer key, for `first_key_outside`."""
-
-_INT64 = (-(2**63), 2**63)
 
 
 def store_error(path: Path, e: sqlite3.Error) -> StoreError:
@@ -360,15 +355,8 @@ class SqliteStore:
             return _nodes(self._conn, keys)
 
     def first_key_outside(self, table: str, allowed: Sequence[tuple[int, int]]) -> int | None:
-        col = _KEY_COLUMNS[table]
-        edges = sorted(allowed)
-        gaps, lo = [], _INT64[0]
-        for a, b in edges:
-            if a > lo:
-                gaps.append((lo, a))
-            lo = max(lo, b)
-        gaps.append((lo, _INT64[1]))
-        for a, b in gaps:  # keys are int64: the last gap's end is past every key
+        col = KEY_COLUMNS[table]
+        for a, b in key_gaps(allowed):
             rows = self._read(
                 f"SELECT {col} FROM {table} WHERE {col} >= ? AND {col} <= ? ORDER BY {col} "
                 "LIMIT 1", (a, b - 1))
