@@ -165,7 +165,8 @@ def main(rounds: int, clients: int, quick: bool, as_json: bool) -> None:
                    "reply_bytes_per_round": m["nbytes"]},
            notes=["replay = decrypt (AES-256-GCM) + re-digest every kept update + Flower's "
                   "own aggregation + digest of the result, rounds one after another",
-                  "keep_updates per round includes one fsync per update and one per key"])
+                  "keep_updates per round includes, per update, an fsync of its ciphertext "
+                  "and of its key, each followed by an fsync of the file's directory"])
 
 
 if __name__ == "__main__":

@@ -54,8 +54,7 @@ class BlobStore:
         return f"BlobStore({str(self.root)!r})"
 
     def path(self, digest: str) -> Path:
-        h = parse_digest(digest).hex()
-        return self.root / "sha256" / h[:2] / (h + self.SUFFIX)
+        return address(self.root, digest, self.SUFFIX)
 
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
@@ -65,12 +64,7 @@ class BlobStore:
 
     def __iter__(self) -> Iterator[str]:
         """Digests of stored blobs."""
-        base = self.root / "sha256"
-        if not base.is_dir():
-            return
-        for sub in sorted(base.iterdir()):
-            for f in sorted(sub.glob("*" + self.SUFFIX)):
-                yield "sha256:" + f.name[: -len(self.SUFFIX)]
+        return addressed(self.root, self.SUFFIX)
 
     def put(self, arrays: Mapping[str, Any], digest: str | None = None) -> str:
         """Store named tensors (numpy arrays or array-likes); return their model digest.
@@ -129,6 +123,23 @@ class BlobStore:
         os.unlink(path)
         fsync_dir(path.parent)
         return entry
+
+
+def address(base: Path, digest: str, suffix: str) -> Path:
+    """Where a content-addressed file lives: `<base>/sha256/<2 hex>/<64 hex><suffix>` (the
+    blob store's layout, shared by the update vault's ciphertexts and keys)."""
+    h = parse_digest(digest).hex()
+    return base / "sha256" / h[:2] / (h + suffix)
+
+
+def addressed(base: Path, suffix: str) -> Iterator[str]:
+    """The digests of the files `address(base, ..., suffix)` names that exist, in order."""
+    root = base / "sha256"
+    if not root.is_dir():
+        return
+    for sub in sorted(root.iterdir()):
+        for f in sorted(sub.glob("*" + suffix)):
+            yield "sha256:" + f.name[: -len(suffix)]
 
 
 def pack_tensors(f: IO[bytes], arrays: Mapping[str, np.ndarray | bytes]) -> None:

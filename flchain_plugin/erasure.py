@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import entries as E
-from .blobs import BlobStore, fsync_dir
+from .blobs import BlobStore
 from .commit import Committed, commit
 from .notes import Signer
 from .vault import UpdateVault
@@ -70,8 +70,6 @@ def erase(ledger: Any, digest: str, blobs: BlobStore, *, vault: UpdateVault | No
         entry, index = earlier.entry, earlier.index  # type: ignore[assignment]
     if "update" in stored:
         vault.erase(digest)
-    if "weights" in stored:
-        path = blobs.path(digest)
-        path.unlink(missing_ok=True)
-        fsync_dir(path.parent)
+    if "weights" in stored:  # the entry is already logged: no second one from delete
+        blobs.delete(digest)
     return Erased(entry, index, tuple(stored), done)

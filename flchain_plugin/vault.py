@@ -37,7 +37,16 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .blobs import BlobError, default_root, fsync_dir, pack_tensors, unpack_tensors, write_atomic
+from .blobs import (
+    BlobError,
+    address,
+    addressed,
+    default_root,
+    fsync_dir,
+    pack_tensors,
+    unpack_tensors,
+    write_atomic,
+)
 from .digest import DigestError, model_digest, parse_digest
 
 MAGIC = b"flchain-update/v1\n"
@@ -67,12 +76,10 @@ class UpdateVault:
         return f"UpdateVault({str(self.root)!r})"
 
     def path(self, digest: str) -> Path:
-        h = parse_digest(digest).hex()
-        return self.root / "updates" / "sha256" / h[:2] / (h + ".enc")
+        return address(self.root / "updates", digest, ".enc")
 
     def key_path(self, digest: str) -> Path:
-        h = parse_digest(digest).hex()
-        return self.keys / "sha256" / h[:2] / (h + ".key")
+        return address(self.keys, digest, ".key")
 
     def has(self, digest: str) -> bool:
         """Whether the update can still be read: its ciphertext and its key both exist."""
@@ -80,14 +87,8 @@ class UpdateVault:
 
     def __iter__(self) -> Iterator[str]:
         """Digests of the kept (readable) updates."""
-        base = self.root / "updates" / "sha256"
-        if not base.is_dir():
-            return
-        for sub in sorted(base.iterdir()):
-            for f in sorted(sub.glob("*.enc")):
-                digest = "sha256:" + f.name[:-4]
-                if self.key_path(digest).is_file():
-                    yield digest
+        return (d for d in addressed(self.root / "updates", ".enc")
+                if self.key_path(d).is_file())
 
     def put(self, digest: str, tensors: Mapping[str, np.ndarray | bytes]) -> str:
         """Encrypt and store one update's tensors (`.npy` bytes or arrays) under `digest`,

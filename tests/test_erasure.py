@@ -105,7 +105,10 @@ def test_erase_shreds_the_key_then_the_ciphertext(tmp_path: Path):
     d = vault.put(model_digest(tensors()), tensors())
     key_file = vault.key_path(d)
     inode_dir = key_file.parent
+    same_inode = tmp_path / "key-link"  # sees the key's blocks after its name is unlinked
+    os.link(key_file, same_inode)
     assert vault.erase(d) is True
+    assert same_inode.read_bytes() == b"\0" * 32  # overwritten before unlinking, not just unlinked
     assert not key_file.exists() and not vault.path(d).exists() and not vault.has(d)
     assert list(inode_dir.iterdir()) == []  # no temporary copy of the key left behind
     with pytest.raises(VaultError, match="key is not in"):

@@ -117,11 +117,6 @@ def _resolve(led: Ledger, digest: str) -> str:
     return digest
 
 
-def records_erasure(led: Ledger, digest: str) -> Any:
-    """The `erasure` entry recorded for `digest`, if any."""
-    return next((le for le in led.find(digest, type="erasure")), None)
-
-
 def _blob_store(ledger: Path, blobs: Path | None) -> BlobStore:
     return BlobStore(blobs if blobs is not None else default_root(ledger))
 
@@ -229,7 +224,7 @@ def rollback(settings: Settings, out: Output, digest: str, blobs: Path | None,
         if not known:
             raise InputError(f"{digest} is not a model version recorded in {settings.ledger}; "
                              "list versions with `flchain log --type model`")
-        erased = records_erasure(led, digest)
+        erased = next(iter(led.find(digest, type="erasure")), None)
         if erased is not None:
             raise InputError(f"cannot roll back to {digest}: its weights were erased (erasure "
                              f"entry {erased.index}: {erased.entry.reason}); choose another "
