@@ -24,6 +24,7 @@ from typing import Any
 from . import entries as E
 from . import notes
 from .checkpoint import Checkpoint, CheckpointError
+from .digest import parse_digest
 from .ledger import Ledger, LoggedEntry
 from .ledger_audit import VerifyReport, known_verifier, verify_ledger
 from .lineage import LineageError, latest_model
@@ -233,22 +234,21 @@ def checkpoint_facts(size: int, note: str, origin: str,
 
 
 def anchor_facts(ledger: Ledger, anchor: dict[str, Any]) -> dict[str, Any]:
-    """An `anchor` entry and whether the root it anchored is this log's root at that size
-    (checked here, from the ledger; the chain itself is checked by `flchain anchor verify`)."""
-    size, root = anchor.get("size"), anchor.get("root")
+    """An `anchor` entry's fields (`_fields` of an `E.Anchor`) and whether the root it
+    anchored is this log's root at that size (checked here, from the ledger; the chain
+    itself is checked by `flchain anchor verify`)."""
+    size, root, origin = anchor["size"], anchor["root"], anchor["origin"]
     doc = {**anchor, "matches_log": None, "problem": None}
-    origin = anchor.get("origin", ledger.origin)
-    if not isinstance(size, int) or not isinstance(root, str):
-        doc["problem"] = "the entry names no tree size and root"
-    elif origin != ledger.origin:
+    if origin != ledger.origin:  # fields as `E.Anchor` decoded them: typed and present
         doc["problem"] = f"it anchors another log's checkpoint (origin {origin!r})"
     elif size > ledger.size:
         doc["problem"] = f"size {size} is beyond the log (size {ledger.size})"
     else:
-        want = ledger.root_at(size).hex()
-        doc["matches_log"] = root.removeprefix("sha256:").lower() == want
+        want = ledger.root_at(size)
+        doc["matches_log"] = parse_digest(root) == want
         if not doc["matches_log"]:
-            doc["problem"] = f"anchored root {root} is not the log's root at size {size} ({want})"
+            doc["problem"] = (f"anchored root {root} is not the log's root at size {size} "
+                              f"({want.hex()})")
     return doc
 
 
