@@ -29,13 +29,13 @@ from .ledger import Ledger, LoggedEntry
 from .ledger_audit import VerifyReport, known_verifier, verify_ledger
 from .lineage import LineageError, latest_model
 from .lineage import lineage as trace
-from .replay import replay
+from .replay import STATUSES, replay
 
 REPORT_FORMAT = "flchain-report/v1"
 """The JSON document's `format`: a field's meaning never changes within a version."""
 
-REPLAY_STATUSES = ("ok", "differs", "erased", "not_replayable", "missing")
-"""A replayed round's status, as `flchain_plugin.replay` reports it."""
+REPLAY_STATUSES = STATUSES
+"""A replayed round's status: `flchain_plugin.replay`'s own list, not a copy of it."""
 
 
 # -- rounds, runs and clients ----------------------------------------------------------------
@@ -279,8 +279,8 @@ def replay_facts(ledger: Ledger, blobs: Any, run_replay: bool) -> dict[str, Any]
                 "detail": "no blob store: replay needs the kept update blobs"}
     result = replay(ledger, blobs)
     rounds = [r.to_json() for r in result.rounds]
-    counts = Counter(r["status"] for r in rounds)
-    detail = ", ".join(f"{counts[s]} {s}" for s in REPLAY_STATUSES if counts[s]) or "no rounds"
+    counts = result.counts()
+    detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no rounds"
     first = next((r for r in rounds if r["status"] != "ok"), None)
     if first is not None:
         detail += (f"; first not ok: run {first['run']} round {first['round']} "
