@@ -1,4 +1,4 @@
-"""The audit report's facts: what one ledger shows about its runs, gathered in one pass.
+"""The audit report's facts: what one ledger shows about its runs.
 
 A data protection officer or a model-risk auditor reads one page (`report_html` renders
 it) or one JSON document (`AuditReport.to_json`, what `flchain report --json` prints):
@@ -495,7 +495,9 @@ def build_report(
     replay: bool = True,
     path: str | None = None,
 ) -> AuditReport:
-    """Read `ledger` once and gather the audit report.
+    """Gather the audit report. The ledger is scanned by `verify_ledger`, then its
+    entries sorted in one pass here (only when it verifies); lineage reads the entries it
+    needs by index and replay makes its own pass, each as its command would.
 
     `blobs`: the blob store (model weights, kept updates) for lineage and replay; `model`:
     the final model to trace (default: the latest recorded); `verifier`: the log key an
