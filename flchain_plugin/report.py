@@ -1,4 +1,4 @@
-"""The audit report's facts: what one ledger shows about its runs, gathered in one pass.
+"""The audit report's facts: what one ledger shows about its runs.
 
 A data protection officer or a model-risk auditor reads one page (`report_html` renders
 it) or one JSON document (`AuditReport.to_json`, what `flchain report --json` prints):
@@ -24,17 +24,18 @@ from typing import Any
 from . import entries as E
 from . import notes
 from .checkpoint import Checkpoint, CheckpointError
+from .digest import parse_digest
 from .ledger import Ledger, LoggedEntry
 from .ledger_audit import VerifyReport, known_verifier, verify_ledger
 from .lineage import LineageError, latest_model
 from .lineage import lineage as trace
-from .replay import replay
+from .replay import STATUSES, replay
 
 REPORT_FORMAT = "flchain-report/v1"
 """The JSON document's `format`: a field's meaning never changes within a version."""
 
-REPLAY_STATUSES = ("ok", "differs", "erased", "not_replayable", "missing")
-"""A replayed round's status, as `flchain_plugin.replay` reports it."""
+REPLAY_STATUSES = STATUSES
+"""A replayed round's status: `flchain_plugin.replay`'s own list, not a copy of it."""
 
 
 # -- rounds, runs and clients ----------------------------------------------------------------
@@ -233,22 +234,21 @@ def checkpoint_facts(size: int, note: str, origin: str,
 
 
 def anchor_facts(ledger: Ledger, anchor: dict[str, Any]) -> dict[str, Any]:
-    """An `anchor` entry and whether the root it anchored is this log's root at that size
-    (checked here, from the ledger; the chain itself is checked by `flchain anchor verify`)."""
-    size, root = anchor.get("size"), anchor.get("root")
+    """An `anchor` entry's fields (`_fields` of an `E.Anchor`) and whether the root it
+    anchored is this log's root at that size (checked here, from the ledger; the chain
+    itself is checked by `flchain anchor verify`)."""
+    size, root, origin = anchor["size"], anchor["root"], anchor["origin"]
     doc = {**anchor, "matches_log": None, "problem": None}
-    origin = anchor.get("origin", ledger.origin)
-    if not isinstance(size, int) or not isinstance(root, str):
-        doc["problem"] = "the entry names no tree size and root"
-    elif origin != ledger.origin:
+    if origin != ledger.origin:  # fields as `E.Anchor` decoded them: typed and present
         doc["problem"] = f"it anchors another log's checkpoint (origin {origin!r})"
     elif size > ledger.size:
         doc["problem"] = f"size {size} is beyond the log (size {ledger.size})"
     else:
-        want = ledger.root_at(size).hex()
-        doc["matches_log"] = root.removeprefix("sha256:").lower() == want
+        want = ledger.root_at(size)
+        doc["matches_log"] = parse_digest(root) == want
         if not doc["matches_log"]:
-            doc["problem"] = f"anchored root {root} is not the log's root at size {size} ({want})"
+            doc["problem"] = (f"anchored root {root} is not the log's root at size {size} "
+                              f"({want.hex()})")
     return doc
 
 
@@ -279,8 +279,8 @@ def replay_facts(ledger: Ledger, blobs: Any, run_replay: bool) -> dict[str, Any]
                 "detail": "no blob store: replay needs the kept update blobs"}
     result = replay(ledger, blobs)
     rounds = [r.to_json() for r in result.rounds]
-    counts = Counter(r["status"] for r in rounds)
-    detail = ", ".join(f"{counts[s]} {s}" for s in REPLAY_STATUSES if counts[s]) or "no rounds"
+    counts = result.counts()
+    detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no rounds"
     first = next((r for r in rounds if r["status"] != "ok"), None)
     if first is not None:
         detail += (f"; first not ok: run {first['run']} round {first['round']} "
@@ -495,7 +495,9 @@ def build_report(
     replay: bool = True,
     path: str | None = None,
 ) -> AuditReport:
-    """Read `ledger` once and gather the audit report.
+    """Gather the audit report. The ledger is scanned by `verify_ledger`, then its
+    entries sorted in one pass here (only when it verifies); lineage reads the entries it
+    needs by index and replay makes its own pass, each as its command would.
 
     `blobs`: the blob store (model weights, kept updates) for lineage and replay; `model`:
     the final model to trace (default: the latest recorded); `verifier`: the log key an

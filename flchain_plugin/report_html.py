@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .report import key_name
+
 MAX_COLUMNS = 16
 MAX_ACCEPTED = 6
 MAX_REFUSED = 3
@@ -282,7 +284,7 @@ def _policy_rows(policy: dict[str, Any]) -> list[list[str]]:
     rows = []
     for k, v in sorted(policy.items()):
         if k == "keys" and isinstance(v, list):
-            shown, more = capped([str(x).split("+", 1)[0] for x in v], MAX_LIST)
+            shown, more = capped([key_name(str(x)) for x in v], MAX_LIST)
             value = esc(", ".join(shown) + more) + f' <span class="muted">({len(v)} keys)</span>'
         elif isinstance(v, dict):
             value = esc(metrics_text(v))

@@ -206,6 +206,21 @@ def test_anchors_are_checked_against_the_log(tmp_path: Path) -> None:
                               f"the log's root at size {size} ({root[7:]})"]
 
 
+def test_an_anchor_of_another_log_or_beyond_the_log_is_a_problem(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    with Ledger(path, create=True, origin="example.com/report") as led:
+        write_run(led, rounds=1)
+        size = led.size
+        root = "sha256:" + led.root_at(size).hex()
+        commit(led, [anchor(size=size, root=root, origin="example.com/other"),
+                     anchor(size=size + 50, root=root)], signer=log_signer(led))
+        rep = build_report(led, replay=False)
+    other, beyond = rep.to_json()["anchors"]
+    assert other["matches_log"] is None and "another log" in other["problem"]
+    assert beyond["matches_log"] is None and "beyond the log" in beyond["problem"]
+    assert not rep.ok and len(rep.problems()) == 2
+
+
 # -- the page -----------------------------------------------------------------------------------
 
 
